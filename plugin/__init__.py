@@ -1,0 +1,54 @@
+"""locrob: local robustness (alpha_lim), corruption robustness and defenses, as plugins.
+
+The public API is a handful of guessable functions::
+
+    import locrob
+    data = locrob.load_dataset("digits")
+    run = locrob.train("small-cnn", data, config=locrob.TrainConfig(epochs=3))
+    report = locrob.evaluate(run.model, data, metrics=["clean"])
+
+Plugins implement the hooks of :mod:`locrob.hookspecs`, marked with :data:`locrob.hookimpl`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("locrob")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+from locrob.data.images import ImageData
+from locrob.defenses.base import Defense
+from locrob.errors import LocrobError
+from locrob.evaluation import EvaluationContext, evaluate
+from locrob.hookspecs import hookimpl
+from locrob.metrics.base import Metric, MetricResult
+from locrob.models.checkpoint import load_checkpoint, save_checkpoint
+from locrob.plugins import registries
+from locrob.report import Report, load_report, markdown_table
+from locrob.sources import load_dataset, load_model
+from locrob.training import TrainConfig, TrainingContext, TrainResult, train
+
+__all__ = [
+    "Defense",
+    "EvaluationContext",
+    "ImageData",
+    "LocrobError",
+    "Metric",
+    "MetricResult",
+    "Report",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingContext",
+    "__version__",
+    "evaluate",
+    "hookimpl",
+    "load_checkpoint",
+    "load_dataset",
+    "load_model",
+    "load_report",
+    "markdown_table",
+    "registries",
+    "save_checkpoint",
+    "train",
+]

@@ -1,0 +1,3 @@
+from locrob.cli import main
+
+main()

@@ -1,0 +1,181 @@
+"""The ``locrob`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from locrob.errors import LocrobError
+
+app = typer.Typer(
+    help="Local robustness, corruption robustness and defenses for image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+OptionList = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help="A plugin setting NAME.KEY=VALUE (VALUE read as JSON, else as text); repeatable.",
+    ),
+]
+Device = Annotated[
+    str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).")
+]
+DataDir = Annotated[Path | None, typer.Option(help="Where cifar10/cifar100 files live.")]
+Download = Annotated[
+    bool, typer.Option(help="Let torchvision download CIFAR files into --data-dir.")
+]
+
+
+def parse_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["pgd.eps=0.03", "pgd.norm=L2"]`` -> ``{"pgd": {"eps": 0.03, "norm": "L2"}}``."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        target, eq, raw = item.partition("=")
+        plugin, dot, key = target.partition(".")
+        if not (eq and dot and plugin and key):
+            raise LocrobError(
+                f"--option wants NAME.KEY=VALUE (like clean.batch_size=128), got '{item}'"
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parsed.setdefault(plugin, {})[key] = value
+    return parsed
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Directory for model.pt and train.json.")],
+    model: Annotated[str, typer.Option(help="Architecture to train.")] = "small-cnn",
+    dataset: Annotated[str, typer.Option(help="Data set spec.")] = "digits",
+    defense: Annotated[
+        list[str] | None, typer.Option(help="Activate a defense; repeat to combine.")
+    ] = None,
+    option: OptionList = None,
+    epochs: Annotated[int, typer.Option(help="Epochs; the learning rate drops at half.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 100,
+    lr: Annotated[float, typer.Option(help="Initial learning rate.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of initialization and shuffling.")] = 0,
+    device: Device = None,
+    data_dir: DataDir = None,
+    download: Download = False,
+) -> None:
+    """Train a model (no defense: the vanilla baseline) and save a checkpoint."""
+    from locrob.sources import load_dataset
+    from locrob.training import TrainConfig
+    from locrob.training import train as run_training
+
+    data = load_dataset(dataset, data_dir=data_dir, download=download)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    result = run_training(
+        model,
+        data,
+        defenses=defense or [],
+        defense_options=parse_options(option),
+        config=config,
+        device=device,
+        out=out,
+    )
+    last = result.history[-1]
+    typer.echo(
+        f"trained {model} on {dataset} in {result.seconds:.1f}s: train accuracy "
+        f"{last['train_accuracy']:.4f}, test accuracy {last['test_accuracy']:.4f}"
+    )
+    typer.echo(f"checkpoint: {result.checkpoint}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="Model spec: checkpoint:<path>, an architecture, ...")],
+    out: Annotated[Path, typer.Option(help="Directory for report.json and report.md.")],
+    dataset: Annotated[str, typer.Option(help="Data set spec.")] = "digits",
+    metrics: Annotated[str, typer.Option(help="Comma-separated metric names.")] = "clean",
+    option: OptionList = None,
+    split: Annotated[str, typer.Option(help="train or test.")] = "test",
+    max_examples: Annotated[int | None, typer.Option(help="Use the first N examples.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed for metrics that draw noise.")] = 0,
+    name: Annotated[str | None, typer.Option(help="The model's label in tables.")] = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    download: Download = False,
+) -> None:
+    """Evaluate a model with metric plugins; write a JSON report and a Markdown table."""
+    from locrob.evaluation import evaluate as run_evaluation
+    from locrob.report import markdown_table
+    from locrob.sources import load_dataset
+
+    data = load_dataset(dataset, data_dir=data_dir, download=download)
+    report = run_evaluation(
+        model,
+        data,
+        [m.strip() for m in metrics.split(",") if m.strip()],
+        metric_options=parse_options(option),
+        split=split,
+        max_examples=max_examples,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        name=name,
+    )
+    path = report.save(out)
+    typer.echo(markdown_table([report]), nl=False)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+def plugins() -> None:
+    """List the loaded plugins (name, version, hooks) and what they registered."""
+    from locrob import plugins as host
+
+    for info in host.host.plugins():
+        version = f" {info.version}" if info.version else ""
+        typer.echo(f"{info.name}  [{info.distribution}{version}]  hooks: {', '.join(info.hooks)}")
+    reg = host.registries()
+    typer.echo("")
+    for label, registry in (
+        ("metrics", reg.metrics),
+        ("defenses", reg.defenses),
+        ("models", reg.model_sources),
+        ("datasets", reg.dataset_sources),
+        ("corruptions", reg.corruptions),
+    ):
+        typer.echo(f"{label}: {', '.join(registry.names()) or '(none)'}")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from locrob import __version__
+
+        typer.echo(f"locrob {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Local robustness, corruption robustness and defenses for image classifiers."""
+
+
+def main() -> None:
+    """Console entry point: a :class:`LocrobError` becomes one line on stderr and exit code 2."""
+    try:
+        app()
+    except LocrobError as err:
+        typer.echo(f"locrob: error: {err}", err=True)
+        sys.exit(2)

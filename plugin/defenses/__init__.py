@@ -1,0 +1,1 @@
+"""Defense plugins: each module is one defense, the shared mechanics live in :mod:`.base`."""

@@ -1,0 +1,125 @@
+"""Hook specifications: the contract between locrob and its plugins.
+
+Three families:
+
+* :class:`RegistrationSpec` — called once, when the plugins load, to fill the registries of
+  metrics, defenses, model sources, dataset sources and corruptions. A plugin module (the
+  target of an entry point in the ``locrob`` group) implements any of these.
+* :class:`TrainingSpec` — implemented by :class:`locrob.Defense` objects. The trainer
+  registers every defense active in a run on that run's plugin manager and calls these hooks;
+  combining defenses is activating several of them.
+* :class:`EvaluationSpec` — implemented by :class:`locrob.Metric` objects, registered the same
+  way on an evaluation run's manager.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from locrob.data.images import ImageData
+    from locrob.evaluation import EvaluationContext
+    from locrob.metrics.base import MetricResult
+    from locrob.training import TrainingContext
+    from torch import nn
+
+PROJECT = "locrob"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[..., None]
+
+
+class RegistrationSpec:
+    """Hooks that fill the registries. Each receives a ``register(name, obj)`` callback."""
+
+    @hookspec
+    def register_metrics(self, register: Register) -> None:
+        """Register metric classes: ``register("clean", CleanAccuracy)``.
+
+        A metric class subclasses :class:`locrob.Metric`; its constructor's keyword
+        arguments are the metric's settings.
+        """
+
+    @hookspec
+    def register_defenses(self, register: Register) -> None:
+        """Register defense classes: ``register("parseval", Parseval)``.
+
+        A defense class subclasses :class:`locrob.Defense`; its constructor's keyword
+        arguments are the defense's parameters.
+        """
+
+    @hookspec
+    def register_model_sources(self, register: Register) -> None:
+        """Register model sources, resolved from specs ``NAME`` or ``NAME:ARG``.
+
+        ``register("small-cnn", source)`` where ``source(arg, **options) -> nn.Module``;
+        ``arg`` is the part after the colon (``checkpoint:<path>``) or ``None``.
+        """
+
+    @hookspec
+    def register_dataset_sources(self, register: Register) -> None:
+        """Register dataset sources, resolved from specs ``NAME`` or ``NAME:ARG``.
+
+        ``register("cifar10", source)`` where
+        ``source(arg, *, data_dir, download) -> ImageData``.
+        """
+
+    @hookspec
+    def register_corruptions(self, register: Register) -> None:
+        """Register corruption functions ``fn(images, severity, generator) -> images``."""
+
+
+class TrainingSpec:
+    """The training lifecycle, called by the trainer for every active defense."""
+
+    @hookspec
+    def prepare_model(self, model: nn.Module, context: TrainingContext) -> None:
+        """Change the model in place before the optimizer is built (layers, merges, hooks)."""
+
+    @hookspec
+    def transform_batch(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, context: TrainingContext
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Return a replacement training batch (adversarial examples), or None.
+
+        At most one active defense may implement this hook; the trainer refuses a
+        combination with two, since their order would silently decide the result.
+        """
+
+    @hookspec
+    def loss_terms(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logits: torch.Tensor,
+        context: TrainingContext,
+    ) -> dict[str, torch.Tensor] | None:
+        """Return named scalar loss terms to add to the cross-entropy (already weighted)."""
+
+    @hookspec
+    def after_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, context: TrainingContext
+    ) -> None:
+        """Act on the weights after each optimizer step (retractions, projections)."""
+
+    @hookspec
+    def on_epoch_end(
+        self, model: nn.Module, stats: dict[str, Any], context: TrainingContext
+    ) -> None:
+        """Observe (or add to) the epoch's statistics before they are recorded."""
+
+
+class EvaluationSpec:
+    """Evaluation: each active metric measures the model on the data."""
+
+    @hookspec
+    def measure(
+        self, model: nn.Module, data: ImageData, context: EvaluationContext
+    ) -> MetricResult:
+        """Measure the model on ``context.split`` of ``data`` and return a typed result."""

@@ -1,0 +1,54 @@
+"""What every metric shares: the result type and the base class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from locrob.configurable import Configurable
+
+
+@dataclass
+class MetricResult:
+    """A metric's outcome.
+
+    ``summary`` holds the scalars that tables and leaderboards show (``{"accuracy": 0.97}``);
+    ``details`` holds anything else JSON-able (curves, per-class numbers).
+    """
+
+    name: str
+    summary: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary, "details": self.details, "settings": self.settings}
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> MetricResult:
+        return cls(
+            name,
+            dict(data["summary"]),
+            dict(data.get("details", {})),
+            dict(data.get("settings", {})),
+        )
+
+
+class Metric(Configurable):
+    """Base of metric plugins.
+
+    A subclass is a ``@dataclass`` whose fields are its settings, sets ``name``, and
+    implements the evaluation hook::
+
+        @hookimpl
+        def measure(self, model, data, context) -> MetricResult: ...
+
+    ``context.examples(data)`` gives the images and labels to measure on, and
+    ``context.batches(data)`` iterates them as float batches on the device.
+    """
+
+    kind: ClassVar[str] = "metric"
+
+    def result(self, summary: dict[str, float], **details: Any) -> MetricResult:
+        """A :class:`MetricResult` carrying this metric's name and settings."""
+        return MetricResult(self.name, summary, details, self.settings())

@@ -1,0 +1,1 @@
+"""Reference architectures and the model sources that build or load them."""

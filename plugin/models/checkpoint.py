@@ -1,0 +1,100 @@
+"""Checkpoints: weights plus the settings that made them, loaded without unpickling code.
+
+The file is a ``torch.save`` dict of tensors and one JSON string, read back with
+``torch.load(weights_only=True)``, so a checkpoint from elsewhere cannot run code on load.
+The model is rebuilt from its source name and options, then the weights are loaded strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from locrob.atomic import atomic_path
+from locrob.errors import LocrobError
+from locrob.hookspecs import Register, hookimpl
+from torch import nn
+
+FORMAT = "locrob-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, source: str, options: dict[str, Any], **info: Any
+) -> Path:
+    """Write ``model``'s weights with how to rebuild it (``source``, ``options``) and ``info``.
+
+    ``info`` (dataset, defenses, training settings, history) must be JSON-able.
+    The write is atomic: a temporary file renamed into place.
+    """
+    from locrob import __version__
+
+    config = {"source": source, "options": options, "locrob_version": __version__, **info}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The checkpoint's config and state dict, with a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise LocrobError(
+            f"checkpoint not found: '{path}'; create one with `locrob train --out DIR`"
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise LocrobError(
+            f"'{path}' is not a readable checkpoint ({type(err).__name__}); it may be truncated "
+            "or not made by locrob: re-create it with `locrob train`"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise LocrobError(f"'{path}' is not a locrob checkpoint; create one with `locrob train`")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise LocrobError(
+            f"'{path}' has checkpoint format version {payload.get('format_version')}; "
+            f"this locrob reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = json.loads(payload["config"])
+        state = payload["state_dict"]
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise LocrobError(f"'{path}' is a damaged locrob checkpoint (bad config)") from None
+    return config, state
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved at ``path``; returns the model (eval mode) and its config."""
+    from locrob.sources import load_model
+
+    config, state = read_checkpoint(path)
+    model = load_model(config["source"], **config.get("options", {}))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise LocrobError(
+            f"'{path}' does not match its model '{config['source']}': {first}"
+        ) from None
+    return model.eval(), config
+
+
+def checkpoint_source(arg: str | None = None, **_: object) -> nn.Module:
+    """Model source ``checkpoint:<path>``."""
+    if not arg:
+        raise LocrobError("use checkpoint:<path>, e.g. checkpoint:runs/digits/model.pt")
+    return load_checkpoint(arg)[0]
+
+
+@hookimpl
+def register_model_sources(register: Register) -> None:
+    register("checkpoint", checkpoint_source)

@@ -1,0 +1,82 @@
+"""Resolve model and dataset specs (``NAME`` or ``NAME:ARG``) through the registries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from locrob import plugins
+from locrob.data.images import ImageData
+from locrob.errors import LocrobError
+from torch import nn
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """Split a spec into name and argument.
+
+    ``"checkpoint:a.pt"`` -> ``("checkpoint", "a.pt")``; ``"digits"`` -> ``("digits", None)``.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise LocrobError(
+            f"a spec must be a non-empty string like 'NAME' or 'NAME:ARG', got {spec!r}"
+        )
+    name, sep, arg = spec.strip().partition(":")
+    return name, (arg if sep else None)
+
+
+def load_model(spec: str, **options: object) -> nn.Module:
+    """Build or load a model: ``small-cnn``, ``preact-resnet18``, ``checkpoint:<path>``, ...
+
+    ``options`` go to the source (``num_classes=10`` for an architecture, say).
+    The model is returned in eval mode.
+    """
+    name, arg = split_spec(spec)
+    model = plugins.registries().model_sources.get(name)(arg, **options)
+    if not isinstance(model, nn.Module):
+        raise LocrobError(
+            f"model source '{name}' returned {type(model).__name__}, not an nn.Module"
+        )
+    return model.eval()
+
+
+def load_dataset(
+    spec: str, *, data_dir: str | Path | None = None, download: bool = False
+) -> ImageData:
+    """Load a data set: ``digits`` (embedded), ``cifar10``, ``cifar100``, ``npz:<path>``, ..."""
+    name, arg = split_spec(spec)
+    data = plugins.registries().dataset_sources.get(name)(arg, data_dir=data_dir, download=download)
+    if not isinstance(data, ImageData):
+        raise LocrobError(f"dataset source '{name}' returned {type(data).__name__}, not ImageData")
+    return data
+
+
+def data_options(spec: str, data: ImageData) -> dict[str, Any]:
+    """Shape options derived from ``data`` (classes, channels, size) that the source accepts.
+
+    Architectures advertise their keyword options in ``parameters``; other sources
+    (checkpoints) carry their own shapes and get none.
+    """
+    source = plugins.registries().model_sources.get(split_spec(spec)[0])
+    accepted = getattr(source, "parameters", ())
+    c, h, _ = data.image_shape
+    derived = {"num_classes": data.num_classes, "in_channels": c, "image_size": h}
+    return {k: v for k, v in derived.items() if k in accepted}
+
+
+def model_info(spec: str) -> dict[str, Any]:
+    """What a report records about a model spec: for a checkpoint, how it was made."""
+    from locrob.models.checkpoint import read_checkpoint
+
+    name, arg = split_spec(spec)
+    if name != "checkpoint" or not arg:
+        return {"spec": spec, "name": spec}
+    config, _ = read_checkpoint(arg)
+    defenses = [d["name"] for d in config.get("defenses", [])]
+    return {
+        "spec": spec,
+        "name": f"{config['source']} ({'+'.join(defenses) or 'vanilla'})",
+        "source": config["source"],
+        "defenses": config.get("defenses", []),
+        "trained_on": config.get("dataset"),
+        "train": config.get("train", {}),
+    }
