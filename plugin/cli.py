@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from locrob.errors import LocrobError
 
 app = typer.Typer(

@@ -9,6 +9,8 @@ from typing import Any
 
 import pluggy
 import torch
+from torch import nn
+
 from locrob import hookspecs, plugins
 from locrob.data.images import ImageData, batches
 from locrob.errors import LocrobError
@@ -16,7 +18,6 @@ from locrob.metrics.base import Metric
 from locrob.report import Report
 from locrob.runtime import progress, resolve_device
 from locrob.sources import data_options, load_dataset, load_model, model_info
-from torch import nn
 
 
 @dataclass

@@ -21,11 +21,12 @@ import pluggy
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
+
     from locrob.data.images import ImageData
     from locrob.evaluation import EvaluationContext
     from locrob.metrics.base import MetricResult
     from locrob.training import TrainingContext
-    from torch import nn
 
 PROJECT = "locrob"
 hookspec = pluggy.HookspecMarker(PROJECT)

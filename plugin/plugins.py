@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
+
 from locrob import hookspecs
 from locrob.errors import LocrobError
 from locrob.registry import Registry

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import torch
-from locrob.errors import LocrobError
 from tqdm.auto import tqdm
+
+from locrob.errors import LocrobError
 
 T = TypeVar("T")
 PROGRESS_ENV = "LOCROB_PROGRESS"

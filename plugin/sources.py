@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from locrob import plugins
 from locrob.data.images import ImageData
 from locrob.errors import LocrobError
-from torch import nn
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:

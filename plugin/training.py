@@ -19,6 +19,8 @@ from typing import Any
 import pluggy
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from locrob import hookspecs, plugins
 from locrob.atomic import write_text
 from locrob.configurable import check
@@ -28,7 +30,6 @@ from locrob.errors import LocrobError
 from locrob.models.checkpoint import save_checkpoint
 from locrob.runtime import progress, resolve_device
 from locrob.sources import data_options, load_dataset, load_model
-from torch import nn
 
 
 @dataclass

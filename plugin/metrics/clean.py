@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from locrob.data.images import ImageData
 from locrob.evaluation import EvaluationContext
 from locrob.hookspecs import Register, hookimpl
 from locrob.metrics.base import Metric, MetricResult
-from torch import nn
 
 
 @torch.no_grad()

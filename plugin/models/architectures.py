@@ -16,10 +16,11 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
+
 from locrob.errors import LocrobError
 from locrob.hookspecs import Register, hookimpl
 from locrob.models.normalize import Normalize
-from torch import nn
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from locrob.atomic import atomic_path
 from locrob.errors import LocrobError
 from locrob.hookspecs import Register, hookimpl
-from torch import nn
 
 FORMAT = "locrob-checkpoint"
 FORMAT_VERSION = 1

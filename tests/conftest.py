@@ -1,0 +1,107 @@
+"""Shared fixtures: progress bars off, the digits data set, a clean plugin host per test."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import locrob
+from locrob import plugins
+
+THIRD_PARTY = Path(__file__).parent / "third_party"
+os.environ["LOCROB_PROGRESS"] = "0"  # before any fixture, session-scoped ones included
+
+
+@pytest.fixture(autouse=True)
+def _quiet_and_isolated(monkeypatch):
+    """No progress bars; every test starts and ends with a freshly loaded plugin host."""
+    monkeypatch.setenv("LOCROB_PROGRESS", "0")
+    monkeypatch.delenv("LOCROB_PLUGINS", raising=False)
+    plugins.reload()
+    yield
+    plugins.reload()
+
+
+@pytest.fixture(scope="session")
+def digits() -> locrob.ImageData:
+    return locrob.load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, digits):
+    """A small-cnn trained 6 epochs on digits, saved as a checkpoint."""
+    out = tmp_path_factory.mktemp("run")
+    return locrob.train("small-cnn", digits, config=locrob.TrainConfig(epochs=6), out=out)
+
+
+@pytest.fixture
+def third_party(monkeypatch):
+    """Put the example plugin's package and its .dist-info on sys.path, as pip would."""
+    monkeypatch.syspath_prepend(str(THIRD_PARTY))
+    yield THIRD_PARTY
+    sys.modules.pop("locrob_example", None)
+
+
+def _pickle(path: Path, obj: object) -> None:
+    with path.open("wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path, monkeypatch):
+    """A tiny CIFAR-10 in torchvision's python-version layout (pickled batches of flat rows).
+
+    The checksums torchvision verifies are set to the fake files' own md5 sums, so the real
+    integrity check runs and passes. Returns (root, {split: (images NCHW uint8, labels)}).
+    """
+    from torchvision.datasets import CIFAR10
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / CIFAR10.base_folder
+    folder.mkdir()
+    expected: dict[str, tuple[np.ndarray, np.ndarray]] = {"train": ([], []), "test": ([], [])}
+    train_list = []
+    for i in range(1, 6):
+        rows = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=4).tolist()
+        name = f"data_batch_{i}"
+        _pickle(folder / name, {"batch_label": name, "data": rows, "labels": labels})
+        train_list.append([name, _md5(folder / name)])
+        expected["train"][0].append(rows)
+        expected["train"][1].extend(labels)
+    rows = rng.integers(0, 256, size=(6, 3072), dtype=np.uint8)
+    labels = list(range(6))
+    _pickle(folder / "test_batch", {"batch_label": "test", "data": rows, "labels": labels})
+    expected["test"][0].append(rows)
+    expected["test"][1].extend(labels)
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    _pickle(folder / "batches.meta", {"label_names": names, "num_vis": 3072})
+    monkeypatch.setattr(CIFAR10, "train_list", train_list)
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
+    arrays = {
+        split: (np.concatenate(rows).reshape(-1, 3, 32, 32), np.array(labels))
+        for split, (rows, labels) in expected.items()
+    }
+    return tmp_path, arrays

@@ -1,0 +1,113 @@
+"""The evaluation runner, the clean metric and the report writers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import locrob
+from locrob.errors import LocrobError
+from locrob.report import SCHEMA_VERSION
+
+
+class Fixed(nn.Module):
+    """Predicts class ``pixel[0,0,0] * 255 mod 3``: a classifier whose answers are known."""
+
+    def forward(self, x):
+        cls = (x[:, 0, 0, 0] * 255).round().long() % 3
+        return nn.functional.one_hot(cls, 3).float()
+
+
+def _data():
+    x = torch.arange(12, dtype=torch.uint8).view(12, 1, 1, 1).expand(12, 3, 4, 4).contiguous()
+    y = torch.tensor([0, 1, 2, 0, 0, 0, 1, 1, 2, 2, 2, 2])  # predictions are 0,1,2,0,1,2,...
+    return locrob.ImageData("tiny", x, y, x, y, classes=["a", "b", "c"])
+
+
+def test_clean_accuracy_is_exact_on_a_known_classifier():
+    report = locrob.evaluate(Fixed(), _data(), ["clean"], batch_size=5)
+    result = report.metrics["clean"]
+    # correct at indices 0,1,2,3,7,8,11 -> 7 of 12
+    assert result.summary == {"accuracy": pytest.approx(7 / 12)}
+    assert result.details["n_correct"] == 7
+    assert result.details["per_class_accuracy"] == pytest.approx(
+        {"a": 2 / 4, "b": 2 / 3, "c": 3 / 5}
+    )
+
+
+def test_max_examples_takes_the_first_n():
+    report = locrob.evaluate(Fixed(), _data(), ["clean"], max_examples=4)
+    assert report.n_examples == 4
+    assert report.metrics["clean"].summary["accuracy"] == 1.0
+
+
+def test_clean_accuracy_matches_a_direct_computation(trained, digits):
+    report = locrob.evaluate(trained.model, digits, ["clean"])
+    with torch.no_grad():
+        direct = (
+            trained.model(digits.test_x.float() / 255).argmax(1).eq(digits.test_y).float().mean()
+        )
+    assert report.metrics["clean"].summary["accuracy"] == pytest.approx(float(direct))
+    assert report.metrics["clean"].summary["accuracy"] == pytest.approx(
+        trained.history[-1]["test_accuracy"]
+    )
+
+
+def test_report_roundtrip_and_markdown(trained, tmp_path):
+    report = locrob.evaluate(f"checkpoint:{trained.checkpoint}", "digits", ["clean"])
+    assert report.model["name"] == "small-cnn (vanilla)"
+    assert report.model["trained_on"] == "digits"
+    path = report.save(tmp_path)
+    data = json.loads(path.read_text())
+    assert data["schema"] == "locrob-report" and data["schema_version"] == SCHEMA_VERSION
+    again = locrob.load_report(tmp_path)
+    assert again.to_dict() == report.to_dict()
+    table = (tmp_path / "report.md").read_text().splitlines()
+    assert table[0] == "| model | dataset | split | n | clean accuracy |"
+    acc = report.metrics["clean"].summary["accuracy"]
+    assert table[2] == f"| small-cnn (vanilla) | digits | test | 360 | {acc:.4g} |"
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_markdown_table_joins_reports_with_different_metrics():
+    a = locrob.evaluate(Fixed(), _data(), ["clean"], name="A")
+    b = locrob.evaluate(Fixed(), _data(), ["clean"], name="B")
+    b.metrics["clean"].summary["extra"] = 0.5
+    lines = locrob.markdown_table([a, b]).splitlines()
+    assert lines[0].endswith("| clean accuracy | clean extra |")
+    assert lines[2].startswith("| A |") and lines[2].endswith("|  |")
+    assert lines[3].endswith("| 0.5 |")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not valid JSON"),
+        ('{"schema": "other"}', "not a locrob report"),
+        ('{"schema": "locrob-report", "schema_version": 99}', "schema version 99"),
+    ],
+)
+def test_bad_reports(tmp_path, text, message):
+    (tmp_path / "report.json").write_text(text)
+    with pytest.raises(LocrobError, match=message):
+        locrob.load_report(tmp_path)
+
+
+def test_bad_evaluation_requests():
+    with pytest.raises(LocrobError, match="max_examples must be at least 1"):
+        locrob.evaluate(Fixed(), _data(), max_examples=0)
+    with pytest.raises(LocrobError, match="unknown split 'valid'"):
+        locrob.evaluate(Fixed(), _data(), split="valid")
+    with pytest.raises(LocrobError, match="metric 'clean' has no option steps"):
+        locrob.evaluate(Fixed(), _data(), metric_options={"clean": {"steps": 3}})
+    with pytest.raises(LocrobError, match="a metric is listed twice"):
+        locrob.evaluate(Fixed(), _data(), ["clean", "clean"])
+
+
+def test_an_untrained_architecture_is_built_for_the_data(digits):
+    report = locrob.evaluate("small-cnn", digits, ["clean"], max_examples=20)
+    assert report.model["spec"] == "small-cnn"
+    assert 0.0 <= report.metrics["clean"].summary["accuracy"] <= 1.0

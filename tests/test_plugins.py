@@ -1,0 +1,136 @@
+"""The plugin host: entry-point loading, the allow-list, registries, and a third-party plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import locrob
+from locrob import hookspecs, plugins
+from locrob.errors import LocrobError
+
+
+def test_builtins_load_through_the_entry_point_group():
+    infos = {info.name: info for info in plugins.host.plugins()}
+    for name in ("clean", "digits", "cifar", "npz", "architectures", "checkpoint"):
+        assert infos[name].distribution == "locrob"
+        assert infos[name].version == locrob.__version__
+    assert infos["clean"].hooks == ("register_metrics",)
+    reg = locrob.registries()
+    assert reg.metrics.names() == ["clean"]
+    assert {"small-cnn", "preact-resnet18", "checkpoint"} <= set(reg.model_sources.names())
+    assert {"digits", "cifar10", "cifar100", "npz"} <= set(reg.dataset_sources.names())
+
+
+def test_hookimpl_is_exported_from_the_package_root():
+    assert locrob.hookimpl is hookspecs.hookimpl
+    assert locrob.hookimpl.project_name == "locrob"
+
+
+def test_plugins_load_once_and_lazily():
+    host = plugins.PluginHost()
+    assert host.pm.list_name_plugin() == []
+    first = host.registries
+    assert host.registries is first
+    count = len(host.pm.list_name_plugin())
+    host.load()
+    assert len(host.pm.list_name_plugin()) == count
+
+
+def test_allow_list_limits_what_loads(monkeypatch):
+    monkeypatch.setenv("LOCROB_PLUGINS", "digits, clean")
+    plugins.reload()
+    assert {info.name for info in plugins.host.plugins()} == {"digits", "clean"}
+    with pytest.raises(LocrobError, match="unknown model source 'small-cnn'; known: none"):
+        locrob.load_model("small-cnn")
+
+
+def test_empty_allow_list_loads_nothing(monkeypatch):
+    monkeypatch.setenv("LOCROB_PLUGINS", "")
+    plugins.reload()
+    assert plugins.host.plugins() == []
+
+
+def test_allow_list_naming_an_absent_plugin_is_an_error(monkeypatch):
+    monkeypatch.setenv("LOCROB_PLUGINS", "clean,no-such-plugin")
+    plugins.reload()
+    with pytest.raises(LocrobError, match=r"no-such-plugin.*installed:.*clean"):
+        locrob.registries()
+
+
+def test_allow_list_accepts_a_distribution_name(monkeypatch, third_party):
+    monkeypatch.setenv("LOCROB_PLUGINS", "locrob-example")
+    plugins.reload()
+    assert [info.name for info in plugins.host.plugins()] == ["example"]
+
+
+def test_duplicate_names_are_refused():
+    class Twin:
+        @locrob.hookimpl
+        def register_metrics(self, register):
+            register("clean", object)
+
+    plugins.host.register(Twin(), name="twin")
+    with pytest.raises(LocrobError, match="metric 'clean' is registered twice"):
+        locrob.registries()
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(
+        LocrobError, match=r"unknown dataset 'mnist'; known: cifar10, cifar100, digits, npz"
+    ):
+        locrob.load_dataset("mnist")
+    with pytest.raises(LocrobError, match="unknown metric 'nope'; known: clean"):
+        locrob.evaluate(torch.nn.Flatten(), "digits", ["nope"])
+
+
+def test_third_party_plugin_registers_by_entry_point_alone(third_party, digits, trained):
+    infos = {info.name: info for info in plugins.host.plugins()}
+    assert infos["example"].distribution == "locrob-example"
+    assert infos["example"].version == "0.1.0"
+    assert infos["example"].hooks == ("register_defenses", "register_metrics")
+    reg = locrob.registries()
+    assert "mean-confidence" in reg.metrics
+    assert "input-noise" in reg.defenses
+
+    report = locrob.evaluate(trained.model, digits, ["clean", "mean-confidence"])
+    with torch.no_grad():
+        x = digits.test_x.float() / 255
+        expected = trained.model(x).softmax(1).amax(1).mean()
+    assert report.metrics["mean-confidence"].summary["mean"] == pytest.approx(
+        float(expected), abs=1e-6
+    )
+
+
+def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(third_party), "LOCROB_PROGRESS": "0"}
+    listing = subprocess.run(
+        [sys.executable, "-m", "locrob", "plugins"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "example  [locrob-example 0.1.0]  hooks: register_defenses, register_metrics" in listing
+    assert "metrics: clean, mean-confidence" in listing
+    assert "defenses: input-noise" in listing
+
+    out = tmp_path / "eval"
+    cmd = [
+        sys.executable,
+        "-m",
+        "locrob",
+        "evaluate",
+        "--model",
+        f"checkpoint:{trained.checkpoint}",
+    ]
+    cmd += ["--metrics", "clean,mean-confidence", "--out", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert "mean-confidence mean" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert 0.1 <= report["metrics"]["mean-confidence"]["summary"]["mean"] <= 1.0

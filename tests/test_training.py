@@ -1,0 +1,180 @@
+"""The trainer: reproducibility, the schedule, and the lifecycle hooks every defense rides on."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+import locrob
+from locrob import hookimpl
+from locrob.errors import LocrobError
+
+FAST = locrob.TrainConfig(epochs=2, batch_size=200)
+
+
+def _subset(digits, n=400):
+    return locrob.ImageData(
+        "digits-small", digits.train_x[:n], digits.train_y[:n], digits.test_x, digits.test_y
+    )
+
+
+def test_vanilla_training_learns_digits(trained):
+    last = trained.history[-1]
+    assert last["test_accuracy"] > 0.9
+    assert last["loss"] == pytest.approx(last["cross_entropy"])  # no defense, no extra term
+
+
+def test_same_seed_same_weights_other_seed_other_weights(digits):
+    data = _subset(digits)
+    a = locrob.train("small-cnn", data, config=FAST).model.state_dict()
+    b = locrob.train("small-cnn", data, config=FAST).model.state_dict()
+    c = locrob.train("small-cnn", data, config=locrob.TrainConfig(epochs=2, batch_size=200, seed=1))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c.model.state_dict()[k]) for k in a)
+
+
+def test_learning_rate_drops_by_lr_drop_at_half(digits):
+    config = locrob.TrainConfig(epochs=4, batch_size=200, lr=0.05, lr_drop=0.1)
+    history = locrob.train("small-cnn", _subset(digits), config=config).history
+    assert [h["lr"] for h in history] == pytest.approx([0.05, 0.05, 0.005, 0.005])
+
+
+@dataclass
+class Recorder(locrob.Defense):
+    """Counts every lifecycle call and adds a constant loss term."""
+
+    name = "recorder"
+    term: float = 0.25
+    calls: dict = field(default_factory=dict, init=False)
+
+    def _count(self, hook):
+        self.calls[hook] = self.calls.get(hook, 0) + 1
+
+    @hookimpl
+    def prepare_model(self, model, context):
+        self._count("prepare_model")
+        assert model.training is False or model.training is True
+
+    @hookimpl
+    def loss_terms(self, model, x, y, logits, context):
+        self._count("loss_terms")
+        return {"recorder": torch.tensor(self.term, device=logits.device)}
+
+    @hookimpl
+    def after_step(self, model, optimizer, context):
+        self._count("after_step")
+
+    @hookimpl
+    def on_epoch_end(self, model, stats, context):
+        self._count("on_epoch_end")
+        stats["recorded_epoch"] = context.epoch
+
+
+@dataclass
+class Blank(locrob.Defense):
+    """Replaces every training image with black: the model can learn nothing but the prior."""
+
+    name = "blank"
+
+    @hookimpl
+    def transform_batch(self, model, x, y, context):
+        return torch.zeros_like(x), y
+
+
+def test_lifecycle_hooks_are_called_at_their_points(digits):
+    recorder = Recorder()
+    run = locrob.train("small-cnn", _subset(digits), defenses=[recorder], config=FAST)
+    steps = FAST.epochs * 2  # 400 images / batch 200
+    assert recorder.calls == {
+        "prepare_model": 1,
+        "loss_terms": steps,
+        "after_step": steps,
+        "on_epoch_end": FAST.epochs,
+    }
+    for h in run.history:
+        assert h["loss"] == pytest.approx(h["cross_entropy"] + 0.25, abs=1e-5)
+        assert h["recorder"] == pytest.approx(0.25)
+    assert [h["recorded_epoch"] for h in run.history] == [0, 1]
+    assert run.defenses == [{"name": "recorder", "settings": {"term": 0.25}}]
+
+
+def test_transform_batch_replaces_what_the_model_trains_on(digits):
+    data = _subset(digits)
+    run = locrob.train("small-cnn", data, defenses=[Blank()], config=locrob.TrainConfig(epochs=3))
+    # trained on black images only: predictions are constant, so accuracy is one class share
+    assert run.history[-1]["test_accuracy"] < 0.2
+
+
+def test_two_defenses_combine_by_activation(digits):
+    recorder = Recorder(term=0.5)
+    run = locrob.train("small-cnn", _subset(digits), defenses=[recorder, Blank()], config=FAST)
+    assert recorder.calls["after_step"] == 4
+    assert run.history[-1]["loss"] == pytest.approx(
+        run.history[-1]["cross_entropy"] + 0.5, abs=1e-5
+    )
+    assert [d["name"] for d in run.defenses] == ["recorder", "blank"]
+
+
+def test_two_batch_transforms_are_refused(digits):
+    @dataclass
+    class OtherBlank(Blank):
+        name = "other-blank"
+
+    with pytest.raises(LocrobError, match="blank and other-blank both replace the training batch"):
+        locrob.train("small-cnn", _subset(digits), defenses=[Blank(), OtherBlank()], config=FAST)
+
+
+def test_defenses_by_name_with_options(third_party, digits, tmp_path):
+    run = locrob.train(
+        "small-cnn",
+        _subset(digits),
+        defenses=["input-noise"],
+        defense_options={"input-noise": {"sigma": 0.05}},
+        config=FAST,
+        out=tmp_path,
+    )
+    assert run.defenses == [{"name": "input-noise", "settings": {"sigma": 0.05}}]
+    _, config = locrob.load_checkpoint(tmp_path / "model.pt")
+    assert config["defenses"] == run.defenses
+    assert config["train"]["epochs"] == 2
+    saved = json.loads((tmp_path / "train.json").read_text())
+    assert saved["model"] == "small-cnn" and len(saved["history"]) == 2
+
+
+def test_bad_defense_requests(third_party, digits):
+    data = _subset(digits)
+    with pytest.raises(LocrobError, match="unknown defense 'parseval'; known: input-noise"):
+        locrob.train("small-cnn", data, defenses=["parseval"], config=FAST)
+    with pytest.raises(
+        LocrobError, match="defense 'input-noise' has no option beta; its options: sigma"
+    ):
+        locrob.train(
+            "small-cnn",
+            data,
+            defenses=["input-noise"],
+            defense_options={"input-noise": {"beta": 1}},
+        )
+    with pytest.raises(LocrobError, match="sigma must be >= 0"):
+        locrob.train(
+            "small-cnn",
+            data,
+            defenses=["input-noise"],
+            defense_options={"input-noise": {"sigma": -1}},
+        )
+    with pytest.raises(LocrobError, match="options given for defenses not activated: input-noise"):
+        locrob.train("small-cnn", data, defense_options={"input-noise": {"sigma": 0.1}})
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"lr": -0.1}, "learning rate must be positive"),
+    ],
+)
+def test_bad_train_settings(setting, message):
+    with pytest.raises(LocrobError, match=message):
+        locrob.TrainConfig(**setting)

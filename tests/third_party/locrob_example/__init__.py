@@ -1,0 +1,47 @@
+"""A minimal third-party locrob plugin: one metric and one defense, found by entry point alone."""
+
+from dataclasses import dataclass
+
+import torch
+
+import locrob
+from locrob import hookimpl
+from locrob.configurable import check
+
+
+@dataclass
+class MeanConfidence(locrob.Metric):
+    """Mean of the top softmax probability over the examples."""
+
+    name = "mean-confidence"
+
+    @hookimpl
+    def measure(self, model, data, context):
+        with torch.no_grad():
+            top = torch.cat([model(x).softmax(1).amax(1).cpu() for x, _ in context.batches(data)])
+        return self.result({"mean": float(top.mean())})
+
+
+@dataclass
+class InputNoise(locrob.Defense):
+    """Train on images with added Gaussian noise, clamped to [0, 1]."""
+
+    name = "input-noise"
+    sigma: float = 0.1
+
+    def __post_init__(self):
+        check(self.sigma >= 0, self.name, f"sigma must be >= 0, got {self.sigma}")
+
+    @hookimpl
+    def transform_batch(self, model, x, y, context):
+        return (x + self.sigma * torch.randn_like(x)).clamp(0, 1), y
+
+
+@hookimpl
+def register_metrics(register):
+    register("mean-confidence", MeanConfidence)
+
+
+@hookimpl
+def register_defenses(register):
+    register("input-noise", InputNoise)
