@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from locrob import hookspecs, plugins
-from locrob.data.images import ImageData, batches
+from locrob.data.images import ImageData, batches, to_float
 from locrob.errors import LocrobError
 from locrob.metrics.base import Metric
 from locrob.report import Report
@@ -82,6 +82,28 @@ def make_metrics(
     return made
 
 
+@torch.no_grad()
+def check_model(model: nn.Module, data: ImageData, context: EvaluationContext) -> None:
+    """Run the model on two examples so a mismatch is one clear error, not a torch trace."""
+    x = to_float(context.examples(data)[0][:2], context.device)
+    try:
+        out = model(x)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise LocrobError(
+            f"the model fails on {data.name} images of shape {tuple(x.shape[1:])}: {first}"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise LocrobError(
+            f"the model must return one row of class scores per image: {len(x)} images gave {shape}"
+        )
+    if out.shape[1] < data.num_classes:
+        raise LocrobError(
+            f"the model scores {out.shape[1]} classes but {data.name} has {data.num_classes}"
+        )
+
+
 def evaluate(
     model: nn.Module | str,
     data: ImageData | str = "digits",
@@ -121,6 +143,7 @@ def evaluate(
         pm.register(metric, name=metric.name)
 
     model = model.to(context.device).eval()
+    check_model(model, data, context)
     start = time.perf_counter()
     results = {r.name: r for r in pm.hook.measure(model=model, data=data, context=context)}
     missing = [m.name for m in active if m.name not in results]

@@ -111,3 +111,17 @@ def test_an_untrained_architecture_is_built_for_the_data(digits):
     report = locrob.evaluate("small-cnn", digits, ["clean"], max_examples=20)
     assert report.model["spec"] == "small-cnn"
     assert 0.0 <= report.metrics["clean"].summary["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (nn.Conv2d(1, 3, 1), "fails on tiny images of shape"),
+        (nn.Flatten(0), "one row of class scores per image: 2 images gave"),
+        (nn.Sequential(nn.Flatten(), nn.Linear(48, 2)), "scores 2 classes but tiny has 3"),
+    ],
+    ids=["channels", "rows", "classes"],
+)
+def test_models_that_do_not_fit_the_data(model, message):
+    with pytest.raises(LocrobError, match=message):
+        locrob.evaluate(model, _data(), ["clean"])

@@ -98,6 +98,7 @@ class _Exploit:
     ],
     ids=["truncated", "garbage", "pickled-code", "foreign"],
 )
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_bad_checkpoints_are_refused(tmp_path, content, message, capsys):
     _, path = _save(tmp_path)
     bad = tmp_path / "bad.pt"
