@@ -1,0 +1,1 @@
+"""Data sets: the :class:`ImageData` container and the built-in dataset sources."""

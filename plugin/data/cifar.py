@@ -1,0 +1,66 @@
+"""CIFAR-10 and CIFAR-100 from a directory in torchvision's on-disk format."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from locrob.data.images import ImageData
+from locrob.errors import LocrobError
+from locrob.hookspecs import Register, hookimpl
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+def load_cifar(
+    arg: str | None = None,
+    *,
+    variant: str = "cifar10",
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    **_: object,
+) -> ImageData:
+    """CIFAR-10 or CIFAR-100 through torchvision, held as uint8 NCHW.
+
+    ``data_dir`` holds ``cifar-10-batches-py/`` (or ``cifar-100-python/``) as torchvision
+    extracts it; ``download=True`` lets torchvision fetch it there first.
+    """
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if variant == "cifar10" else CIFAR100
+    root = Path(arg or data_dir or DEFAULT_DATA_DIR)
+    folder = root / cls.base_folder
+    if not download and not folder.is_dir():
+        raise LocrobError(
+            f"{variant} files not found: expected {folder}/ (torchvision's python-version "
+            f"layout); extract {cls.filename} into {root} or pass --download"
+        )
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except RuntimeError as err:  # torchvision's missing-or-corrupted check
+        raise LocrobError(
+            f"{variant} files in {folder} are missing or fail their checksum ({err}); "
+            f"re-extract {cls.filename} there or pass --download"
+        ) from None
+
+    def nchw(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+    return ImageData(
+        name=variant,
+        train_x=nchw(train.data),
+        train_y=torch.as_tensor(train.targets),
+        test_x=nchw(test.data),
+        test_y=torch.as_tensor(test.targets),
+        classes=list(train.classes),
+    )
+
+
+@hookimpl
+def register_dataset_sources(register: Register) -> None:
+    register("cifar10", partial(load_cifar, variant="cifar10"))
+    register("cifar100", partial(load_cifar, variant="cifar100"))
