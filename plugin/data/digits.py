@@ -7,7 +7,6 @@ architectures) apply unchanged. The train/test split is fixed and stratified.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -49,5 +48,3 @@ def load_digits(arg: str | None = None, **_: object) -> ImageData:
 @hookimpl
 def register_dataset_sources(register: Register) -> None:
     register("digits", load_digits)
-
-

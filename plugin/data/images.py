@@ -135,5 +135,7 @@ def batches(
     """Float batches in [0, 1] on ``device``, in ``order`` (an index permutation) if given."""
     n = len(y)
     for start in range(0, n, batch_size):
-        idx = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
+        idx = (
+            slice(start, start + batch_size) if order is None else order[start : start + batch_size]
+        )
         yield to_float(x[idx], device), y[idx].to(device, non_blocking=True)

@@ -17,7 +17,9 @@ from locrob.hookspecs import Register, hookimpl
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def load_npz(arg: str | None = None, *, data_dir: str | Path | None = None, **_: object) -> ImageData:
+def load_npz(
+    arg: str | None = None, *, data_dir: str | Path | None = None, **_: object
+) -> ImageData:
     """Load ``x_train, y_train, x_test, y_test`` from an ``.npz`` file."""
     path = Path(arg or data_dir or "")
     if not path.is_file():
