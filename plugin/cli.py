@@ -11,6 +11,9 @@ import typer
 
 from locrob.errors import LocrobError
 
+# click's base exception, from the click typer runs on (recent typer vendors its own copy)
+CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
 app = typer.Typer(
     help="Local robustness, corruption robustness and defenses for image classifiers.",
     no_args_is_help=True,
@@ -174,9 +177,18 @@ def root(
 
 
 def main() -> None:
-    """Console entry point: a :class:`LocrobError` becomes one line on stderr and exit code 2."""
+    """Console entry point: a :class:`LocrobError` or a usage mistake becomes one line on
+    stderr and exit status 2."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except LocrobError as err:
         typer.echo(f"locrob: error: {err}", err=True)
         sys.exit(2)
+    except CLICK_ERROR as err:
+        hint = " (see --help)" if err.exit_code == 2 else ""
+        typer.echo(f"locrob: error: {err.format_message()}{hint}", err=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        typer.echo("locrob: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from locrob.errors import LocrobError
+from locrob.registry import Registry
 
 
 class Configurable:
@@ -50,3 +52,50 @@ def check(condition: bool, owner: str, message: str) -> None:
     """Raise a :class:`LocrobError` naming ``owner`` unless ``condition`` holds."""
     if not condition:
         raise LocrobError(f"{owner}: {message}")
+
+
+def instantiate(
+    items: Sequence[str | Configurable],
+    options: Mapping[str, Mapping[str, Any]] | None,
+    registry: Registry[Any],
+    base: type[Configurable],
+) -> list[Any]:
+    """Metrics or defenses from registered names (with ``options[name]``) or ready instances.
+
+    The registered name is the one name: a class registered under another name than its own
+    ``name`` is refused, as are options for a ready instance, duplicates, and options for
+    anything not requested.
+    """
+    options = options or {}
+    kind = base.kind
+    made: list[Any] = []
+    for item in items:
+        if isinstance(item, base):
+            if item.name in options:
+                raise LocrobError(
+                    f"options for {kind} '{item.name}' were given by name, but it was passed as a "
+                    "ready instance; set them on the instance"
+                )
+            obj = item
+        elif isinstance(item, str):
+            cls = registry.get(item)
+            if getattr(cls, "name", None) != item:
+                raise LocrobError(
+                    f"{kind} class {getattr(cls, '__name__', cls)!s} is registered as '{item}' but "
+                    f"names itself '{getattr(cls, 'name', '')}'; the two must agree"
+                )
+            obj = cls.create(**options.get(item, {}))
+        else:
+            raise LocrobError(
+                f"expected a {kind} name or a {base.__name__}, got {type(item).__name__}"
+            )
+        if not obj.name:
+            raise LocrobError(f"{kind} {type(obj).__name__} has no name; set its class attribute")
+        made.append(obj)
+    names = [obj.name for obj in made]
+    if len(set(names)) != len(names):
+        raise LocrobError(f"a {kind} is listed twice: {', '.join(names)}")
+    unused = sorted(set(options) - set(names))
+    if unused:
+        raise LocrobError(f"options given for {kind}s not requested: {', '.join(unused)}")
+    return made

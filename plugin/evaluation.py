@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import pluggy
 import torch
 from torch import nn
 
 from locrob import hookspecs, plugins
-from locrob.data.images import ImageData, batches, to_float
+from locrob.configurable import instantiate
+from locrob.data.images import ImageData, batches
 from locrob.errors import LocrobError
 from locrob.metrics.base import Metric
+from locrob.models.probe import check_model
 from locrob.report import Report
 from locrob.runtime import progress, resolve_device
 from locrob.sources import data_options, load_dataset, load_model, model_info
@@ -50,64 +51,36 @@ class EvaluationContext:
         return torch.Generator(self.device).manual_seed(self.seed)
 
 
-@dataclass
-class MetricRequest:
-    """A metric by name with its options (``MetricRequest("clean")``)."""
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-
 def make_metrics(
-    metrics: Sequence[str | Metric | MetricRequest],
-    options: Mapping[str, Mapping[str, Any]] | None = None,
+    metrics: Sequence[str | Metric], options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[Metric]:
-    """Instantiate metrics from names (with ``options[name]``), requests or ready instances."""
-    options = options or {}
-    registry = plugins.registries().metrics
-    made: list[Metric] = []
-    for item in metrics:
-        if isinstance(item, Metric):
-            made.append(item)
-            continue
-        request = item if isinstance(item, MetricRequest) else MetricRequest(item)
-        cls = registry.get(request.name)
-        made.append(cls.create(**{**options.get(request.name, {}), **request.options}))
-    unused = sorted(set(options) - {m.name for m in made})
-    if unused:
-        raise LocrobError(f"options given for metrics not evaluated: {', '.join(unused)}")
-    names = [m.name for m in made]
-    if len(set(names)) != len(names):
-        raise LocrobError(f"a metric is listed twice: {', '.join(names)}")
-    return made
+    """Instantiate metrics from names (with ``options[name]``) or ready instances."""
+    if not metrics:
+        raise LocrobError("no metric requested; name at least one (like 'clean')")
+    return instantiate(metrics, options, plugins.registries().metrics, Metric)
 
 
-@torch.no_grad()
-def check_model(model: nn.Module, data: ImageData, context: EvaluationContext) -> None:
-    """Run the model on two examples so a mismatch is one clear error, not a torch trace."""
-    x = to_float(context.examples(data)[0][:2], context.device)
-    try:
-        out = model(x)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise LocrobError(
-            f"the model fails on {data.name} images of shape {tuple(x.shape[1:])}: {first}"
-        ) from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise LocrobError(
-            f"the model must return one row of class scores per image: {len(x)} images gave {shape}"
-        )
-    if out.shape[1] < data.num_classes:
-        raise LocrobError(
-            f"the model scores {out.shape[1]} classes but {data.name} has {data.num_classes}"
-        )
+def as_data(data: ImageData | str | tuple[Any, Any]) -> ImageData:
+    """An :class:`ImageData` from itself, a dataset spec, or ``(images, labels)``.
+
+    ``(images, labels)`` becomes a data set whose train and test splits are both those arrays.
+    """
+    if isinstance(data, ImageData):
+        return data
+    if isinstance(data, str):
+        return load_dataset(data)
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+        return ImageData("arrays", x, y, x, y)
+    raise LocrobError(
+        f"data must be an ImageData, a dataset name or (images, labels), got {type(data).__name__}"
+    )
 
 
 def evaluate(
     model: nn.Module | str,
-    data: ImageData | str = "digits",
-    metrics: Sequence[str | Metric | MetricRequest] = ("clean",),
+    data: ImageData | str | tuple[Any, Any] = "digits",
+    metrics: Sequence[str | Metric] = ("clean",),
     *,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
     split: str = "test",
@@ -120,11 +93,11 @@ def evaluate(
     """Measure ``model`` on ``data`` with each metric and return one :class:`Report`.
 
     ``model`` is an ``nn.Module`` taking images in [0, 1], or a spec for
-    :func:`locrob.load_model`; ``data`` an :class:`ImageData` or a spec for
-    :func:`locrob.load_dataset`. ``name`` labels the model in tables and plots.
+    :func:`locrob.load_model`; ``data`` an :class:`ImageData`, a spec for
+    :func:`locrob.load_dataset`, or ``(images, labels)``. ``name`` labels the model in tables
+    and plots. The model is moved to ``device`` and left there, in its original mode.
     """
-    if isinstance(data, str):
-        data = load_dataset(data)
+    data = as_data(data)
     info = {"spec": type(model).__name__, "name": type(model).__name__}
     if isinstance(model, str):
         info = model_info(model)
@@ -137,15 +110,16 @@ def evaluate(
     n_examples = len(context.examples(data)[1])
     active = make_metrics(metrics, metric_options)
 
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs.EvaluationSpec)
-    for metric in active:
-        pm.register(metric, name=metric.name)
+    pm = plugins.run_manager(hookspecs.EvaluationSpec, active)
 
+    was_training = model.training
     model = model.to(context.device).eval()
-    check_model(model, data, context)
+    check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)
     start = time.perf_counter()
-    results = {r.name: r for r in pm.hook.measure(model=model, data=data, context=context)}
+    try:
+        results = {r.name: r for r in pm.hook.measure(model=model, data=data, context=context)}
+    finally:
+        model.train(was_training)
     missing = [m.name for m in active if m.name not in results]
     if missing:
         raise LocrobError(f"metric(s) {', '.join(missing)} returned no result under their own name")

@@ -9,6 +9,8 @@ those; an empty string loads none.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -62,8 +64,8 @@ class PluginHost:
         allow = _allow_list()
         entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
         if allow is not None:
-            installed = {ep.name for ep in entry_points} | {
-                ep.dist.name for ep in entry_points if ep.dist is not None
+            installed = {_canonical(ep.name) for ep in entry_points} | {
+                _canonical(ep.dist.name) for ep in entry_points if ep.dist is not None
             }
             unknown = sorted(allow - installed)
             if unknown:
@@ -73,18 +75,32 @@ class PluginHost:
                 )
         for ep in entry_points:
             dist_name = ep.dist.name if ep.dist is not None else ""
-            if allow is not None and ep.name not in allow and dist_name not in allow:
+            if allow is not None and not {_canonical(ep.name), _canonical(dist_name)} & allow:
                 continue
             if self.pm.has_plugin(ep.name):
-                continue
-            self.pm.register(ep.load(), name=ep.name)
+                other = self._dists.get(ep.name)
+                raise LocrobError(
+                    f"two installed plugins are named '{ep.name}' (from {dist_name or '?'} and "
+                    f"{other.name if other else '?'}); uninstall one or leave it out of {ALLOW_ENV}"
+                )
+            try:
+                self.pm.register(ep.load(), name=ep.name)
+            except Exception as err:  # a broken third-party plugin must not break every command
+                raise LocrobError(
+                    f"plugin '{ep.name}' from {dist_name or '?'} failed to load "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                    f"fix or uninstall it, or leave it out of {ALLOW_ENV}"
+                ) from None
             self._dists[ep.name] = ep.dist
         self._loaded = True
 
     def register(self, plugin: ModuleType | object, name: str | None = None) -> None:
         """Register a plugin object by hand (a notebook, a test); the registries refill."""
         self.load()
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as err:
+            raise LocrobError(f"cannot register plugin {name or plugin!r}: {err}") from None
         self._dists.setdefault(self.pm.get_name(plugin) or "", None)
         self._registries = None
 
@@ -127,11 +143,43 @@ class PluginHost:
         return sorted(infos, key=lambda info: (info.distribution != "locrob", info.name))
 
 
+def _canonical(name: str) -> str:
+    """Package-name normalization (PEP 503), so ``locrob_example`` matches ``locrob-example``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _allow_list() -> set[str] | None:
     value = os.environ.get(ALLOW_ENV)
     if value is None:
         return None
-    return {part.strip() for part in value.split(",") if part.strip()}
+    return {_canonical(part.strip()) for part in value.split(",") if part.strip()}
+
+
+def run_manager(spec: type, active: Sequence[Any]) -> pluggy.PluginManager:
+    """A plugin manager for one run holding the ``active`` metrics or defenses.
+
+    Every plugin must implement at least one hook of ``spec`` and nothing outside it, so a
+    misspelled hook or a missing ``@hookimpl`` is an error instead of a plugin that silently
+    does nothing.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(spec)
+    hooks = ", ".join(name for name in vars(spec) if not name.startswith("_"))
+    for plugin in active:
+        label = f"{getattr(plugin, 'kind', 'plugin')} '{plugin.name}'"
+        try:
+            pm.register(plugin, name=plugin.name)
+        except pluggy.PluginValidationError as err:
+            raise LocrobError(f"{label} does not fit its hook spec: {err}") from None
+        if not pm.get_hookcallers(plugin):
+            raise LocrobError(
+                f"{label} implements none of the hooks {hooks}; mark its methods @locrob.hookimpl"
+            )
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as err:
+        raise LocrobError(f"{err}; the hooks it may implement: {hooks}") from None
+    return pm
 
 
 host = PluginHost()

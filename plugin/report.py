@@ -63,7 +63,7 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
-        if data.get("schema") != SCHEMA:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise LocrobError("not a locrob report (no 'schema': 'locrob-report' field)")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise LocrobError(
@@ -85,7 +85,8 @@ class Report:
     def save(self, out_dir: str | Path) -> Path:
         """Write ``report.json`` and ``report.md`` into ``out_dir``; returns the JSON path."""
         out = Path(out_dir)
-        path = write_text(out / "report.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
+        path = write_text(out / "report.json", text + "\n")
         write_text(out / "report.md", markdown_table([self]))
         return path
 
@@ -107,6 +108,10 @@ def load_report(path: str | Path) -> Report:
         return Report.from_dict(data)
     except LocrobError as err:
         raise LocrobError(f"'{path}': {err}") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise LocrobError(
+            f"'{path}' is a damaged locrob report ({type(err).__name__}: {err})"
+        ) from None
 
 
 def _cell(value: Any) -> str:

@@ -23,13 +23,16 @@ from torch import nn
 
 from locrob import hookspecs, plugins
 from locrob.atomic import write_text
-from locrob.configurable import check
+from locrob.configurable import check, instantiate
 from locrob.data.images import ImageData, batches
 from locrob.defenses.base import Defense
 from locrob.errors import LocrobError
+from locrob.jsonable import jsonable
+from locrob.models.architectures import Architecture
 from locrob.models.checkpoint import save_checkpoint
+from locrob.models.probe import check_model
 from locrob.runtime import progress, resolve_device
-from locrob.sources import data_options, load_dataset, load_model
+from locrob.sources import data_options, load_dataset, load_model, split_spec
 
 
 @dataclass
@@ -89,27 +92,12 @@ def make_defenses(
     defenses: Sequence[str | Defense], options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[Defense]:
     """Instantiate defenses from names (with ``options[name]``) or ready instances."""
-    options = options or {}
-    registry = plugins.registries().defenses
-    made = [
-        d if isinstance(d, Defense) else registry.get(d).create(**options.get(d, {}))
-        for d in defenses
-    ]
-    names = [d.name for d in made]
-    if len(set(names)) != len(names):
-        raise LocrobError(f"a defense is listed twice: {', '.join(names)}")
-    unused = sorted(set(options) - set(names))
-    if unused:
-        raise LocrobError(f"options given for defenses not activated: {', '.join(unused)}")
-    return made
+    return instantiate(defenses, options, plugins.registries().defenses, Defense)
 
 
 def lifecycle(defenses: Sequence[Defense]) -> pluggy.PluginManager:
     """A plugin manager holding the active defenses, checked for conflicting hooks."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs.TrainingSpec)
-    for defense in defenses:
-        pm.register(defense, name=defense.name)
+    pm = plugins.run_manager(hookspecs.TrainingSpec, defenses)
     transformers = [impl.plugin_name for impl in pm.hook.transform_batch.get_hookimpls()]
     if len(transformers) > 1:
         raise LocrobError(
@@ -117,6 +105,38 @@ def lifecycle(defenses: Sequence[Defense]) -> pluggy.PluginManager:
             "activate only one of them (their order would decide the result)"
         )
     return pm
+
+
+def build_architecture(
+    spec: str, data: ImageData, model_options: Mapping[str, Any] | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The untrained architecture named ``spec``, shaped for ``data``, and its options."""
+    if not isinstance(spec, str):
+        raise LocrobError(
+            f"train builds an architecture by name (like 'small-cnn'), got {type(spec).__name__}"
+        )
+    sources = plugins.registries().model_sources
+    name, arg = split_spec(spec)
+    if arg is not None or not isinstance(sources.get(name), Architecture):
+        known = [n for n in sources.names() if isinstance(sources.get(n), Architecture)]
+        raise LocrobError(
+            f"train builds an architecture by name, not '{spec}'; known: {', '.join(known)}"
+        )
+    options = {**data_options(spec, data), **(model_options or {})}
+    return load_model(spec, **options), options
+
+
+def collect_loss_terms(parts: Sequence[dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor]:
+    """Merge the defenses' named loss terms; two terms under one name are an error, not a loss."""
+    terms: dict[str, torch.Tensor] = {}
+    for part in parts:
+        for name, value in (part or {}).items():
+            if name in terms or name in ("loss", "cross_entropy"):
+                raise LocrobError(
+                    f"two loss terms are named '{name}'; each defense must name its terms uniquely"
+                )
+            terms[name] = value
+    return terms
 
 
 @torch.no_grad()
@@ -152,13 +172,29 @@ def train(
     active = make_defenses(defenses, defense_options)
     pm = lifecycle(active)
     dev = resolve_device(device)
+    # Seed a forked RNG so that training is reproducible without reseeding the caller's.
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        return _train(model, data, dataset_spec, active, pm, config, model_options, dev, out)
 
-    torch.manual_seed(config.seed)
-    options = {**data_options(model, data), **(model_options or {})}
-    net = load_model(model, **options).to(dev)
+
+def _train(
+    model: str,
+    data: ImageData,
+    dataset_spec: str,
+    active: list[Defense],
+    pm: pluggy.PluginManager,
+    config: TrainConfig,
+    model_options: Mapping[str, Any] | None,
+    dev: torch.device,
+    out: str | Path | None,
+) -> TrainResult:
+    net, options = build_architecture(model, data, model_options)
+    net.to(dev)
     context = TrainingContext(config, dev, data.num_classes)
     pm.hook.prepare_model(model=net, context=context)
     net.to(dev)
+    check_model(net, data.train_x, data.num_classes, data.name, dev)
 
     optimizer = torch.optim.SGD(
         net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -184,9 +220,9 @@ def train(
                 x, y = replaced[0]
             logits = net(x)
             ce = F.cross_entropy(logits, y)
-            terms: dict[str, torch.Tensor] = {}
-            for part in pm.hook.loss_terms(model=net, x=x, y=y, logits=logits, context=context):
-                terms.update(part or {})
+            terms = collect_loss_terms(
+                pm.hook.loss_terms(model=net, x=x, y=y, logits=logits, context=context)
+            )
             loss = ce + sum(terms.values())
             if not torch.isfinite(loss):
                 raise LocrobError(
@@ -216,7 +252,7 @@ def train(
         }
         scheduler.step()
         pm.hook.on_epoch_end(model=net, stats=stats, context=context)
-        history.append(stats)
+        history.append(jsonable(stats, f"epoch {epoch + 1} statistics"))
     bar.close()
     seconds = round(time.perf_counter() - start, 3)
     net.eval()
@@ -224,6 +260,7 @@ def train(
     described = [d.describe() for d in active]
     info = {
         "dataset": dataset_spec,
+        "device": str(dev),
         "defenses": described,
         "train": asdict(config),
         "history": history,

@@ -37,7 +37,8 @@ def digits() -> locrob.ImageData:
 def trained(tmp_path_factory, digits):
     """A small-cnn trained 6 epochs on digits, saved as a checkpoint."""
     out = tmp_path_factory.mktemp("run")
-    return locrob.train("small-cnn", digits, config=locrob.TrainConfig(epochs=6), out=out)
+    config = locrob.TrainConfig(epochs=6)
+    return locrob.train("small-cnn", digits, config=config, out=out, device="cpu")
 
 
 @pytest.fixture

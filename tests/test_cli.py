@@ -96,6 +96,24 @@ def test_bad_input_gives_one_line(monkeypatch, capsys, tmp_path, args, message):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--epochs", "abc", "--out", "x"], "Invalid value for '--epochs'"),
+        (["evaluate", "--out", "x"], "Missing option '--model'"),
+        (["bogus"], "No such command 'bogus'"),
+        (
+            ["evaluate", "--model", "small-cnn", "--metrics", ",", "--out", "x"],
+            "no metric requested",
+        ),
+    ],
+)
+def test_usage_mistakes_give_one_line(monkeypatch, capsys, args, message):
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err
+
+
 def test_unknown_defense_gives_one_line(monkeypatch, capsys, tmp_path):
     code, _, err = run(
         monkeypatch, capsys, "train", "--defense", "parseval", "--out", str(tmp_path)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -107,10 +109,73 @@ def test_bad_evaluation_requests():
         locrob.evaluate(Fixed(), _data(), ["clean", "clean"])
 
 
-def test_an_untrained_architecture_is_built_for_the_data(digits):
-    report = locrob.evaluate("small-cnn", digits, ["clean"], max_examples=20)
+def test_an_untrained_architecture_is_built_for_the_data():
+    x = torch.randint(0, 256, (10, 1, 16, 16), dtype=torch.uint8)
+    data = locrob.ImageData("gray", x, torch.arange(10) % 4, x, torch.arange(10) % 4)
+    torch.manual_seed(3)
+    report = locrob.evaluate("small-cnn", data, ["clean"], device="cpu")
+    torch.manual_seed(3)
+    same = locrob.load_model("small-cnn", num_classes=4, in_channels=1, image_size=16)
+    with torch.no_grad():
+        direct = same(x.float() / 255).argmax(1).eq(data.test_y).float().mean()
     assert report.model["spec"] == "small-cnn"
-    assert 0.0 <= report.metrics["clean"].summary["accuracy"] <= 1.0
+    assert report.metrics["clean"].summary["accuracy"] == pytest.approx(float(direct))
+
+
+def test_arrays_are_accepted_and_the_model_mode_is_restored():
+    model = Fixed().train()
+    x, y = _data().test_x, _data().test_y
+    report = locrob.evaluate(model, (x.float() / 255, y), ["clean"])
+    assert report.metrics["clean"].summary["accuracy"] == pytest.approx(7 / 12)
+    assert model.training
+    with pytest.raises(LocrobError, match=r"data must be an ImageData, a dataset name or \(images"):
+        locrob.evaluate(model, [x, y])
+
+
+def test_metric_results_are_made_json_ready():
+    result = locrob.MetricResult(
+        "m",
+        {"a": np.float32(0.5), "b": float("nan"), "c": torch.tensor(2)},
+        {"curve": (np.arange(3), torch.ones(2))},
+    )
+    assert result.summary == {"a": 0.5, "b": None, "c": 2}
+    assert result.details == {"curve": [[0, 1, 2], [1.0, 1.0]]}
+    with pytest.raises(LocrobError, match="dict keys must be strings"):
+        locrob.MetricResult("m", {"a": 1.0}, {"per_class": {1: 0.5}})
+    with pytest.raises(LocrobError, match="summary values must be numbers; 'a' is not"):
+        locrob.MetricResult("m", {"a": "high"})
+    with pytest.raises(LocrobError, match="object is not JSON-able"):
+        locrob.MetricResult("m", {}, {"thing": object()})
+
+
+def test_a_metric_with_a_misspelled_or_unmarked_hook_is_refused():
+    @dataclass
+    class Misspelled(locrob.Metric):
+        name = "misspelled"
+
+        @locrob.hookimpl
+        def mesure(self, model, data, context):
+            return self.result({})
+
+    @dataclass
+    class Unmarked(locrob.Metric):
+        name = "unmarked"
+
+        def measure(self, model, data, context):
+            return self.result({})
+
+    with pytest.raises(LocrobError, match="unknown hook 'mesure'"):
+        locrob.evaluate(Fixed(), _data(), [Misspelled()])
+    with pytest.raises(LocrobError, match="metric 'unmarked' implements none of the hooks measure"):
+        locrob.evaluate(Fixed(), _data(), [Unmarked()])
+
+
+def test_class_count_comes_from_the_class_names():
+    x = torch.zeros(4, 3, 4, 4, dtype=torch.uint8)
+    y = torch.tensor([0, 1, 0, 1])
+    assert locrob.ImageData("d", x, y, x, y, classes=["a", "b", "c"]).num_classes == 3
+    with pytest.raises(LocrobError, match="label 1 is out of range for 1 classes"):
+        locrob.ImageData("d", x, y, x, y, classes=["a"])
 
 
 @pytest.mark.parametrize(

@@ -117,8 +117,38 @@ def _torch_bytes(obj) -> bytes:
 def test_checkpoint_that_does_not_fit_its_model(tmp_path):
     model = locrob.load_model("small-cnn", num_classes=4)
     path = locrob.save_checkpoint(tmp_path / "m.pt", model, "small-cnn", {"num_classes": 5})
-    with pytest.raises(LocrobError, match="does not match its model 'small-cnn'"):
+    with pytest.raises(LocrobError, match=r"does not match its model 'small-cnn': size mismatch"):
         locrob.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        '{"source": "checkpoint", "options": {}}',
+        '{"options": {}}',
+        '{"source": "small-cnn", "options": [1]}',
+        "[1, 2]",
+    ],
+    ids=["points-at-a-checkpoint", "no-source", "options-not-a-dict", "not-a-dict"],
+)
+def test_damaged_checkpoint_configs(tmp_path, config):
+    path = tmp_path / "m.pt"
+    torch.save(
+        {"format": "locrob-checkpoint", "format_version": 1, "config": config, "state_dict": {}},
+        path,
+    )
+    with pytest.raises(LocrobError, match="damaged locrob checkpoint"):
+        locrob.load_checkpoint(path)
+
+
+def test_training_starts_from_an_architecture_only(tmp_path, digits):
+    _, path = _save(tmp_path)
+    with pytest.raises(LocrobError, match="train builds an architecture by name, not 'checkpoint:"):
+        locrob.train(f"checkpoint:{path}", digits)
+    with pytest.raises(
+        LocrobError, match=r"train builds an architecture by name \(like 'small-cnn'\), got Linear"
+    ):
+        locrob.train(torch.nn.Linear(2, 2), digits)
 
 
 def test_missing_checkpoint(tmp_path):

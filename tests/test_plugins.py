@@ -32,14 +32,23 @@ def test_hookimpl_is_exported_from_the_package_root():
     assert locrob.hookimpl.project_name == "locrob"
 
 
-def test_plugins_load_once_and_lazily():
-    host = plugins.PluginHost()
-    assert host.pm.list_name_plugin() == []
-    first = host.registries
-    assert host.registries is first
-    count = len(host.pm.list_name_plugin())
-    host.load()
-    assert len(host.pm.list_name_plugin()) == count
+def test_plugins_load_once_and_lazily(monkeypatch):
+    calls = []
+    real = plugins.metadata.entry_points
+
+    def counting(**kwargs):
+        if kwargs.get("group") == "locrob":  # other libraries read their own groups
+            calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(plugins.metadata, "entry_points", counting)
+    plugins.reload()
+    assert calls == [] and plugins.host.pm.list_name_plugin() == []
+    first = locrob.registries()
+    assert locrob.registries() is first
+    plugins.host.load()
+    locrob.load_dataset("digits")
+    assert calls == [{"group": "locrob"}]
 
 
 def test_allow_list_limits_what_loads(monkeypatch):
@@ -63,10 +72,37 @@ def test_allow_list_naming_an_absent_plugin_is_an_error(monkeypatch):
         locrob.registries()
 
 
-def test_allow_list_accepts_a_distribution_name(monkeypatch, third_party):
-    monkeypatch.setenv("LOCROB_PLUGINS", "locrob-example")
+@pytest.mark.parametrize("name", ["locrob-example", "locrob_example", "Locrob.Example"])
+def test_allow_list_accepts_a_distribution_name(monkeypatch, third_party, name):
+    monkeypatch.setenv("LOCROB_PLUGINS", name)
     plugins.reload()
     assert [info.name for info in plugins.host.plugins()] == ["example"]
+
+
+def _fake_distribution(root, dist, entry, module, source):
+    info = root / f"{dist}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[locrob]\n{entry} = {module}\n")
+    (root / f"{module}.py").write_text(source)
+
+
+def test_a_broken_plugin_is_one_clear_error(monkeypatch, tmp_path):
+    _fake_distribution(
+        tmp_path, "broken", "broken", "broken_mod", "raise ImportError('no torch 9')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        LocrobError, match=r"plugin 'broken' from broken failed to load.*LOCROB_PLUGINS"
+    ):
+        locrob.registries()
+
+
+def test_a_plugin_taking_a_builtin_name_is_refused(monkeypatch, tmp_path):
+    _fake_distribution(tmp_path, "impostor", "clean", "impostor_mod", "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LocrobError, match="two installed plugins are named 'clean'"):
+        locrob.registries()
 
 
 def test_duplicate_names_are_refused():
@@ -133,4 +169,9 @@ def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     assert "mean-confidence mean" in result.stdout
     report = json.loads((out / "report.json").read_text())
-    assert 0.1 <= report["metrics"]["mean-confidence"]["summary"]["mean"] <= 1.0
+    with torch.no_grad():
+        x = locrob.load_dataset("digits").test_x.float() / 255
+        expected = float(trained.model(x).softmax(1).amax(1).mean())
+    assert report["metrics"]["mean-confidence"]["summary"]["mean"] == pytest.approx(
+        expected, abs=1e-5
+    )

@@ -49,14 +49,15 @@ class Recorder(locrob.Defense):
     name = "recorder"
     term: float = 0.25
     calls: dict = field(default_factory=dict, init=False)
+    order: list = field(default_factory=list, init=False)
 
     def _count(self, hook):
         self.calls[hook] = self.calls.get(hook, 0) + 1
+        self.order.append(hook)
 
     @hookimpl
     def prepare_model(self, model, context):
         self._count("prepare_model")
-        assert model.training is False or model.training is True
 
     @hookimpl
     def loss_terms(self, model, x, y, logits, context):
@@ -98,6 +99,8 @@ def test_lifecycle_hooks_are_called_at_their_points(digits):
         assert h["loss"] == pytest.approx(h["cross_entropy"] + 0.25, abs=1e-5)
         assert h["recorder"] == pytest.approx(0.25)
     assert [h["recorded_epoch"] for h in run.history] == [0, 1]
+    epoch = ["loss_terms", "after_step"] * 2 + ["on_epoch_end"]
+    assert recorder.order == ["prepare_model", *epoch, *epoch]
     assert run.defenses == [{"name": "recorder", "settings": {"term": 0.25}}]
 
 
@@ -164,7 +167,7 @@ def test_bad_defense_requests(third_party, digits):
             defenses=["input-noise"],
             defense_options={"input-noise": {"sigma": -1}},
         )
-    with pytest.raises(LocrobError, match="options given for defenses not activated: input-noise"):
+    with pytest.raises(LocrobError, match="options given for defenses not requested: input-noise"):
         locrob.train("small-cnn", data, defense_options={"input-noise": {"sigma": 0.1}})
 
 
@@ -178,3 +181,47 @@ def test_bad_defense_requests(third_party, digits):
 def test_bad_train_settings(setting, message):
     with pytest.raises(LocrobError, match=message):
         locrob.TrainConfig(**setting)
+
+
+def test_two_loss_terms_with_one_name_are_refused(digits):
+    @dataclass
+    class Other(Recorder):
+        name = "other-recorder"
+
+    with pytest.raises(LocrobError, match="two loss terms are named 'recorder'"):
+        locrob.train("small-cnn", _subset(digits), defenses=[Recorder(), Other()], config=FAST)
+
+
+def test_a_defense_with_a_misspelled_hook_is_refused(digits):
+    @dataclass
+    class Typo(locrob.Defense):
+        name = "typo"
+
+        @hookimpl
+        def after_steps(self, model, optimizer, context):
+            pass
+
+    with pytest.raises(LocrobError, match="unknown hook 'after_steps'"):
+        locrob.train("small-cnn", _subset(digits), defenses=[Typo()], config=FAST)
+
+
+def test_training_leaves_the_callers_random_state_alone(digits):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    locrob.train("small-cnn", _subset(digits), config=FAST)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_epoch_statistics_are_made_json_ready(digits):
+    @dataclass
+    class Adds(locrob.Defense):
+        name = "adds"
+
+        @hookimpl
+        def on_epoch_end(self, model, stats, context):
+            stats["norm"] = torch.tensor(1.5)
+
+    run = locrob.train("small-cnn", _subset(digits), defenses=[Adds()], config=FAST)
+    assert run.history[-1]["norm"] == 1.5 and isinstance(run.history[-1]["norm"], float)
+    json.dumps(run.history, allow_nan=False)

@@ -46,6 +46,11 @@ def load_cifar(
             f"{variant} files in {folder} are missing or fail their checksum ({err}); "
             f"re-extract {cls.filename} there or pass --download"
         ) from None
+    except OSError as err:  # a download that cannot reach the server (URLError is an OSError)
+        raise LocrobError(
+            f"could not download {variant} into {root} ({err}); download {cls.url} elsewhere "
+            f"and extract it into {root}"
+        ) from None
 
     def nchw(images: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))

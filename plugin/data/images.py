@@ -89,12 +89,20 @@ class ImageData:
                 f"{self.name}: train images {tuple(self.train_x.shape[1:])} and test images "
                 f"{tuple(self.test_x.shape[1:])} differ in shape"
             )
+        labels_span = int(max(self.train_y.max(), self.test_y.max())) + 1
         if not self.classes:
-            self.classes = [str(c) for c in range(self.num_classes)]
+            self.classes = [str(c) for c in range(labels_span)]
+        self.classes = [str(c) for c in self.classes]
+        if labels_span > len(self.classes):
+            raise LocrobError(
+                f"{self.name}: label {labels_span - 1} is out of range for "
+                f"{len(self.classes)} classes"
+            )
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.train_y.max(), self.test_y.max())) + 1
+        """The number of classes: ``len(classes)``, which every label is below."""
+        return len(self.classes)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

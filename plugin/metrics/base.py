@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from locrob.configurable import Configurable
+from locrob.errors import LocrobError
+from locrob.jsonable import jsonable
 
 
 @dataclass
@@ -20,6 +22,17 @@ class MetricResult:
     summary: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f"metric '{self.name}'"
+        self.summary = jsonable(dict(self.summary), f"{where} summary")
+        bad = [
+            k for k, v in self.summary.items() if v is not None and not isinstance(v, (int, float))
+        ]
+        if bad:
+            raise LocrobError(f"{where} summary values must be numbers; '{bad[0]}' is not")
+        self.details = jsonable(dict(self.details), f"{where} details")
+        self.settings = jsonable(dict(self.settings), f"{where} settings")
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary, "details": self.details, "settings": self.settings}

@@ -17,6 +17,7 @@ from torch import nn
 from locrob.atomic import atomic_path
 from locrob.errors import LocrobError
 from locrob.hookspecs import Register, hookimpl
+from locrob.jsonable import jsonable
 
 FORMAT = "locrob-checkpoint"
 FORMAT_VERSION = 1
@@ -32,11 +33,13 @@ def save_checkpoint(
     """
     from locrob import __version__
 
+    if source == "checkpoint" or not isinstance(options, dict):
+        raise LocrobError("a checkpoint records an architecture name and its options dict")
     config = {"source": source, "options": options, "locrob_version": __version__, **info}
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "config": json.dumps(config),
+        "config": json.dumps(jsonable(config, "checkpoint info"), allow_nan=False),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     with atomic_path(path) as tmp:
@@ -69,7 +72,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         config = json.loads(payload["config"])
         state = payload["state_dict"]
     except (KeyError, TypeError, json.JSONDecodeError):
-        raise LocrobError(f"'{path}' is a damaged locrob checkpoint (bad config)") from None
+        config, state = None, None
+    well_formed = (
+        isinstance(config, dict)
+        and isinstance(config.get("source"), str)
+        and config["source"] != "checkpoint"  # a checkpoint never points at another one
+        and isinstance(config.get("options", {}), dict)
+        and isinstance(state, dict)
+        and all(isinstance(v, torch.Tensor) for v in state.values())
+    )
+    if not well_formed:
+        raise LocrobError(f"'{path}' is a damaged locrob checkpoint (bad config or weights)")
     return config, state
 
 
@@ -82,9 +95,11 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
+        # torch's first line is a header; the next one says what differs
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
         raise LocrobError(
-            f"'{path}' does not match its model '{config['source']}': {first}"
+            f"'{path}' does not match its model '{config['source']}': {detail}"
         ) from None
     return model.eval(), config
 
