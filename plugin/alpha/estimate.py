@@ -1,0 +1,148 @@
+"""``locrob.alpha_lim``: estimate the local-robustness curve of a model around points."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from locrob.alpha.result import AlphaResult, running_max
+from locrob.alpha.sampling import (
+    Evaluator,
+    activation_bytes,
+    check_finite,
+    chunk_size,
+    forward_dtype,
+    sample,
+)
+from locrob.alpha.search import search
+from locrob.alpha.settings import AlphaSettings, resolve
+from locrob.errors import LocrobError
+from locrob.runtime import resolve_device
+
+Model = nn.Module | Callable[[torch.Tensor], torch.Tensor]
+
+
+def as_points(x: torch.Tensor | np.ndarray, settings: AlphaSettings) -> torch.Tensor:
+    """The domain R as a float tensor (uint8 images scaled to [0, 1]), checked."""
+    t = torch.as_tensor(x)
+    if t.ndim < 2 or len(t) == 0:
+        raise LocrobError(f"points must be a batch (N, ...) with N >= 1, got shape {tuple(t.shape)}")
+    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t
+    if not torch.is_floating_point(t):
+        raise LocrobError(f"points must be uint8 or floating point, got {t.dtype}")
+    if settings.n_points is not None:
+        t = t[: settings.n_points]
+    if not bool(torch.isfinite(t).all()):
+        raise LocrobError("points contain NaN or Inf")
+    if settings.clamp is not None:
+        lo, hi = settings.clamp
+        low, high = float(t.min()), float(t.max())
+        if low < lo or high > hi:
+            raise LocrobError(
+                f"points lie in [{low:.4g}, {high:.4g}], outside the clamp range [{lo}, {hi}]; "
+                "pass images in [0, 1] (normalization inside the model) or set clamp=None"
+            )
+    return t
+
+
+def model_dtype(model: Model) -> torch.dtype:
+    """fp64 for an fp64 model (the reference precision), fp32 otherwise."""
+    if isinstance(model, nn.Module):
+        for param in model.parameters():
+            return torch.float64 if param.dtype == torch.float64 else torch.float32
+    return torch.float32
+
+
+@torch.no_grad()
+def clean_outputs(ev: Evaluator, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """F(x) for every point, once, in chunks; NaN or Inf names the point."""
+    f_x = torch.cat([ev.outputs(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+    check_finite(~torch.isfinite(f_x).all(dim=1))
+    return f_x
+
+
+def alpha_lim(
+    model: Model,
+    x: torch.Tensor | np.ndarray,
+    radii: Sequence[float] | None = None,
+    *,
+    preset: str | None = None,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> AlphaResult:
+    """Estimate alpha_lim(F, r) over the points ``x`` for each radius: a **lower bound**.
+
+    alpha_lim(F, r) = sup over x in R and ||e|| < r of ||F(x+e) - F(x)|| / ||e|| (paper,
+    Definition 1), with F = ``output`` applied to the model's output. ``method="sample"``
+    draws ``n_draws`` random directions of norm r per point and radius; ``method="search"``
+    then climbs the ratio by projected gradient ascent. x+e is clamped to ``clamp`` and the
+    denominator is the effective perturbation clamp(x+e) - x, as in the authors' code.
+
+    ``preset`` is ``"paper"`` (100 points x 1000 Gaussian draws) or ``"authors-code"``
+    (1000 points x 100 uniform draws); ``options`` are the fields of
+    :class:`locrob.alpha.settings.AlphaSettings` and override the preset.
+    """
+    settings = resolve(preset, radii, **options)
+    dev = resolve_device(device)
+    points = as_points(x, settings)
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model = model.to(dev).eval()
+    dtype = model_dtype(model)
+    points = points.to(dev, dtype)
+    ev = Evaluator(
+        model,
+        settings.output_fn(),
+        settings.p_in,
+        settings.p_out,
+        settings.clamp,
+        dtype,
+        forward_dtype(settings),
+        dev,
+    )
+    start = time.perf_counter()
+    try:
+        per_example = activation_bytes(model, points[:1])
+        chunk = chunk_size(settings, 3 * per_example, len(points) * settings.n_draws, dev)
+        f_x = clean_outputs(ev, points, chunk)
+        generator = torch.Generator(dev).manual_seed(settings.seed)
+        radii_t = torch.tensor(settings.radii, dtype=dtype, device=dev)
+        with torch.no_grad():
+            sampled = sample(
+                ev, points, f_x, radii_t, settings, generator, chunk, settings.method == "search"
+            )
+        per_point, argmax_point, perturbation = (
+            sampled.per_point,
+            sampled.argmax_point,
+            sampled.perturbation,
+        )
+        evaluations = sampled.evaluations
+        sampling_curve = None
+        if settings.method == "search":
+            sampling_curve = running_max(sampled.per_point.amax(dim=1)).cpu()
+            per_point, argmax_point, perturbation, more = search(
+                ev, points, f_x, radii_t, settings, sampled, generator, chunk
+            )
+            evaluations += more
+    finally:
+        if isinstance(model, nn.Module):
+            model.train(was_training)
+    per_radius = per_point.amax(dim=1)
+    return AlphaResult(
+        radii=radii_t.cpu(),
+        curve=running_max(per_radius).cpu(),
+        per_radius=per_radius.cpu(),
+        per_point=per_point.cpu(),
+        argmax_point=argmax_point.cpu(),
+        perturbation=perturbation.cpu(),
+        settings={**settings.describe(), "n_points": len(points), "chunk_size": chunk},
+        method=settings.method,
+        sampling_curve=sampling_curve,
+        evaluations=evaluations,
+        seconds=time.perf_counter() - start,
+    )

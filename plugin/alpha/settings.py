@@ -1,0 +1,146 @@
+"""Estimator settings, the named presets, and their checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+from locrob.alpha.geometry import NOISES, norm_name, parse_norm
+from locrob.errors import LocrobError
+
+OutputFn = Callable[[torch.Tensor], torch.Tensor]
+OUTPUTS: dict[str, OutputFn] = {
+    "softmax": lambda logits: logits.softmax(dim=1),
+    "logits": lambda logits: logits,
+}
+METHODS = ("sample", "search")
+DIRECTIONS = ("fresh", "shared")
+FORWARD_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def authors_radii() -> list[float]:
+    """The radii of the authors' ``r_alpha.py``: 1.75 k / 30 for k = 1..30."""
+    return [1.75 * k / 30 for k in range(1, 31)]
+
+
+@dataclass
+class AlphaSettings:
+    """How alpha_lim is estimated. Every field is recorded with the result.
+
+    ``directions="shared"`` (the default) reuses each point's ``n_draws`` unit directions at
+    every radius: one noise draw per direction instead of one per radius, which matters on
+    small models where noise generation costs as much as the forward pass; the radii are then
+    correlated, each one still a max over ``n_draws`` random directions. ``"fresh"`` draws new
+    directions at every radius, as the authors' loop does (both presets use it).
+    """
+
+    radii: list[float] = field(default_factory=authors_radii)
+    norm: str = "l2"
+    output: str = "softmax"
+    output_norm: str | None = None
+    method: str = "sample"
+    n_points: int | None = None
+    n_draws: int = 100
+    noise: str = "gaussian"
+    directions: str = "shared"
+    clamp: tuple[float, float] | None = (0.0, 1.0)
+    seed: int = 0
+    forward_dtype: str = "float32"
+    memory_budget_mb: float | None = None
+    chunk_size: int | None = None
+    search_steps: int = 25
+    search_restarts: int = 4
+    search_step_size: float = 0.25
+
+    def __post_init__(self) -> None:
+        radii = [float(r) for r in self.radii]
+        if not radii or any(not math.isfinite(r) or r <= 0 for r in radii):
+            raise LocrobError(f"radii must be positive finite numbers, got {self.radii}")
+        if any(b <= a for a, b in zip(radii, radii[1:], strict=False)):
+            raise LocrobError(f"radii must be strictly increasing, got {self.radii}")
+        self.radii = radii
+        self.norm = norm_name(parse_norm(self.norm))
+        self.output_norm = norm_name(parse_norm(self.output_norm or self.norm))
+        _one_of("method", self.method, METHODS)
+        _one_of("noise", self.noise, NOISES)
+        _one_of("directions", self.directions, DIRECTIONS)
+        _one_of("forward_dtype", self.forward_dtype, tuple(FORWARD_DTYPES))
+        if self.output not in OUTPUTS and not callable(self.output):
+            _one_of("output", self.output, tuple(OUTPUTS))
+        for name in ("n_draws", "search_steps", "search_restarts"):
+            if int(getattr(self, name)) < 1:
+                raise LocrobError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_points is not None and self.n_points < 1:
+            raise LocrobError(f"n_points must be at least 1, got {self.n_points}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise LocrobError(f"chunk_size must be at least 1, got {self.chunk_size}")
+        if self.clamp is not None:
+            lo, hi = (float(v) for v in self.clamp)
+            if not lo < hi:
+                raise LocrobError(f"clamp must be (low, high) with low < high, got {self.clamp}")
+            self.clamp = (lo, hi)
+
+    @property
+    def p_in(self) -> float:
+        return parse_norm(self.norm)
+
+    @property
+    def p_out(self) -> float:
+        return parse_norm(self.output_norm or self.norm)
+
+    def output_fn(self) -> OutputFn:
+        return self.output if callable(self.output) else OUTPUTS[self.output]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able settings (a callable output is recorded by name)."""
+        data = asdict(self)
+        if callable(self.output):
+            data["output"] = getattr(self.output, "__name__", "callable")
+        data["clamp"] = list(self.clamp) if self.clamp is not None else None
+        return data
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's text (Fig. 5): 100 training examples x 1000 Gaussian draws.
+    "paper": {
+        "n_points": 100,
+        "n_draws": 1000,
+        "noise": "gaussian",
+        "directions": "fresh",
+        "radii": authors_radii(),
+    },
+    # The authors' r_alpha.py: first 1000 training images x 100 uniform draws.
+    "authors-code": {
+        "n_points": 1000,
+        "n_draws": 100,
+        "noise": "uniform",
+        "directions": "fresh",
+        "radii": authors_radii(),
+    },
+}
+
+
+def resolve(preset: str | None, radii: Sequence[float] | None, **overrides: Any) -> AlphaSettings:
+    """Settings from a preset, then the given options (each applied as given, ``None`` too)."""
+    base: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise LocrobError(f"unknown preset '{preset}'; known: {', '.join(PRESETS)}")
+        base.update(PRESETS[preset])
+    if radii is not None:
+        base["radii"] = list(radii)
+    known = {f.name for f in fields(AlphaSettings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise LocrobError(f"unknown alpha_lim setting {', '.join(unknown)}")
+    base.update(overrides)
+    return replace(AlphaSettings(), **base) if base else AlphaSettings()
+
+
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise LocrobError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
