@@ -17,6 +17,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
+from locrob.alpha.estimate import alpha_lim
+from locrob.alpha.result import AlphaResult
 from locrob.data.images import ImageData
 from locrob.defenses.base import Defense
 from locrob.errors import LocrobError
@@ -30,6 +32,7 @@ from locrob.sources import load_dataset, load_model
 from locrob.training import TrainConfig, TrainingContext, TrainResult, train
 
 __all__ = [
+    "AlphaResult",
     "Defense",
     "EvaluationContext",
     "ImageData",
@@ -41,6 +44,7 @@ __all__ = [
     "TrainResult",
     "TrainingContext",
     "__version__",
+    "alpha_lim",
     "evaluate",
     "hookimpl",
     "load_checkpoint",

@@ -17,7 +17,7 @@ from locrob.errors import LocrobError
 from locrob.metrics.base import Metric
 from locrob.models.probe import check_model
 from locrob.report import Report
-from locrob.runtime import progress, resolve_device
+from locrob.runtime import eval_mode, progress, resolve_device
 from locrob.sources import data_options, load_dataset, load_model, model_info
 
 
@@ -112,14 +112,11 @@ def evaluate(
 
     pm = plugins.run_manager(hookspecs.EvaluationSpec, active)
 
-    was_training = model.training
-    model = model.to(context.device).eval()
+    model = model.to(context.device)
     check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)
     start = time.perf_counter()
-    try:
+    with eval_mode(model):
         results = {r.name: r for r in pm.hook.measure(model=model, data=data, context=context)}
-    finally:
-        model.train(was_training)
     missing = [m.name for m in active if m.name not in results]
     if missing:
         raise LocrobError(f"metric(s) {', '.join(missing)} returned no result under their own name")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from locrob.errors import LocrobError
@@ -28,6 +30,25 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             f"device '{device}' asked for, but CUDA is not available; use --device cpu"
         )
     return dev
+
+
+@contextmanager
+def eval_mode(model: object) -> Iterator[None]:
+    """Put ``model`` in eval mode, then give every submodule back its own train/eval flag.
+
+    ``model.train(previous)`` would not do: it sets all submodules alike, so wrapping a model
+    that was in eval mode in a new container (in train mode) would flip it to train mode.
+    """
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
 
 
 def progress_enabled() -> bool:

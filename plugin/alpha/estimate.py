@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from locrob.alpha.geometry import Draws
 from locrob.alpha.result import AlphaResult, running_max
 from locrob.alpha.sampling import (
     Evaluator,
@@ -22,7 +24,7 @@ from locrob.alpha.sampling import (
 from locrob.alpha.search import search
 from locrob.alpha.settings import AlphaSettings, resolve
 from locrob.errors import LocrobError
-from locrob.runtime import resolve_device
+from locrob.runtime import eval_mode, resolve_device
 
 Model = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 
@@ -31,7 +33,9 @@ def as_points(x: torch.Tensor | np.ndarray, settings: AlphaSettings) -> torch.Te
     """The domain R as a float tensor (uint8 images scaled to [0, 1]), checked."""
     t = torch.as_tensor(x)
     if t.ndim < 2 or len(t) == 0:
-        raise LocrobError(f"points must be a batch (N, ...) with N >= 1, got shape {tuple(t.shape)}")
+        raise LocrobError(
+            f"points must be a batch (N, ...) with N >= 1, got shape {tuple(t.shape)}"
+        )
     t = t.float().div_(255.0) if t.dtype == torch.uint8 else t
     if not torch.is_floating_point(t):
         raise LocrobError(f"points must be uint8 or floating point, got {t.dtype}")
@@ -53,8 +57,9 @@ def as_points(x: torch.Tensor | np.ndarray, settings: AlphaSettings) -> torch.Te
 def model_dtype(model: Model) -> torch.dtype:
     """fp64 for an fp64 model (the reference precision), fp32 otherwise."""
     if isinstance(model, nn.Module):
-        for param in model.parameters():
-            return torch.float64 if param.dtype == torch.float64 else torch.float32
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if torch.is_floating_point(t):
+                return torch.float64 if t.dtype == torch.float64 else torch.float32
     return torch.float32
 
 
@@ -90,9 +95,8 @@ def alpha_lim(
     settings = resolve(preset, radii, **options)
     dev = resolve_device(device)
     points = as_points(x, settings)
-    was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
-        model = model.to(dev).eval()
+        model = model.to(dev)
     dtype = model_dtype(model)
     points = points.to(dev, dtype)
     ev = Evaluator(
@@ -104,17 +108,18 @@ def alpha_lim(
         dtype,
         forward_dtype(settings),
         dev,
+        sums_to_one=settings.output == "softmax",
     )
     start = time.perf_counter()
-    try:
+    with eval_mode(model):
         per_example = activation_bytes(model, points[:1])
         chunk = chunk_size(settings, 3 * per_example, len(points) * settings.n_draws, dev)
         f_x = clean_outputs(ev, points, chunk)
-        generator = torch.Generator(dev).manual_seed(settings.seed)
+        draws = Draws(settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, dev)
         radii_t = torch.tensor(settings.radii, dtype=dtype, device=dev)
         with torch.no_grad():
             sampled = sample(
-                ev, points, f_x, radii_t, settings, generator, chunk, settings.method == "search"
+                ev, points, f_x, radii_t, settings, draws, chunk, settings.method == "search"
             )
         per_point, argmax_point, perturbation = (
             sampled.per_point,
@@ -126,12 +131,9 @@ def alpha_lim(
         if settings.method == "search":
             sampling_curve = running_max(sampled.per_point.amax(dim=1)).cpu()
             per_point, argmax_point, perturbation, more = search(
-                ev, points, f_x, radii_t, settings, sampled, generator, chunk
+                ev, points, f_x, radii_t, settings, sampled, draws, chunk
             )
             evaluations += more
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was_training)
     per_radius = per_point.amax(dim=1)
     return AlphaResult(
         radii=radii_t.cpu(),

@@ -45,6 +45,38 @@ def unit_directions(
     return d.div_(scale.view(-1, *([1] * (len(shape) - 1))))
 
 
+class Draws:
+    """Random unit directions addressed by (slot, index): the same direction for the same
+    address whatever the chunking, device memory or batch order.
+
+    Indices are grouped in blocks of ``BLOCK``; each block is drawn from a generator seeded by
+    (seed, slot, block), so a chunk generates only the blocks it touches.
+    """
+
+    BLOCK = 16
+
+    def __init__(
+        self, seed: int, shape: tuple[int, ...], p: float, noise: str, device: torch.device
+    ):
+        self.seed, self.shape, self.p, self.noise, self.device = seed, shape, p, noise, device
+        self.generator = torch.Generator(device)
+
+    def get(self, slot: int, start: int, stop: int) -> torch.Tensor:
+        """Directions for indices ``start..stop-1`` of ``slot``."""
+        first, last = start // self.BLOCK, (stop - 1) // self.BLOCK
+        blocks = []
+        for block in range(first, last + 1):
+            # Python's hash of a tuple of ints is fixed across runs (no hash randomization)
+            self.generator.manual_seed(hash((self.seed, slot, block)) & (2**63 - 1))
+            blocks.append(
+                unit_directions(
+                    (self.BLOCK, *self.shape), self.p, self.noise, self.generator, self.device
+                )
+            )
+        offset = first * self.BLOCK
+        return torch.cat(blocks)[start - offset : stop - offset]
+
+
 def project(eps: torch.Tensor, p: float, radius: torch.Tensor | float) -> torch.Tensor:
     """Project each row of ``eps`` onto the ``p``-ball of ``radius`` (a scalar or one per row)."""
     r = torch.as_tensor(radius, dtype=eps.dtype, device=eps.device)

@@ -33,7 +33,11 @@ class AlphaResult:
 
     def alpha_at(self, r: float) -> float:
         """The curve at the largest radius <= ``r`` (0 below the smallest radius)."""
-        k = int(torch.searchsorted(self.radii, torch.tensor(float(r), dtype=self.radii.dtype), right=True))
+        k = int(
+            torch.searchsorted(
+                self.radii, torch.tensor(float(r), dtype=self.radii.dtype), right=True
+            )
+        )
         return 0.0 if k == 0 else float(self.curve[k - 1])
 
     def auc(self) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from locrob.alpha.geometry import row_norms, unit_directions
+from locrob.alpha.geometry import Draws, row_norms
 from locrob.alpha.settings import FORWARD_DTYPES, AlphaSettings
 from locrob.errors import LocrobError
 from locrob.runtime import progress
@@ -37,6 +37,7 @@ class Evaluator:
     compute_dtype: torch.dtype
     forward_dtype: torch.dtype | None
     device: torch.device
+    sums_to_one: bool = False
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.forward_dtype is None:
@@ -48,8 +49,12 @@ class Evaluator:
         with self.autocast():
             logits = self.model(x)
         if not isinstance(logits, torch.Tensor) or logits.ndim < 1 or len(logits) != len(x):
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise LocrobError(f"the model must return one row per input: {len(x)} inputs gave {shape}")
+            shape = (
+                tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            )
+            raise LocrobError(
+                f"the model must return one row per input: {len(x)} inputs gave {shape}"
+            )
         out = self.output_fn(logits.to(self.compute_dtype))
         if not isinstance(out, torch.Tensor) or len(out) != len(x):
             raise LocrobError("the output function must return one row per input")
@@ -64,9 +69,25 @@ class Evaluator:
             moved = moved.clamp(*self.clamp)
         delta = moved - x
         den = row_norms(delta, self.p_in)
-        num = row_norms(self.outputs(moved) - f_x, self.p_out)
+        diff = self.outputs(moved) - f_x
+        if self.sums_to_one:
+            diff = complement_largest(diff, f_x)
+        num = row_norms(diff, self.p_out)
         ratio = torch.where(den > TINY, num / den.clamp_min(TINY), torch.zeros_like(num))
         return ratio, delta
+
+
+def complement_largest(diff: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """For outputs that sum to 1 (softmax): the difference at the reference's largest
+    coordinate, recomputed as minus the sum of the others.
+
+    Exact in real arithmetic, and far more precise in floating point: a confident softmax has
+    p close to 1, where p' - p is mostly rounding, while the small probabilities (and so their
+    differences) keep full relative precision.
+    """
+    k = reference.argmax(dim=1, keepdim=True)
+    others = diff.sum(dim=1, keepdim=True) - diff.gather(1, k)
+    return diff.scatter(1, k, -others)
 
 
 def check_finite(nonfinite: torch.Tensor, radii: torch.Tensor | None = None) -> None:
@@ -95,7 +116,8 @@ def activation_bytes(model: Callable[[torch.Tensor], torch.Tensor], x1: torch.Te
                 handles.append(
                     module.register_forward_hook(
                         lambda m, i, o: total.__setitem__(
-                            0, total[0] + (o.numel() * o.element_size() if torch.is_tensor(o) else 0)
+                            0,
+                            total[0] + (o.numel() * o.element_size() if torch.is_tensor(o) else 0),
                         )
                     )
                 )
@@ -128,11 +150,15 @@ def chunk_size(settings: AlphaSettings, per_example: int, total: int, device: to
     return max(1, min(total, budget // max(1, per_example), 8192))
 
 
-def pair_chunks(n_points: int, n_draws: int, size: int) -> Iterator[torch.Tensor]:
-    """Point index of every (point, draw) pair, in chunks of ``size`` pairs."""
+def pair_chunks(n_points: int, n_draws: int, size: int) -> Iterator[tuple[int, int]]:
+    """Ranges of the flat (point, draw) pair index, ``size`` pairs at a time; pair
+    ``point * n_draws + draw``."""
     total = n_points * n_draws
     for start in range(0, total, size):
-        yield torch.arange(start, min(start + size, total)) // n_draws
+        yield start, min(start + size, total)
+
+
+SHARED_SLOT = -1  # the draw slot of directions shared by every radius
 
 
 @dataclass
@@ -152,14 +178,14 @@ def sample(
     f_x: torch.Tensor,
     radii: torch.Tensor,
     settings: AlphaSettings,
-    generator: torch.Generator,
+    draws: Draws,
     chunk: int,
     keep_point_deltas: bool = False,
     desc: str = "alpha_lim",
 ) -> Sampled:
     """Max ratio per (radius, point) over ``n_draws`` random directions at each radius."""
     n, shape = len(x), tuple(x.shape[1:])
-    n_radii, draws = len(radii), settings.n_draws
+    n_radii, n_draws = len(radii), settings.n_draws
     per_point = torch.zeros(n_radii, n, dtype=ev.compute_dtype, device=ev.device)
     best_ratio = torch.full((n_radii,), -1.0, dtype=ev.compute_dtype, device=ev.device)
     argmax_point = torch.zeros(n_radii, dtype=torch.long, device=ev.device)
@@ -170,18 +196,14 @@ def sample(
         else None
     )
     nonfinite = torch.zeros(n_radii, n, dtype=torch.int32, device=ev.device)
-    total = n * draws
+    total = n * n_draws
     bar = progress(total=total * n_radii, desc=desc, unit="img", unit_scale=True)
-    for points in pair_chunks(n, draws, chunk):
-        points = points.to(ev.device)
+    for start, stop in pair_chunks(n, n_draws, chunk):
+        points = torch.arange(start, stop, device=ev.device) // n_draws
         xc, fc = x[points], f_x[points]
-        shared = None
-        if settings.directions == "shared":
-            shared = unit_directions((len(points), *shape), ev.p_in, settings.noise, generator, ev.device)
+        shared = draws.get(SHARED_SLOT, start, stop) if settings.directions == "shared" else None
         for k in range(n_radii):
-            d = shared
-            if d is None:
-                d = unit_directions((len(points), *shape), ev.p_in, settings.noise, generator, ev.device)
+            d = shared if shared is not None else draws.get(k, start, stop)
             ratio, delta = ev.ratios(xc, d.to(ev.compute_dtype) * radii[k], fc)
             nonfinite[k].scatter_add_(0, points, (~torch.isfinite(ratio)).to(torch.int32))
             per_point[k].scatter_reduce_(0, points, ratio, reduce="amax")

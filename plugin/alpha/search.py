@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from locrob.alpha.geometry import project, row_norms, unit_directions
+from locrob.alpha.geometry import Draws, project, row_norms
 from locrob.alpha.sampling import Evaluator, Sampled
 from locrob.alpha.settings import AlphaSettings
 from locrob.runtime import progress
+
+SEARCH_SLOT = 1_000_000
 
 
 def _to_box(ev: Evaluator, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -24,7 +26,12 @@ def _to_box(ev: Evaluator, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 
 def _ascend(
-    ev: Evaluator, x: torch.Tensor, f_x: torch.Tensor, eps: torch.Tensor, r: float, settings: AlphaSettings
+    ev: Evaluator,
+    x: torch.Tensor,
+    f_x: torch.Tensor,
+    eps: torch.Tensor,
+    r: float,
+    settings: AlphaSettings,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ratio and perturbation per row over ``search_steps`` projected ascent steps."""
     eps = _to_box(ev, x, project(eps, ev.p_in, r))
@@ -57,13 +64,13 @@ def search(
     radii: torch.Tensor,
     settings: AlphaSettings,
     sampled: Sampled,
-    generator: torch.Generator,
+    draws: Draws,
     chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Per-(radius, point) maxima after ascent, the argmax points and perturbations, and the
     number of forward passes (each with a backward pass but the last)."""
     assert sampled.best_delta is not None
-    n, shape = len(x), tuple(x.shape[1:])
+    n = len(x)
     restarts = settings.search_restarts
     per_point = sampled.per_point.clone()
     argmax_point, perturbation = sampled.argmax_point.clone(), sampled.perturbation.clone()
@@ -71,8 +78,11 @@ def search(
     size = max(1, chunk // 3)
     bar = progress(total=len(radii) * n * restarts, desc="alpha_lim search", unit="start")
     for k, r in enumerate(radii.tolist()):
-        fresh = unit_directions(((restarts - 1) * n, *shape), ev.p_in, settings.noise, generator, ev.device)
-        starts = torch.cat([sampled.best_delta[k], fresh.to(ev.compute_dtype) * r])
+        starts = [sampled.best_delta[k]]
+        if restarts > 1:  # slots beyond the radii's, so starts never repeat a sampled draw
+            fresh = draws.get(SEARCH_SLOT + k, 0, (restarts - 1) * n)
+            starts.append(fresh.to(ev.compute_dtype) * r)
+        starts = torch.cat(starts)
         point_of = torch.arange(restarts * n, device=ev.device) % n
         found = torch.empty(restarts * n, dtype=ev.compute_dtype, device=ev.device)
         found_eps = torch.empty_like(starts)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -60,7 +61,7 @@ class AlphaSettings:
         radii = [float(r) for r in self.radii]
         if not radii or any(not math.isfinite(r) or r <= 0 for r in radii):
             raise LocrobError(f"radii must be positive finite numbers, got {self.radii}")
-        if any(b <= a for a, b in zip(radii, radii[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(radii)):
             raise LocrobError(f"radii must be strictly increasing, got {self.radii}")
         self.radii = radii
         self.norm = norm_name(parse_norm(self.norm))
@@ -138,7 +139,8 @@ def resolve(preset: str | None, radii: Sequence[float] | None, **overrides: Any)
     if unknown:
         raise LocrobError(f"unknown alpha_lim setting {', '.join(unknown)}")
     base.update(overrides)
-    return replace(AlphaSettings(), **base) if base else AlphaSettings()
+    # built fresh, not replace()d: __post_init__ derives output_norm from norm
+    return AlphaSettings(**base)
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

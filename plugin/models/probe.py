@@ -7,6 +7,7 @@ from torch import nn
 
 from locrob.data.images import to_float
 from locrob.errors import LocrobError
+from locrob.runtime import eval_mode
 
 
 @torch.no_grad()
@@ -15,17 +16,15 @@ def check_model(
 ) -> None:
     """Check that ``model`` maps ``images[:2]`` to one row of ``num_classes`` (or more) scores."""
     x = to_float(images[:2], device)
-    was_training = model.training
-    model.eval()  # batch norm in training mode would refuse a single example and move its stats
-    try:
-        out = model(x)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise LocrobError(
-            f"the model fails on {data_name} images of shape {tuple(x.shape[1:])}: {first}"
-        ) from None
-    finally:
-        model.train(was_training)
+    # eval mode: batch norm in training mode would move its running statistics
+    with eval_mode(model):
+        try:
+            out = model(x)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise LocrobError(
+                f"the model fails on {data_name} images of shape {tuple(x.shape[1:])}: {first}"
+            ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise LocrobError(

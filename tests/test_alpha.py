@@ -1,0 +1,335 @@
+"""alpha_lim estimators against ground truths: closed forms, fp64 references, invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import locrob
+from locrob.alpha.sampling import complement_largest
+from locrob.alpha.settings import PRESETS, authors_radii
+from locrob.errors import LocrobError
+
+
+def linear_model(out=8, inp=16, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(inp, out, bias=False)).double()
+    return model, torch.linalg.matrix_norm(model[1].weight.detach(), 2).item()
+
+
+def points(n=6, seed=1):
+    return torch.randn(
+        n, 1, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+
+
+LINEAR = {"output": "logits", "clamp": None, "device": "cpu"}
+
+
+def test_linear_map_sampling_stays_below_sigma_max():
+    model, sigma = linear_model()
+    result = locrob.alpha_lim(model, points(), [0.1, 1.0, 10.0], n_draws=300, **LINEAR)
+    assert torch.all(result.curve <= sigma * (1 + 1e-9))
+    assert result.curve[-1] > 0.6 * sigma  # random directions do find a good part of it
+
+
+def test_linear_map_search_reaches_sigma_max():
+    model, sigma = linear_model()
+    result = locrob.alpha_lim(
+        model, points(), [0.1, 1.0, 10.0], method="search", n_draws=20, **LINEAR
+    )
+    assert torch.all(result.curve >= 0.99 * sigma)
+    assert torch.all(result.curve <= sigma * (1 + 1e-9))
+
+
+def test_linear_map_linf_is_below_the_operator_norm():
+    model, _ = linear_model()
+    inf_norm = model[1].weight.detach().abs().sum(dim=1).max().item()  # ||W||_inf->inf
+    result = locrob.alpha_lim(
+        model, points(), [0.5], norm="inf", method="search", n_draws=50, **LINEAR
+    )
+    assert result.curve[0] <= inf_norm * (1 + 1e-9)
+    assert result.curve[0] >= 0.95 * inf_norm  # the sign pattern of the top row is found
+
+
+class Sigmoid(nn.Module):
+    def forward(self, x):
+        return torch.sigmoid(x.flatten(1))
+
+
+def sigmoid_reference(r: float) -> float:
+    """sup over 0 < |e| <= r of |s(a+e) - s(a)| / |e| for a in {-10, 10}, on a fine fp64 grid."""
+    e = torch.linspace(-r, r, 400_001, dtype=torch.float64)
+    e = e[e.abs() > 1e-9]
+    ratios = []
+    for a in (-10.0, 10.0):
+        a = torch.tensor(a, dtype=torch.float64)
+        ratios.append(((torch.sigmoid(a + e) - torch.sigmoid(a)).abs() / e.abs()).max().item())
+    return max(ratios)
+
+
+def test_sigmoid_of_fig2_matches_its_closed_form():
+    radii = torch.linspace(0.25, 30, 120).tolist()
+    x = torch.tensor([-10.0, 10.0], dtype=torch.float64).view(2, 1, 1, 1)
+    result = locrob.alpha_lim(Sigmoid(), x, radii, n_draws=16, **LINEAR)
+    reference = torch.tensor([sigmoid_reference(r) for r in radii])
+    assert torch.allclose(result.curve.float(), reference.float(), rtol=0.01, atol=1e-7)
+    # almost 0 for small r, a sharp rise around r = 10 (paper, Fig. 2)
+    assert result.alpha_at(1.0) < 1e-3 and result.alpha_at(12.0) > 0.05
+
+
+class NearestNeighbour(nn.Module):
+    """One-hot label of the nearest stored point."""
+
+    def __init__(self, stored, labels, classes):
+        super().__init__()
+        self.register_buffer("stored", stored.flatten(1))
+        self.labels, self.classes = labels, classes
+
+    def forward(self, x):
+        nearest = torch.cdist(x.flatten(1), self.stored).argmin(dim=1)
+        return nn.functional.one_hot(self.labels[nearest], self.classes).double()
+
+
+def test_nearest_neighbour_is_zero_below_half_the_distinct_class_distance():
+    stored = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.4]], dtype=torch.float64).view(
+        3, 1, 1, 2
+    )
+    labels = torch.tensor([0, 1, 0])
+    model = NearestNeighbour(stored, labels, 2)
+    # distinct-class distances: 1 and sqrt(1.16); Eq. 2 gives alpha = 0 below 1/2
+    radii = [0.1, 0.3, 0.45, 0.499, 0.6]
+    result = locrob.alpha_lim(model, stored, radii, n_draws=2000, **LINEAR)
+    assert torch.all(result.curve[:4] == 0)
+    # past 1/2, a step of 0.6 towards the other class flips the one-hot output: sqrt(2) / 0.6
+    assert result.curve[4].item() == pytest.approx(math.sqrt(2) / 0.6)
+
+
+@pytest.fixture(scope="module")
+def cnn_points(trained, digits):
+    return trained.model, digits.train_x[:6]
+
+
+def test_curve_is_the_running_max_of_the_per_point_maxima(cnn_points):
+    model, x = cnn_points
+    result = locrob.alpha_lim(model, x, [0.5, 1.0, 2.0, 4.0], n_draws=30, device="cpu")
+    assert torch.equal(result.per_radius, result.per_point.amax(dim=1))
+    assert torch.equal(result.curve, torch.cummax(result.per_radius, 0).values)
+    assert torch.all(result.curve[1:] >= result.curve[:-1])
+    k = 2
+    assert result.per_point[k, result.argmax_point[k]] == result.per_radius[k]
+
+
+def test_reported_perturbation_attains_the_reported_ratio(cnn_points):
+    model, x = cnn_points
+    result = locrob.alpha_lim(model, x, [1.0, 2.0], n_draws=30, device="cpu")
+    for k in range(2):
+        i = int(result.argmax_point[k])
+        delta = result.perturbation[k]
+        xi = x[i : i + 1].float() / 255
+        assert torch.all(xi + delta >= -1e-6) and torch.all(xi + delta <= 1 + 1e-6)
+        assert delta.norm() <= result.radii[k] * (1 + 1e-5)
+        with torch.no_grad():
+            diff = model(xi + delta).softmax(1) - model(xi).softmax(1)
+        assert (diff.norm() / delta.norm()).item() == pytest.approx(
+            result.per_radius[k].item(), rel=1e-4
+        )
+
+
+def test_scaling_the_function_scales_alpha(cnn_points):
+    model, x = cnn_points
+    scaled = nn.Sequential(model, Scale(3.0))
+    a = locrob.alpha_lim(model, x, [0.5, 2.0], output="logits", n_draws=20, device="cpu")
+    b = locrob.alpha_lim(scaled, x, [0.5, 2.0], output="logits", n_draws=20, device="cpu")
+    assert torch.allclose(b.curve, 3.0 * a.curve, rtol=1e-5)
+
+
+class Scale(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return self.c * x
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)
+
+
+def test_clamping_uses_the_effective_perturbation():
+    # F(x) = x: the ratio is exactly 1 if the denominator is clamp(x+e) - x. With the nominal
+    # e it would fall below 1 wherever clamping cut the step (half the directions at x = 1).
+    x = torch.ones(4, 3, 4, 4)
+    result = locrob.alpha_lim(Identity(), x, [0.1, 1.0], output="logits", n_draws=50, device="cpu")
+    assert torch.allclose(result.per_point, torch.ones_like(result.per_point), atol=1e-6)
+    assert torch.all(result.perturbation <= 0)  # nothing can go above 1
+    nominal = locrob.alpha_lim(
+        Identity(), x, [1.0], output="logits", n_draws=50, clamp=None, device="cpu"
+    )
+    assert torch.allclose(nominal.per_point, torch.ones(1, 4), atol=1e-6)
+
+
+def test_small_radii_agree_between_fp32_and_fp64(cnn_points):
+    model, x = cnn_points
+    model64 = locrob.load_model("small-cnn", num_classes=10).double()
+    model64.load_state_dict(model.state_dict())
+    radii = [1e-3, 1e-2, 1e-1]
+    a = locrob.alpha_lim(model, x, radii, n_draws=20, device="cpu")
+    b = locrob.alpha_lim(model64, x, radii, n_draws=20, device="cpu")
+    assert b.curve.dtype == torch.float64
+    assert torch.allclose(a.curve.double(), b.curve, rtol=1e-2)
+
+
+def test_bf16_forward_keeps_fp32_differences():
+    # bf16 rounds the outputs (8-bit mantissa); at a large radius the differences dwarf that
+    # rounding, and they are taken in fp32, so the two runs agree closely.
+    model, _ = linear_model()
+    model = model.float()
+    x = points().float()
+    kwargs = {"output": "logits", "clamp": None, "n_draws": 30, "device": "cpu"}
+    a = locrob.alpha_lim(model, x, [10.0], **kwargs)
+    b = locrob.alpha_lim(model, x, [10.0], forward_dtype="bfloat16", **kwargs)
+    assert b.curve.dtype == torch.float32
+    assert torch.allclose(a.curve, b.curve, rtol=0.02)
+
+
+def test_softmax_differences_keep_their_precision():
+    # Logits far apart: p is 1 - 1e-6 for the top class. The largest coordinate's difference
+    # is taken from the others, so fp32 matches an fp64 reference.
+    z = torch.tensor([[14.0, 0.0, 0.5]])
+    z_moved = z + torch.tensor([[0.0, 1e-3, -2e-3]])
+    diff32 = z_moved.softmax(1) - z.softmax(1)
+    ref = z_moved.double().softmax(1) - z.double().softmax(1)
+    fixed = complement_largest(diff32, z.softmax(1))
+    assert torch.allclose(fixed.double(), ref, rtol=1e-3, atol=0)
+    assert not torch.allclose(diff32.double(), ref, rtol=1e-2, atol=0)  # the naive one is off
+
+
+def test_same_seed_same_result_other_seed_other_result(cnn_points):
+    model, x = cnn_points
+    run = lambda seed: locrob.alpha_lim(model, x, [0.5, 1.0], n_draws=10, seed=seed, device="cpu")  # noqa: E731
+    a, b, c = run(0), run(0), run(1)
+    assert torch.equal(a.per_point, b.per_point) and torch.equal(a.perturbation, b.perturbation)
+    assert not torch.equal(a.per_point, c.per_point)
+
+
+def test_draws_do_not_depend_on_the_chunk_size(cnn_points):
+    model, x = cnn_points
+    run = lambda chunk: locrob.alpha_lim(  # noqa: E731
+        model, x, [0.5, 1.0], n_draws=10, directions="fresh", chunk_size=chunk, device="cpu"
+    )
+    a, b = run(7), run(60)
+    # the same directions; only fp32 convolution at other batch sizes differs (~1e-5)
+    assert torch.allclose(a.per_point, b.per_point, rtol=1e-4)
+    assert torch.equal(a.argmax_point, b.argmax_point)
+
+
+@pytest.mark.parametrize("directions", ["fresh", "shared"])
+def test_search_is_never_below_sampling(cnn_points, directions):
+    model, x = cnn_points
+    result = locrob.alpha_lim(
+        model,
+        x,
+        [0.25, 1.0],
+        method="search",
+        n_draws=10,
+        search_steps=5,
+        search_restarts=2,
+        directions=directions,
+        device="cpu",
+    )
+    sampled = locrob.alpha_lim(
+        model, x, [0.25, 1.0], n_draws=10, directions=directions, device="cpu"
+    )
+    assert torch.all(result.per_point >= sampled.per_point)
+    assert torch.equal(result.sampling_curve, sampled.curve)
+    assert torch.all(result.curve >= sampled.curve) and torch.any(result.curve > sampled.curve)
+
+
+def test_presets_and_overrides():
+    assert PRESETS["paper"]["n_points"] == 100 and PRESETS["paper"]["n_draws"] == 1000
+    assert (
+        PRESETS["authors-code"]["noise"] == "uniform"
+        and PRESETS["authors-code"]["n_points"] == 1000
+    )
+    assert authors_radii()[0] == pytest.approx(1.75 / 30) and authors_radii()[-1] == pytest.approx(
+        1.75
+    )
+    model, _ = linear_model()
+    result = locrob.alpha_lim(model, points(3), preset="authors-code", n_draws=2, **LINEAR)
+    assert result.settings["n_draws"] == 2 and result.settings["noise"] == "uniform"
+    assert len(result.radii) == 30 and result.settings["n_points"] == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"radii": [0.5, 0.0]}, "positive finite"),
+        ({"radii": [1.0, 0.5]}, "strictly increasing"),
+        ({"radii": [0.5], "norm": "l1"}, "unknown norm"),
+        ({"radii": [0.5], "preset": "fig9"}, "unknown preset 'fig9'"),
+        ({"radii": [0.5], "n_draws": 0}, "n_draws must be at least 1"),
+        ({"radii": [0.5], "output": "probits"}, "unknown output 'probits'"),
+        ({"radii": [0.5], "draws": 3}, "unknown alpha_lim setting draws"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises(LocrobError, match=message):
+        locrob.alpha_lim(Identity(), torch.rand(2, 3, 4, 4), **kwargs)
+
+
+def test_points_outside_the_clamp_range():
+    with pytest.raises(LocrobError, match=r"outside the clamp range \[0.0, 1.0\]"):
+        locrob.alpha_lim(Identity(), torch.rand(2, 3, 4, 4) * 2 - 0.5, [0.5])
+
+
+class NaNAt(nn.Module):
+    """Returns NaN for the point whose first pixel is 0.5 (index 2), else the pixels."""
+
+    def forward(self, x):
+        out = x.flatten(1).clone()
+        out[(x.flatten(1)[:, 0] - 0.5).abs() < 1e-6] = float("nan")
+        return out
+
+
+def test_nan_output_names_the_point():
+    x = torch.zeros(4, 1, 2, 2)
+    x[2, 0, 0, 0] = 0.5
+    with pytest.raises(LocrobError, match=r"NaN or Inf at point 2 \(unperturbed\)"):
+        locrob.alpha_lim(NaNAt(), x, [0.1], output="logits", device="cpu")
+
+
+class NaNWhenMoved(nn.Module):
+    def forward(self, x):
+        out = x.flatten(1).clone()
+        out[x.flatten(1)[:, 0] > 0.2] = float("inf")
+        return out
+
+
+def test_inf_output_under_perturbation_names_point_and_radius():
+    x = torch.full((3, 1, 2, 2), 0.1)
+    x[1] = 0.19
+    with pytest.raises(LocrobError, match=r"NaN or Inf at point 1 \(radius 0.05\)"):
+        locrob.alpha_lim(NaNWhenMoved(), x, [0.05], output="logits", n_draws=50, device="cpu")
+
+
+def test_outputs_must_be_one_row_per_input():
+    with pytest.raises(LocrobError, match="one row per input: 2 inputs gave"):
+        locrob.alpha_lim(
+            nn.Flatten(0), torch.rand(2, 3, 4, 4), [0.5], output="logits", device="cpu"
+        )
+
+
+def test_each_submodule_gets_its_own_mode_back(cnn_points):
+    model, x = cnn_points
+    assert not model.training
+    wrapper = nn.Sequential(model, Scale(1.0))  # a new container starts in train mode
+    locrob.alpha_lim(wrapper, x, [0.5], n_draws=2, device="cpu")
+    assert wrapper.training and not model.training
+    locrob.evaluate(wrapper, locrob.load_dataset("digits"), ["clean"], max_examples=4)
+    assert wrapper.training and not model.training
