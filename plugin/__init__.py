@@ -18,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 from locrob.alpha.estimate import alpha_lim
+from locrob.alpha.layerwise import LayerwiseResult, layerwise_alpha
 from locrob.alpha.result import AlphaResult
 from locrob.data.images import ImageData
 from locrob.defenses.base import Defense
@@ -36,6 +37,7 @@ __all__ = [
     "Defense",
     "EvaluationContext",
     "ImageData",
+    "LayerwiseResult",
     "LocrobError",
     "Metric",
     "MetricResult",
@@ -47,6 +49,7 @@ __all__ = [
     "alpha_lim",
     "evaluate",
     "hookimpl",
+    "layerwise_alpha",
     "load_checkpoint",
     "load_dataset",
     "load_model",

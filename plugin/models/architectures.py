@@ -114,6 +114,11 @@ class PreActResNet18(nn.Module):
         out = self.relu(self.blocks(self.conv1(self.normalize(x))))
         return self.linear(self.pool(out).flatten(1))
 
+    def layer_names(self) -> list[str]:
+        """The chain of stages for layer-wise robustness (each block is one stage)."""
+        blocks = [f"blocks.{i}" for i in range(len(self.blocks))]
+        return ["normalize", "conv1", *blocks, "relu", "pool", "linear"]
+
 
 class Architecture:
     """A model source that builds an architecture by name, with keyword options."""
