@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from locrob.atomic import write_text
 from locrob.errors import LocrobError
 
 # click's base exception, from the click typer runs on (recent typer vendors its own copy)
@@ -115,6 +116,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model with metric plugins; write a JSON report and a Markdown table."""
     from locrob.evaluation import evaluate as run_evaluation
+    from locrob.plots import save_plots
     from locrob.report import markdown_table
     from locrob.sources import load_dataset
 
@@ -132,8 +134,28 @@ def evaluate(
         name=name,
     )
     path = report.save(out)
+    figures = save_plots([report], out)
     typer.echo(markdown_table([report]), nl=False)
     typer.echo(f"report: {path}")
+    for figure in figures:
+        typer.echo(f"figure: {figure}")
+
+
+@app.command()
+def plot(
+    reports: Annotated[list[Path], typer.Argument(help="report.json files or their directories.")],
+    out: Annotated[Path, typer.Option(help="Directory for the figures and the joint table.")],
+) -> None:
+    """Draw several reports on shared figures (one per metric) and join their tables."""
+    from locrob.plots import save_plots
+    from locrob.report import load_report, markdown_table
+
+    loaded = [load_report(path) for path in reports]
+    table = markdown_table(loaded)
+    write_text(out / "reports.md", table)
+    typer.echo(table, nl=False)
+    for figure in save_plots(loaded, out):
+        typer.echo(f"figure: {figure}")
 
 
 @app.command()

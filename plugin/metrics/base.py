@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from locrob.configurable import Configurable
 from locrob.errors import LocrobError
 from locrob.jsonable import jsonable
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -65,3 +68,8 @@ class Metric(Configurable):
     def result(self, summary: dict[str, float], **details: Any) -> MetricResult:
         """A :class:`MetricResult` carrying this metric's name and settings."""
         return MetricResult(self.name, summary, details, self.settings())
+
+    @classmethod
+    def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure | None:
+        """A figure of several models' results (label, result), or None for no figure."""
+        return None

@@ -1,0 +1,105 @@
+"""``local-robustness``: the alpha_lim(F, r) curve of the paper (Definition 1, Fig. 5).
+
+Measured on the first ``n_points`` images of ``split`` (the training set by default: the
+paper's domain R is the training examples). The curve is stored in the report; the summary
+gives alpha at chosen radii, the largest value and the area under the curve, all lower bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from matplotlib.figure import Figure
+from torch import nn
+
+from locrob.alpha.estimate import alpha_lim
+from locrob.alpha.settings import PRESETS
+from locrob.configurable import check
+from locrob.data.images import SPLITS, ImageData
+from locrob.evaluation import EvaluationContext
+from locrob.hookspecs import Register, hookimpl
+from locrob.metrics.base import Metric, MetricResult
+
+
+@dataclass
+class LocalRobustness(Metric):
+    """alpha_lim(F, r) over radii; ``None`` settings come from ``preset`` or the defaults."""
+
+    name = "local-robustness"
+    preset: str | None = None
+    radii: list[float] | None = None
+    norm: str = "l2"
+    output: str = "softmax"
+    method: str = "sample"
+    n_points: int | None = 100
+    n_draws: int | None = None
+    noise: str | None = None
+    directions: str | None = None
+    forward_dtype: str = "float32"
+    split: str = "train"
+    at: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+
+    def __post_init__(self) -> None:
+        check(self.split in SPLITS, self.name, f"split must be one of {', '.join(SPLITS)}")
+        check(
+            self.preset is None or self.preset in PRESETS,
+            self.name,
+            f"unknown preset {self.preset!r}",
+        )
+
+    def options(self) -> dict[str, Any]:
+        given = {
+            "norm": self.norm,
+            "output": self.output,
+            "method": self.method,
+            "n_points": self.n_points,
+            "n_draws": self.n_draws,
+            "noise": self.noise,
+            "directions": self.directions,
+            "forward_dtype": self.forward_dtype,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+    @hookimpl
+    def measure(
+        self, model: nn.Module, data: ImageData, context: EvaluationContext
+    ) -> MetricResult:
+        x, _ = data.split(self.split)
+        result = alpha_lim(
+            model,
+            x,
+            self.radii,
+            preset=self.preset,
+            device=context.device,
+            seed=context.seed,
+            **self.options(),
+        )
+        summary = {f"alpha@{r:g}": result.alpha_at(r) for r in self.at}
+        summary.update(alpha_max=float(result.curve[-1]), auc=result.auc())
+        return self.result(summary, **result.to_dict())
+
+    @classmethod
+    def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure:
+        """alpha_lim against r, one line per model, as in the paper's Fig. 5."""
+        fig = Figure(figsize=(6.0, 4.0))
+        ax = fig.subplots()
+        for label, result in results:
+            ax.plot(result.details["radii"], result.details["curve"], label=label, linewidth=1.8)
+        ax.set_xlabel("radius r")
+        ax.set_ylabel(r"$\alpha_{lim}(F, r)$ (lower bound)")
+        first = results[0][1].details
+        settings = first.get("settings", {})
+        ax.set_title(
+            f"local robustness: {settings.get('norm', '')} norm, {first.get('method', '')}, "
+            f"{settings.get('n_points', '')} points x {settings.get('n_draws', '')} draws",
+            fontsize=9,
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        return fig
+
+
+@hookimpl
+def register_metrics(register: Register) -> None:
+    register("local-robustness", LocalRobustness)
