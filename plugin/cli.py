@@ -178,6 +178,44 @@ def plugins() -> None:
         typer.echo(f"{label}: {', '.join(registry.names()) or '(none)'}")
 
 
+bench_app = typer.Typer(help="Speed measured side by side in one run, reported as ratios.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("alpha")
+def bench_alpha(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Architectures to measure (default: small-cnn, preact-resnet18)."),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Size the run by a preset (paper, authors-code).")
+    ] = None,
+    forward_dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    points: Annotated[int | None, typer.Option(help="Points (with --draws and --radii).")] = None,
+    draws: Annotated[int | None, typer.Option(help="Draws per point and radius.")] = None,
+    radii: Annotated[int | None, typer.Option(help="Number of radii.")] = None,
+    device: Device = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """alpha_lim estimator throughput vs plain inference and vs the authors' loop structure."""
+    from locrob.bench import alpha_table
+    from locrob.bench import bench_alpha as run_bench
+
+    given = (points, draws, radii)
+    if any(v is not None for v in given) and not all(v is not None for v in given):
+        raise LocrobError("give --points, --draws and --radii together")
+    sizes = (points, draws, radii) if points is not None else None
+    rows = run_bench(
+        model or ["small-cnn", "preact-resnet18"], device, preset, forward_dtype, sizes
+    )
+    typer.echo(alpha_table(rows), nl=False)
+    if out is not None:
+        write_text(
+            out / "bench-alpha.json", json.dumps([r.to_dict() for r in rows], indent=2) + "\n"
+        )
+
+
 def version_callback(value: bool) -> None:
     if value:
         from locrob import __version__

@@ -16,6 +16,7 @@ from locrob.alpha.result import AlphaResult, running_max
 from locrob.alpha.sampling import (
     Evaluator,
     activation_bytes,
+    best_perturbations,
     check_finite,
     chunk_size,
     forward_dtype,
@@ -67,7 +68,7 @@ def model_dtype(model: Model) -> torch.dtype:
 def clean_outputs(ev: Evaluator, x: torch.Tensor, chunk: int) -> torch.Tensor:
     """F(x) for every point, once, in chunks; NaN or Inf names the point."""
     f_x = torch.cat([ev.outputs(x[i : i + chunk]) for i in range(0, len(x), chunk)])
-    check_finite(~torch.isfinite(f_x).all(dim=1))
+    check_finite(f_x)
     return f_x
 
 
@@ -113,30 +114,32 @@ def alpha_lim(
     start = time.perf_counter()
     with eval_mode(model):
         per_example = activation_bytes(model, points[:1])
-        chunk = chunk_size(settings, 3 * per_example, len(points) * settings.n_draws, dev)
+        # each pair holds its input, perturbation, perturbed input and the activations
+        chunk = chunk_size(settings, ev, points, 3 * per_example, len(points) * settings.n_draws)
         f_x = clean_outputs(ev, points, chunk)
         draws = Draws(settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, dev)
-        radii_t = torch.tensor(settings.radii, dtype=dtype, device=dev)
+        radii = settings.radii
         with torch.no_grad():
-            sampled = sample(
-                ev, points, f_x, radii_t, settings, draws, chunk, settings.method == "search"
+            sampled = sample(ev, points, f_x, radii, settings, draws, chunk)
+            argmax_point = sampled.per_point.argmax(dim=1)
+            best = sampled.best_pair.gather(1, argmax_point.view(-1, 1)).squeeze(1)
+            perturbation = torch.cat(
+                [
+                    best_perturbations(ev, points, radii, settings, draws, k, best[k : k + 1])
+                    for k in range(len(radii))
+                ]
             )
-        per_point, argmax_point, perturbation = (
-            sampled.per_point,
-            sampled.argmax_point,
-            sampled.perturbation,
-        )
-        evaluations = sampled.evaluations
+        per_point, evaluations = sampled.per_point, sampled.evaluations
         sampling_curve = None
         if settings.method == "search":
             sampling_curve = running_max(sampled.per_point.amax(dim=1)).cpu()
-            per_point, argmax_point, perturbation, more = search(
-                ev, points, f_x, radii_t, settings, sampled, draws, chunk
+            per_point, more = search(
+                ev, points, f_x, radii, settings, sampled, draws, chunk, argmax_point, perturbation
             )
             evaluations += more
     per_radius = per_point.amax(dim=1)
     return AlphaResult(
-        radii=radii_t.cpu(),
+        radii=torch.tensor(settings.radii, dtype=dtype),
         curve=running_max(per_radius).cpu(),
         per_radius=per_radius.cpu(),
         per_point=per_point.cpu(),

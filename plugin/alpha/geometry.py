@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from locrob.errors import LocrobError
@@ -61,20 +63,29 @@ class Draws:
         self.seed, self.shape, self.p, self.noise, self.device = seed, shape, p, noise, device
         self.generator = torch.Generator(device)
 
+    def _block(self, slot: int, block: int) -> torch.Tensor:
+        # Python's hash of a tuple of ints is fixed across runs (no hash randomization)
+        self.generator.manual_seed(hash((self.seed, slot, block)) & (2**63 - 1))
+        shape = (self.BLOCK, *self.shape)
+        return unit_directions(shape, self.p, self.noise, self.generator, self.device)
+
     def get(self, slot: int, start: int, stop: int) -> torch.Tensor:
         """Directions for indices ``start..stop-1`` of ``slot``."""
         first, last = start // self.BLOCK, (stop - 1) // self.BLOCK
-        blocks = []
-        for block in range(first, last + 1):
-            # Python's hash of a tuple of ints is fixed across runs (no hash randomization)
-            self.generator.manual_seed(hash((self.seed, slot, block)) & (2**63 - 1))
-            blocks.append(
-                unit_directions(
-                    (self.BLOCK, *self.shape), self.p, self.noise, self.generator, self.device
-                )
-            )
+        blocks = [self._block(slot, block) for block in range(first, last + 1)]
         offset = first * self.BLOCK
         return torch.cat(blocks)[start - offset : stop - offset]
+
+    def at(self, slots: Sequence[int], indices: Sequence[int]) -> torch.Tensor:
+        """The directions at the addresses ``(slots[j], indices[j])``, one row each."""
+        blocks: dict[tuple[int, int], torch.Tensor] = {}
+        rows = []
+        for slot, index in zip(slots, indices, strict=True):
+            key = (slot, index // self.BLOCK)
+            if key not in blocks:
+                blocks[key] = self._block(*key)
+            rows.append(blocks[key][index % self.BLOCK])
+        return torch.stack(rows)
 
 
 def project(eps: torch.Tensor, p: float, radius: torch.Tensor | float) -> torch.Tensor:

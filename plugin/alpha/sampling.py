@@ -11,7 +11,9 @@ F(x+e) - F(x) at small r is rounding noise.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +24,7 @@ from locrob.alpha.settings import FORWARD_DTYPES, AlphaSettings
 from locrob.errors import LocrobError
 from locrob.runtime import progress
 
-TINY = 1e-12  # effective perturbations shorter than this (relative to r) give no ratio
+TINY = 1e-12  # the smallest denominator: shorter effective perturbations only lower the ratio
 
 
 @dataclass
@@ -61,49 +63,49 @@ class Evaluator:
         return out.reshape(len(x), -1)
 
     def ratios(
-        self, x: torch.Tensor, eps: torch.Tensor, f_x: torch.Tensor
+        self, x: torch.Tensor, eps: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row, and the effective e."""
+        """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row, and the effective e.
+
+        ``top`` (each row's largest output, for ``sums_to_one``) may be passed precomputed.
+        A denominator below ``TINY`` is raised to it, which can only lower the ratio.
+        """
         moved = x + eps
         if self.clamp is not None:
-            moved = moved.clamp(*self.clamp)
+            moved = moved.clamp_(*self.clamp)
         delta = moved - x
-        den = row_norms(delta, self.p_in)
         diff = self.outputs(moved) - f_x
         if self.sums_to_one:
-            diff = complement_largest(diff, f_x)
+            diff = complement_largest(diff, f_x.argmax(dim=1, keepdim=True) if top is None else top)
         num = row_norms(diff, self.p_out)
-        ratio = torch.where(den > TINY, num / den.clamp_min(TINY), torch.zeros_like(num))
-        return ratio, delta
+        return num / row_norms(delta, self.p_in).clamp_min(TINY), delta
+
+    def perturbed(self, x: torch.Tensor, d: torch.Tensor, r: float) -> torch.Tensor:
+        """The effective perturbation clamp(x + r d) - x."""
+        moved = torch.add(x, d.to(self.compute_dtype), alpha=r)
+        return (moved.clamp_(*self.clamp) if self.clamp is not None else moved) - x
 
 
-def complement_largest(diff: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def complement_largest(diff: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     """For outputs that sum to 1 (softmax): the difference at the reference's largest
-    coordinate, recomputed as minus the sum of the others.
+    coordinate (``top``, one index per row, shape (n, 1)), recomputed as minus the sum of the
+    others.
 
     Exact in real arithmetic, and far more precise in floating point: a confident softmax has
     p close to 1, where p' - p is mostly rounding, while the small probabilities (and so their
     differences) keep full relative precision.
     """
-    k = reference.argmax(dim=1, keepdim=True)
-    others = diff.sum(dim=1, keepdim=True) - diff.gather(1, k)
-    return diff.scatter(1, k, -others)
+    others = diff.sum(dim=1, keepdim=True) - diff.gather(1, top)
+    return diff.scatter(1, top, -others)
 
 
-def check_finite(nonfinite: torch.Tensor, radii: torch.Tensor | None = None) -> None:
-    """Name the first point (and radius) where the model's output was NaN or Inf.
-
-    ``nonfinite`` counts bad evaluations per (radius, point), or per point for F(x) itself.
-    """
-    bad = (nonfinite != 0) if nonfinite.dtype != torch.bool else nonfinite
-    if not bool(bad.any()):
-        return
-    where = bad.nonzero()[0].tolist()
-    if radii is None or bad.ndim == 1:
-        raise LocrobError(f"the model returned NaN or Inf at point {where[-1]} (unperturbed)")
-    raise LocrobError(
-        f"the model returned NaN or Inf at point {where[1]} (radius {float(radii[where[0]]):.4g})"
-    )
+def check_finite(f_x: torch.Tensor) -> None:
+    """Name the first point whose unperturbed output is NaN or Inf."""
+    bad = ~torch.isfinite(f_x).all(dim=1)
+    if bool(bad.any()):
+        raise LocrobError(
+            f"the model returned NaN or Inf at point {int(bad.nonzero()[0, 0])} (unperturbed)"
+        )
 
 
 def activation_bytes(model: Callable[[torch.Tensor], torch.Tensor], x1: torch.Tensor) -> int:
@@ -137,17 +139,75 @@ def default_budget_bytes(device: torch.device) -> int:
     return 256 * 2**20
 
 
-def chunk_size(settings: AlphaSettings, per_example: int, total: int, device: torch.device) -> int:
-    """Pairs per chunk: the explicit ``chunk_size``, else what fits the memory budget."""
-    if settings.chunk_size is not None:
-        return min(settings.chunk_size, total)
+def budget_chunk(
+    settings: AlphaSettings, per_example: int, total: int, device: torch.device
+) -> int:
+    """The largest chunk that fits the memory budget (at most ``total`` pairs)."""
     budget = (
         int(settings.memory_budget_mb * 2**20)
         if settings.memory_budget_mb is not None
         else default_budget_bytes(device)
     )
-    # each pair holds its input, perturbation, perturbed input and the forward activations
-    return max(1, min(total, budget // max(1, per_example), 8192))
+    return max(1, min(total, budget // max(1, per_example), MAX_CHUNK))
+
+
+MAX_CHUNK = 8192
+TUNE_START = 16
+_tuned: weakref.WeakKeyDictionary[object, dict[tuple, int]] = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def tuned_chunk(ev: Evaluator, x: torch.Tensor, largest: int, evaluations: int) -> int:
+    """The fastest forward batch size among 16, 32, 64, ... up to ``largest``, by timing.
+
+    The best batch is not the largest: on a CPU, batches whose activations stay in cache run
+    faster. The choice is cached per model, input shape, precision and device. It does not
+    change which directions are drawn (they are addressed by pair index), only fp32 rounding.
+    Runs too small to repay the timing (under 16 forwards of the largest candidate) skip it.
+    """
+    if largest <= TUNE_START or evaluations < 16 * largest:
+        return largest
+    key = (tuple(x.shape[1:]), ev.compute_dtype, ev.forward_dtype, str(ev.device), largest)
+    cache = _tuned.setdefault(ev.model, {}) if _weakrefable(ev.model) else {}
+    if key not in cache:
+        candidates = [TUNE_START]
+        while candidates[-1] * 2 <= largest:
+            candidates.append(candidates[-1] * 2)
+        rates = {}
+        for size in candidates:
+            batch = x[torch.arange(size, device=x.device) % len(x)]
+            ev.outputs(batch)  # warm-up (allocator, kernel selection)
+            _sync(ev.device)
+            start = time.perf_counter()
+            for _ in range(2):
+                ev.outputs(batch)
+            _sync(ev.device)
+            rates[size] = 2 * size / (time.perf_counter() - start)
+        cache[key] = max(rates, key=rates.__getitem__)
+    return cache[key]
+
+
+def _weakrefable(obj: object) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def chunk_size(
+    settings: AlphaSettings, ev: Evaluator, x: torch.Tensor, per_example: int, total: int
+) -> int:
+    """Pairs per chunk: the explicit ``chunk_size``, else the fastest batch within the budget."""
+    if settings.chunk_size is not None:
+        return min(settings.chunk_size, total)
+    largest = budget_chunk(settings, per_example, total, ev.device)
+    return tuned_chunk(ev, x, largest, total * len(settings.radii))
 
 
 def pair_chunks(n_points: int, n_draws: int, size: int) -> Iterator[tuple[int, int]]:
@@ -161,14 +221,17 @@ def pair_chunks(n_points: int, n_draws: int, size: int) -> Iterator[tuple[int, i
 SHARED_SLOT = -1  # the draw slot of directions shared by every radius
 
 
+def slot(settings: AlphaSettings, k: int) -> int:
+    """The draw slot of radius ``k``: its own, or the one every radius shares."""
+    return SHARED_SLOT if settings.directions == "shared" else k
+
+
 @dataclass
 class Sampled:
-    """Raw sampling output: per-point maxima and where each point's maximum was found."""
+    """Raw sampling output: per-point maxima and the pair that attained each."""
 
-    per_point: torch.Tensor  # (R, N)
-    best_delta: torch.Tensor | None  # (R, N, *shape) when kept for the search
-    argmax_point: torch.Tensor  # (R,)
-    perturbation: torch.Tensor  # (R, *shape)
+    per_point: torch.Tensor  # (R, N) max ratio per radius and point
+    best_pair: torch.Tensor  # (R, N) flat pair index (point * n_draws + draw) of that max
     evaluations: int
 
 
@@ -176,51 +239,57 @@ def sample(
     ev: Evaluator,
     x: torch.Tensor,
     f_x: torch.Tensor,
-    radii: torch.Tensor,
+    radii: Sequence[float],
     settings: AlphaSettings,
     draws: Draws,
     chunk: int,
-    keep_point_deltas: bool = False,
     desc: str = "alpha_lim",
 ) -> Sampled:
-    """Max ratio per (radius, point) over ``n_draws`` random directions at each radius."""
-    n, shape = len(x), tuple(x.shape[1:])
-    n_radii, n_draws = len(radii), settings.n_draws
+    """Max ratio per (radius, point) over ``n_draws`` random directions at each radius.
+
+    Only the index of each point's best pair is kept, not its perturbation: directions are
+    addressed by pair index, so :func:`best_perturbations` regenerates the few that are needed.
+    """
+    n, n_radii, n_draws = len(x), len(radii), settings.n_draws
     per_point = torch.zeros(n_radii, n, dtype=ev.compute_dtype, device=ev.device)
-    best_ratio = torch.full((n_radii,), -1.0, dtype=ev.compute_dtype, device=ev.device)
-    argmax_point = torch.zeros(n_radii, dtype=torch.long, device=ev.device)
-    perturbation = torch.zeros(n_radii, *shape, dtype=ev.compute_dtype, device=ev.device)
-    best_delta = (
-        torch.zeros(n_radii, n, *shape, dtype=ev.compute_dtype, device=ev.device)
-        if keep_point_deltas
-        else None
-    )
-    nonfinite = torch.zeros(n_radii, n, dtype=torch.int32, device=ev.device)
-    total = n * n_draws
-    bar = progress(total=total * n_radii, desc=desc, unit="img", unit_scale=True)
+    best_pair = torch.full((n_radii, n), -1, dtype=torch.long, device=ev.device)
+    top = f_x.argmax(dim=1, keepdim=True)
+    bar = progress(total=n * n_draws * n_radii, desc=desc, unit="img", unit_scale=True)
     for start, stop in pair_chunks(n, n_draws, chunk):
-        points = torch.arange(start, stop, device=ev.device) // n_draws
-        xc, fc = x[points], f_x[points]
+        pairs = torch.arange(start, stop, device=ev.device)
+        points = pairs // n_draws
+        xc, fc, tc = x[points], f_x[points], top[points]
         shared = draws.get(SHARED_SLOT, start, stop) if settings.directions == "shared" else None
-        for k in range(n_radii):
+        for k, r in enumerate(radii):
             d = shared if shared is not None else draws.get(k, start, stop)
-            ratio, delta = ev.ratios(xc, d.to(ev.compute_dtype) * radii[k], fc)
-            nonfinite[k].scatter_add_(0, points, (~torch.isfinite(ratio)).to(torch.int32))
+            ratio, _ = ev.ratios(xc, torch.mul(d.to(ev.compute_dtype), r), fc, tc)
+            # NaN propagates through amax, and Inf stays: both are found after the loop
             per_point[k].scatter_reduce_(0, points, ratio, reduce="amax")
-            # the radius's best so far, updated without a host sync
-            top = ratio.argmax()
-            better = ratio[top] > best_ratio[k]
-            best_ratio[k] = torch.where(better, ratio[top], best_ratio[k])
-            argmax_point[k] = torch.where(better, points[top], argmax_point[k])
-            perturbation[k] = torch.where(better, delta[top], perturbation[k])
-            if best_delta is not None:
-                # keep, for each point, the perturbation of its best draw so far
-                improved = ratio >= per_point[k][points]
-                best_delta[k][points[improved]] = delta[improved]
-            bar.update(len(points))
+            # pairs that reach their point's running max; later pairs have larger indices
+            hits = torch.where(ratio >= per_point[k][points], pairs, -1)
+            best_pair[k].scatter_reduce_(0, points, hits, reduce="amax")
+        bar.update((stop - start) * n_radii)
     bar.close()
-    check_finite(nonfinite, radii)
-    return Sampled(per_point, best_delta, argmax_point, perturbation, total * n_radii)
+    bad = ~torch.isfinite(per_point)
+    if bool(bad.any()):
+        k, i = bad.nonzero()[0].tolist()
+        raise LocrobError(f"the model returned NaN or Inf at point {i} (radius {radii[k]:.4g})")
+    return Sampled(per_point, best_pair, n * n_draws * n_radii)
+
+
+def best_perturbations(
+    ev: Evaluator,
+    x: torch.Tensor,
+    radii: Sequence[float],
+    settings: AlphaSettings,
+    draws: Draws,
+    k: int,
+    pairs: torch.Tensor,
+) -> torch.Tensor:
+    """Regenerate the effective perturbations of ``pairs`` at radius ``k``."""
+    pair_list = pairs.tolist()
+    d = draws.at([slot(settings, k)] * len(pair_list), pair_list)
+    return ev.perturbed(x[pairs // settings.n_draws], d, radii[k])
 
 
 def forward_dtype(settings: AlphaSettings) -> torch.dtype | None:

@@ -11,10 +11,12 @@ search is never below the sampling estimate. Still a lower bound.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from locrob.alpha.geometry import Draws, project, row_norms
-from locrob.alpha.sampling import Evaluator, Sampled
+from locrob.alpha.sampling import Evaluator, Sampled, best_perturbations
 from locrob.alpha.settings import AlphaSettings
 from locrob.runtime import progress
 
@@ -61,24 +63,25 @@ def search(
     ev: Evaluator,
     x: torch.Tensor,
     f_x: torch.Tensor,
-    radii: torch.Tensor,
+    radii: Sequence[float],
     settings: AlphaSettings,
     sampled: Sampled,
     draws: Draws,
     chunk: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Per-(radius, point) maxima after ascent, the argmax points and perturbations, and the
-    number of forward passes (each with a backward pass but the last)."""
-    assert sampled.best_delta is not None
+    argmax_point: torch.Tensor,
+    perturbation: torch.Tensor,
+) -> tuple[torch.Tensor, int]:
+    """Per-(radius, point) maxima after ascent, and the number of forward passes (each with a
+    backward pass but the last). ``argmax_point`` and ``perturbation`` (the sampling's) are
+    updated in place where the search beats the sampling maximum."""
     n = len(x)
     restarts = settings.search_restarts
     per_point = sampled.per_point.clone()
-    argmax_point, perturbation = sampled.argmax_point.clone(), sampled.perturbation.clone()
     # backward keeps the activations: a third of the sampling chunk
     size = max(1, chunk // 3)
     bar = progress(total=len(radii) * n * restarts, desc="alpha_lim search", unit="start")
-    for k, r in enumerate(radii.tolist()):
-        starts = [sampled.best_delta[k]]
+    for k, r in enumerate(radii):
+        starts = [best_perturbations(ev, x, radii, settings, draws, k, sampled.best_pair[k])]
         if restarts > 1:  # slots beyond the radii's, so starts never repeat a sampled draw
             fresh = draws.get(SEARCH_SLOT + k, 0, (restarts - 1) * n)
             starts.append(fresh.to(ev.compute_dtype) * r)
@@ -100,5 +103,4 @@ def search(
             argmax_point[k] = top
             perturbation[k] = found_eps[int(best_restart[top]) * n + top]
     bar.close()
-    evaluations = len(radii) * n * restarts * (settings.search_steps + 1)
-    return per_point, argmax_point, perturbation, evaluations
+    return per_point, len(radii) * n * restarts * (settings.search_steps + 1)

@@ -1,0 +1,179 @@
+"""``locrob bench``: speed measured side by side in one run, reported as ratios.
+
+``alpha``: the sampling estimator's perturbed images per second, against (a) the same model's
+plain batched inference at the same batch size, the ceiling of any sampling estimator, and
+(b) the authors' loop structure (for each radius and each draw: numpy uniform noise, one fp32
+forward pass of all points, a host sync), re-enacted here for the comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from locrob.alpha.estimate import alpha_lim
+from locrob.alpha.settings import FORWARD_DTYPES, resolve
+from locrob.runtime import resolve_device
+from locrob.sources import load_dataset, load_model
+
+# Sizes that take a few seconds per measurement on 2 CPU cores.
+CPU_SIZES = {"small-cnn": (100, 40, 5), "preact-resnet18": (8, 8, 4)}
+DEFAULT_SIZE = (16, 16, 4)
+
+
+@dataclass
+class AlphaBench:
+    """One model's figures (images = perturbed inputs evaluated)."""
+
+    model: str
+    device: str
+    forward_dtype: str
+    points: int
+    draws: int
+    radii: int
+    chunk: int
+    engine_ips: float
+    inference_ips: float
+    authors_ips: float
+
+    @property
+    def ratio(self) -> float:
+        return self.engine_ips / self.inference_ips
+
+    @property
+    def speedup(self) -> float:
+        return self.engine_ips / self.authors_ips
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "ratio": self.ratio, "speedup": self.speedup}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_rate(run: Callable[[], int], device: torch.device, repeats: int = 2) -> float:
+    """Images per second of ``run`` (which returns its image count), best of ``repeats``."""
+    best = 0.0
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        images = run()
+        _sync(device)
+        best = max(best, images / (time.perf_counter() - start))
+    return best
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def authors_loop(model: nn.Module, x: torch.Tensor, radii: Sequence[float], draws: int) -> int:
+    """The structure of the authors' r_alpha.py: per radius, per draw, one forward of all points."""
+    rng = np.random.default_rng(0)
+    clean = model(x).softmax(1)
+    best = 0.0
+    for r in radii:
+        for _ in range(draws):
+            noise = torch.from_numpy(rng.uniform(-1, 1, x.shape).astype(np.float32)).to(x.device)
+            norm = noise.flatten(1).norm(dim=1).clamp_min(1e-12)
+            noise = noise * torch.clamp(r / norm, max=1.0).view(-1, 1, 1, 1)
+            moved = (x + noise).clamp(0, 1)
+            diff = (model(moved).softmax(1) - clean).norm(dim=1)
+            best = max(best, (diff / (moved - x).flatten(1).norm(dim=1)).max().item())
+    return len(x) * draws * len(radii)
+
+
+def bench_model(
+    name: str,
+    dev: torch.device,
+    images: torch.Tensor,
+    preset: str | None,
+    forward_dtype: str,
+    sizes: tuple[int, int, int] | None,
+) -> AlphaBench:
+    """The figures of one architecture (random weights: speed does not depend on them)."""
+    model = load_model(name).to(dev).eval()
+    n, draws, n_radii = sizes or (
+        (None, None, None) if preset else CPU_SIZES.get(name, DEFAULT_SIZE)
+    )
+    settings = resolve(preset, None, n_points=n, n_draws=draws, forward_dtype=forward_dtype)
+    radii = settings.radii[-n_radii:] if n_radii is not None else settings.radii
+    n, draws = settings.n_points or 100, settings.n_draws
+    x = (images[torch.arange(n) % len(images)].float() / 255).to(dev)
+    options = {k: v for k, v in settings.describe().items() if k not in ("radii", "clamp")}
+    chunks = []
+
+    def engine() -> int:
+        result = alpha_lim(model, x, radii, device=dev, **options)
+        chunks.append(result.settings["chunk_size"])
+        return result.evaluations
+
+    engine()  # warm-up, and the chunk the estimator picks for this model
+    chunk = chunks[-1]
+    batch = x[torch.arange(chunk, device=dev) % n]
+    dtype = FORWARD_DTYPES[forward_dtype]
+    total = n * draws * len(radii)
+
+    @torch.no_grad()
+    def inference() -> int:
+        done = 0
+        with _autocast(dev, dtype):
+            while done < total:
+                model(batch)
+                done += chunk
+        return done
+
+    inference()  # warm-up (cuDNN autotuning, allocator)
+    engine_ips = _best_rate(engine, dev)
+    inference_ips = _best_rate(inference, dev)
+    authors_ips = _best_rate(lambda: authors_loop(model, x, radii, draws), dev, repeats=1)
+    return AlphaBench(
+        name,
+        str(dev),
+        forward_dtype,
+        n,
+        draws,
+        len(radii),
+        chunk,
+        engine_ips,
+        inference_ips,
+        authors_ips,
+    )
+
+
+def bench_alpha(
+    models: Sequence[str] = ("small-cnn", "preact-resnet18"),
+    device: str | None = None,
+    preset: str | None = None,
+    forward_dtype: str = "float32",
+    sizes: tuple[int, int, int] | None = None,
+) -> list[AlphaBench]:
+    """Measure each model; ``sizes`` = (points, draws, radii) overrides the preset and defaults."""
+    dev = resolve_device(device)
+    images = load_dataset("digits").train_x
+    return [bench_model(name, dev, images, preset, forward_dtype, sizes) for name in models]
+
+
+def alpha_table(rows: Sequence[AlphaBench]) -> str:
+    """A Markdown table of the figures."""
+    lines = [
+        "| model | device | forward | points x draws x radii | chunk | estimator img/s | "
+        "inference img/s | ratio | authors' loop img/s | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.model} | {r.device} | {r.forward_dtype} | {r.points} x {r.draws} x {r.radii} | "
+            f"{r.chunk} | {r.engine_ips:,.0f} | {r.inference_ips:,.0f} | {r.ratio:.2f} | "
+            f"{r.authors_ips:,.0f} | {r.speedup:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
