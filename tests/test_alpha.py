@@ -333,3 +333,11 @@ def test_each_submodule_gets_its_own_mode_back(cnn_points):
     assert wrapper.training and not model.training
     locrob.evaluate(wrapper, locrob.load_dataset("digits"), ["clean"], max_examples=4)
     assert wrapper.training and not model.training
+
+
+def test_a_callable_output_is_applied_to_the_model_output(cnn_points):
+    model, x = cnn_points
+    a = locrob.alpha_lim(model, x, [0.5, 1.0], output="logits", n_draws=5, device="cpu")
+    b = locrob.alpha_lim(model, x, [0.5, 1.0], output=lambda z: -2 * z, n_draws=5, device="cpu")
+    assert torch.allclose(b.curve, 2 * a.curve, rtol=1e-5)
+    assert b.settings["output"] == "<lambda>"

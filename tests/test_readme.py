@@ -34,15 +34,23 @@ def test_readme_main_job_command_names_real_commands():
     assert "locrob train" in main_job and "locrob evaluate --model checkpoint:" in main_job
 
 
-def test_python_api_example_runs(tmp_path, monkeypatch):
+def _plugin_block() -> str:
+    (block,) = [b for b in _blocks("python") if "register_metrics" in b]
+    return block
+
+
+def test_python_api_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(compile(_blocks("python")[0], "README-api", "exec"), {})
+    examples = [b for b in _blocks("python") if "register_metrics" not in b]
+    assert len(examples) == 2
+    for i, block in enumerate(examples):
+        exec(compile(block, f"README-example-{i}", "exec"), {})
     assert (tmp_path / "runs" / "api" / "report.json").is_file()
 
 
 def test_plugin_example_works_when_registered(trained, digits):
     module = types.ModuleType("my_plugin")
-    exec(compile(_blocks("python")[1], "README-plugin", "exec"), module.__dict__)
+    exec(compile(_plugin_block(), "README-plugin", "exec"), module.__dict__)
     plugins.host.register(module, name="my-plugin")
     report = locrob.evaluate(trained.model, digits, ["clean", "mean-confidence"])
     with torch.no_grad():

@@ -1,0 +1,49 @@
+"""The benchmark runs and reports consistent figures (speed targets are not unit-tested)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from locrob import cli
+from locrob.bench import alpha_table, authors_loop, bench_alpha
+
+
+def test_bench_alpha_figures_are_consistent():
+    (row,) = bench_alpha(["small-cnn"], device="cpu", sizes=(4, 3, 2))
+    assert (row.points, row.draws, row.radii) == (4, 3, 2)
+    assert row.engine_ips > 0 and row.inference_ips > 0 and row.authors_ips > 0
+    assert row.ratio == pytest.approx(row.engine_ips / row.inference_ips)
+    assert row.speedup == pytest.approx(row.engine_ips / row.authors_ips)
+    table = alpha_table([row]).splitlines()
+    assert table[0].startswith("| model | device |") and table[2].startswith("| small-cnn | cpu |")
+
+
+def test_authors_loop_counts_every_forward():
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            calls.append(len(x))
+            return x.flatten(1)[:, :3]
+
+    images = authors_loop(Counting(), torch.rand(5, 3, 4, 4), [0.1, 0.2], draws=3)
+    assert images == 5 * 3 * 2
+    assert calls == [5] * (1 + 3 * 2)  # F(x) once, then one forward of all points per draw
+
+
+def test_bench_command(monkeypatch, capsys, tmp_path):
+    argv = ["locrob", "bench", "alpha", "--model", "small-cnn", "--points", "2", "--draws", "2"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--radii", "1", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0
+    assert "| small-cnn | cpu | float32 | 2 x 2 x 1 |" in capsys.readouterr().out
+    assert (tmp_path / "bench-alpha.json").is_file()
+    monkeypatch.setattr(sys, "argv", [*argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    assert "give --points, --draws and --radii together" in capsys.readouterr().err
