@@ -105,7 +105,8 @@ def bench_model(
     n, draws, n_radii = sizes or (
         (None, None, None) if preset else CPU_SIZES.get(name, DEFAULT_SIZE)
     )
-    settings = resolve(preset, None, n_points=n, n_draws=draws, forward_dtype=forward_dtype)
+    sized = {k: v for k, v in {"n_points": n, "n_draws": draws}.items() if v is not None}
+    settings = resolve(preset, None, forward_dtype=forward_dtype, **sized)
     radii = settings.radii[-n_radii:] if n_radii is not None else settings.radii
     n, draws = settings.n_points or 100, settings.n_draws
     x = (images[torch.arange(n) % len(images)].float() / 255).to(dev)

@@ -82,6 +82,26 @@ def test_layers_that_do_not_chain_are_refused(trained, digits):
         )
 
 
+def test_mixed_norms_keep_proposition_1():
+    # inner layers are measured in the input norm (their output is the next layer's input);
+    # only the last uses output_norm, so the product still bounds the end-to-end value
+    model, _, _ = two_linear_layers()
+    x = torch.randn(4, 1, 4, 4, dtype=torch.float64)
+    result = locrob.layerwise_alpha(
+        model, x, [1.0], method="search", n_draws=10, output_norm="inf", **NO_CLAMP
+    )
+    assert torch.all(result.end_to_end.curve <= result.composed * (1 + 1e-6))
+
+
+def test_preset_and_dtype_reach_every_stage():
+    model, _, _ = two_linear_layers()
+    x = torch.rand(3, 1, 4, 4)  # fp32 images for an fp64 model
+    result = locrob.layerwise_alpha(model, x, [0.5], preset="authors-code", n_draws=2, device="cpu")
+    settings = result.end_to_end.settings
+    assert settings["noise"] == "uniform" and settings["directions"] == "fresh"
+    assert settings["n_draws"] == 2 and result.end_to_end.curve.dtype == torch.float64
+
+
 def test_a_model_without_known_layers_asks_for_them():
     class Opaque(nn.Module):
         def forward(self, x):

@@ -107,6 +107,18 @@ def test_bad_metric_settings(trained, digits):
         )
 
 
+def test_preset_points_are_not_overridden(trained, digits):
+    def run(options):
+        report = locrob.evaluate(
+            trained.model, digits, ["local-robustness"], metric_options=options
+        )
+        return report.metrics["local-robustness"].details["settings"]["n_points"]
+
+    small = {"n_draws": 1, "radii": [0.5]}
+    assert run({"local-robustness": {"preset": "authors-code", **small}}) == 1000
+    assert run({"local-robustness": small}) == 100
+
+
 def test_preset_values_reach_the_estimator(trained, digits):
     options = {
         "local-robustness": {"preset": "authors-code", "n_points": 2, "n_draws": 1, "radii": [0.5]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,6 +65,17 @@ def model_dtype(model: Model) -> torch.dtype:
     return torch.float32
 
 
+NOISE_MARGIN = 100.0
+
+
+def noise_limited(per_radius: torch.Tensor, radii: Sequence[float], noise: float) -> list[float]:
+    """Radii where even the largest output change found (at most alpha * r) is within
+    ``NOISE_MARGIN`` times the measured floating-point noise of F."""
+    return [
+        r for a, r in zip(per_radius.tolist(), radii, strict=True) if a * r < NOISE_MARGIN * noise
+    ]
+
+
 @torch.no_grad()
 def clean_outputs(ev: Evaluator, x: torch.Tensor, chunk: int) -> torch.Tensor:
     """F(x) for every point, once, in chunks; NaN or Inf names the point."""
@@ -117,6 +129,7 @@ def alpha_lim(
         # each pair holds its input, perturbation, perturbed input and the activations
         chunk = chunk_size(settings, ev, points, 3 * per_example, len(points) * settings.n_draws)
         f_x = clean_outputs(ev, points, chunk)
+        noise = ev.noise_floor(points, f_x, f_x.argmax(dim=1, keepdim=True))
         draws = Draws(settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, dev)
         radii = settings.radii
         with torch.no_grad():
@@ -138,6 +151,14 @@ def alpha_lim(
             )
             evaluations += more
     per_radius = per_point.amax(dim=1)
+    limited = noise_limited(per_radius, settings.radii, noise)
+    if limited:
+        warnings.warn(
+            f"alpha_lim: at radii {', '.join(f'{r:.3g}' for r in limited)} the output changes are "
+            f"within {NOISE_MARGIN:g}x the floating-point noise of F ({noise:.2g}); those values "
+            "may be rounding, not slope: use larger radii or an fp64 model",
+            stacklevel=2,
+        )
     return AlphaResult(
         radii=torch.tensor(settings.radii, dtype=dtype),
         curve=running_max(per_radius).cpu(),
@@ -150,4 +171,5 @@ def alpha_lim(
         sampling_curve=sampling_curve,
         evaluations=evaluations,
         seconds=time.perf_counter() - start,
+        extra={"noise_floor": noise, "noise_limited_radii": limited},
     )

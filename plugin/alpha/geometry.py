@@ -32,60 +32,83 @@ def row_norms(t: torch.Tensor, p: float) -> torch.Tensor:
     return flat.abs().amax(dim=1) if p == float("inf") else torch.linalg.vector_norm(flat, dim=1)
 
 
-def unit_directions(
-    shape: tuple[int, ...], p: float, noise: str, generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """Random directions of ``p``-norm 1, one per row, from Gaussian or uniform [-1, 1] noise.
-
-    Drawn in fp32 whatever the compute precision, so fp32 and fp64 runs see the same draws.
-    """
-    if noise == "gaussian":
-        d = torch.randn(shape, generator=generator, device=device)
-    else:
-        d = torch.rand(shape, generator=generator, device=device).mul_(2).sub_(1)
+def normalize(d: torch.Tensor, p: float) -> torch.Tensor:
+    """Scale each row of ``d`` to ``p``-norm 1, in place."""
     scale = row_norms(d, p).clamp_min_(1e-30)
-    return d.div_(scale.view(-1, *([1] * (len(shape) - 1))))
+    return d.div_(scale.view(-1, *([1] * (d.ndim - 1))))
+
+
+MASK64 = 2**64 - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from integers (SplitMix64 steps): distinct inputs, unrelated streams.
+
+    Python's ``hash`` will not do: ``hash(-1) == hash(-2)``.
+    """
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (value & MASK64)) * 0xBF58476D1CE4E5B9 & MASK64
+        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & MASK64
+        state ^= state >> 29
+    return state >> 1
 
 
 class Draws:
     """Random unit directions addressed by (slot, index): the same direction for the same
-    address whatever the chunking, device memory or batch order.
+    address whatever the chunking, memory budget or batch order.
 
-    Indices are grouped in blocks of ``BLOCK``; each block is drawn from a generator seeded by
-    (seed, slot, block), so a chunk generates only the blocks it touches.
+    Indices are grouped in blocks; each block is drawn from a generator seeded by
+    (seed, slot, block), so a chunk generates only the blocks it touches. Blocks are 16 draws
+    on a CPU (chunks there are small) and 256 on a GPU (fewer kernel launches), so results are
+    reproducible per device type.
     """
-
-    BLOCK = 16
 
     def __init__(
         self, seed: int, shape: tuple[int, ...], p: float, noise: str, device: torch.device
     ):
         self.seed, self.shape, self.p, self.noise, self.device = seed, shape, p, noise, device
+        self.block = 256 if device.type == "cuda" else 16
         self.generator = torch.Generator(device)
 
-    def _block(self, slot: int, block: int) -> torch.Tensor:
-        # Python's hash of a tuple of ints is fixed across runs (no hash randomization)
-        self.generator.manual_seed(hash((self.seed, slot, block)) & (2**63 - 1))
-        shape = (self.BLOCK, *self.shape)
-        return unit_directions(shape, self.p, self.noise, self.generator, self.device)
+    def _fill(self, out: torch.Tensor, slot: int, block: int) -> None:
+        self.generator.manual_seed(mix_seed(self.seed, slot, block))
+        if self.noise == "gaussian":
+            out.normal_(generator=self.generator)
+        else:
+            out.uniform_(-1.0, 1.0, generator=self.generator)
+
+    def _blocks(self, keys: list[tuple[int, int]]) -> torch.Tensor:
+        raw = torch.empty(len(keys) * self.block, *self.shape, device=self.device)
+        for j, (slot, block) in enumerate(keys):
+            self._fill(raw[j * self.block : (j + 1) * self.block], slot, block)
+        return normalize(raw, self.p)
 
     def get(self, slot: int, start: int, stop: int) -> torch.Tensor:
         """Directions for indices ``start..stop-1`` of ``slot``."""
-        first, last = start // self.BLOCK, (stop - 1) // self.BLOCK
-        blocks = [self._block(slot, block) for block in range(first, last + 1)]
-        offset = first * self.BLOCK
-        return torch.cat(blocks)[start - offset : stop - offset]
+        first, last = start // self.block, (stop - 1) // self.block
+        rows = self._blocks([(slot, b) for b in range(first, last + 1)])
+        offset = first * self.block
+        return rows[start - offset : stop - offset]
 
     def at(self, slots: Sequence[int], indices: Sequence[int]) -> torch.Tensor:
         """The directions at the addresses ``(slots[j], indices[j])``, one row each."""
-        blocks: dict[tuple[int, int], torch.Tensor] = {}
-        rows = []
-        for slot, index in zip(slots, indices, strict=True):
-            key = (slot, index // self.BLOCK)
-            if key not in blocks:
-                blocks[key] = self._block(*key)
-            rows.append(blocks[key][index % self.BLOCK])
-        return torch.stack(rows)
+        keys = list(
+            dict.fromkeys((s, i // self.block) for s, i in zip(slots, indices, strict=True))
+        )
+        rows = self._blocks(keys)
+        where = {key: j for j, key in enumerate(keys)}
+        picks = [
+            where[(s, i // self.block)] * self.block + i % self.block
+            for s, i in zip(slots, indices, strict=True)
+        ]
+        return rows[torch.tensor(picks, device=self.device)]
+
+
+def to_sphere(eps: torch.Tensor, p: float, radius: float) -> torch.Tensor:
+    """Rescale each row of ``eps`` to ``p``-norm exactly ``radius``."""
+    scale = radius / row_norms(eps, p).clamp_min(1e-30)
+    return eps * scale.view(-1, *([1] * (eps.ndim - 1)))
 
 
 def project(eps: torch.Tensor, p: float, radius: torch.Tensor | float) -> torch.Tensor:

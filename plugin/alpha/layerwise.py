@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from locrob.alpha.estimate import alpha_lim, as_points
+from locrob.alpha.estimate import alpha_lim, as_points, model_dtype
 from locrob.alpha.result import AlphaResult
 from locrob.alpha.settings import OUTPUTS, resolve
 from locrob.errors import LocrobError
@@ -149,11 +149,13 @@ def layerwise_alpha(
     dev = resolve_device(device)
     names = stage_names(model, layers)
     model = model.to(dev)
-    points = as_points(x, settings).to(dev)
+    points = as_points(x, settings).to(dev, model_dtype(model))
     with eval_mode(model):
         stage_inputs, _ = record_stage_inputs(model, names, points)
     modules = dict(model.named_modules())
-    base = {**options, "n_points": None}
+    # every run uses the resolved settings (the preset included) on the points already chosen
+    base = {**settings.describe(), "n_points": None}
+    del base["radii"]
     radii_t = torch.tensor(settings.radii, dtype=torch.float64)
     layer_radii = torch.zeros(len(names), len(radii_t), dtype=torch.float64)
     per_layer = torch.zeros_like(layer_radii)
@@ -166,6 +168,8 @@ def layerwise_alpha(
             stage_options = {
                 **base,
                 "output": settings.output if last else "logits",
+                # inner stages measure their output in the input norm: it is the next radius
+                "output_norm": settings.output_norm if last else settings.norm,
                 "clamp": settings.clamp if i == 0 else None,
             }
             stage_radii = layer_radii[i][positive].tolist()

@@ -16,6 +16,8 @@ class AlphaResult:
     supremum over ||e|| < r, so it never decreases). ``per_point[k, i]`` is point i's own
     maximum ratio at ``radii[k]``; ``argmax_point[k]`` and ``perturbation[k]`` say where
     ``per_radius[k]`` was attained (the effective perturbation, after clamping).
+    ``extra["noise_floor"]`` is the measured floating-point noise of F, and
+    ``extra["noise_limited_radii"]`` the radii whose values sit within 100x of it.
     """
 
     radii: torch.Tensor

@@ -50,12 +50,13 @@ class Evaluator:
         """F(x) as (n, d) rows in the compute precision."""
         with self.autocast():
             logits = self.model(x)
-        if not isinstance(logits, torch.Tensor) or logits.ndim < 1 or len(logits) != len(x):
+        if not isinstance(logits, torch.Tensor) or logits.ndim < 2 or len(logits) != len(x):
             shape = (
                 tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             )
             raise LocrobError(
-                f"the model must return one row per input: {len(x)} inputs gave {shape}"
+                f"the model must return one row of outputs per input, shape (n, ...): "
+                f"{len(x)} inputs gave {shape}"
             )
         out = self.output_fn(logits.to(self.compute_dtype))
         if not isinstance(out, torch.Tensor) or len(out) != len(x):
@@ -81,9 +82,20 @@ class Evaluator:
         return num / row_norms(delta, self.p_in).clamp_min(TINY), delta
 
     def perturbed(self, x: torch.Tensor, d: torch.Tensor, r: float) -> torch.Tensor:
-        """The effective perturbation clamp(x + r d) - x."""
-        moved = torch.add(x, d.to(self.compute_dtype), alpha=r)
+        """The effective perturbation clamp(x + r d) - x, computed exactly as in ``ratios``."""
+        moved = x + torch.mul(d.to(self.compute_dtype), r)
         return (moved.clamp_(*self.clamp) if self.clamp is not None else moved) - x
+
+    @torch.no_grad()
+    def noise_floor(self, x: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor) -> float:
+        """The output's floating-point noise: the largest change of F(x) when the first points
+        are evaluated one at a time instead of in batches (other kernels, other rounding)."""
+        m = min(len(x), 16)
+        alone = torch.cat([self.outputs(x[i : i + 1]) for i in range(m)])
+        diff = alone - f_x[:m]
+        if self.sums_to_one:
+            diff = complement_largest(diff, top[:m])
+        return float(row_norms(diff, self.p_out).max())
 
 
 def complement_largest(diff: torch.Tensor, top: torch.Tensor) -> torch.Tensor:

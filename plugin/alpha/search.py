@@ -1,12 +1,17 @@
-"""Projected gradient ascent on the ratio inside the ball: a tighter lower bound than sampling.
+"""Projected gradient ascent on the ratio: a tighter lower bound than sampling.
 
 In the style of local-Lipschitz estimators such as ``estimate_local_lip_v2`` of the public
 robust-local-lipschitz code, rewritten for this ratio: for each point, restart 0 starts from
-the point's best random draw and the other restarts from fresh random directions on the
-sphere. Each step moves by ``search_step_size * r`` (decaying linearly) along the normalized
-gradient (L2) or its sign (Linf), then projects back onto the ball and the clamp box. The best
-ratio seen is kept, and each point's value is the larger of it and the sampling value, so the
-search is never below the sampling estimate. Still a lower bound.
+the point's best random draw and the other restarts from fresh random directions of norm r.
+Each step moves by ``search_step_size * r`` (decaying linearly) along the normalized gradient
+(L2) or its sign (Linf), then goes back onto the sphere of radius r and into the clamp box.
+
+The ascent stays on the sphere ||e|| = r, like the sampling, rather than the whole ball: the
+ratio can always grow by shrinking e until floating-point noise in F(x+e) - F(x) dominates,
+which would report noise as slope. Smaller perturbations are covered by the smaller radii
+through the running maximum. The best ratio seen is kept, and each point's value is the
+larger of it and the sampling value, so the search is never below the sampling estimate.
+Still a lower bound.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from locrob.alpha.geometry import Draws, project, row_norms
+from locrob.alpha.geometry import Draws, project, row_norms, to_sphere
 from locrob.alpha.sampling import Evaluator, Sampled, best_perturbations
 from locrob.alpha.settings import AlphaSettings
 from locrob.runtime import progress
@@ -36,7 +41,7 @@ def _ascend(
     settings: AlphaSettings,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ratio and perturbation per row over ``search_steps`` projected ascent steps."""
-    eps = _to_box(ev, x, project(eps, ev.p_in, r))
+    eps = _to_box(ev, x, eps)
     best = torch.full((len(x),), -1.0, dtype=ev.compute_dtype, device=ev.device)
     best_eps = eps.clone()
     view = (-1, *([1] * (x.ndim - 1)))
@@ -55,7 +60,8 @@ def _ascend(
             move = grad.sign()
         else:
             move = grad / row_norms(grad, 2.0).clamp_min(1e-30).view(view)
-        eps = _to_box(ev, x, project(eps.detach() + size * move, ev.p_in, r))
+        eps = eps.detach() + size * move
+        eps = _to_box(ev, x, to_sphere(project(eps, ev.p_in, r), ev.p_in, r))
     return best, best_eps
 
 

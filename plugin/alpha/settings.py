@@ -58,7 +58,10 @@ class AlphaSettings:
     search_step_size: float = 0.25
 
     def __post_init__(self) -> None:
-        radii = [float(r) for r in self.radii]
+        try:
+            radii = [float(r) for r in self.radii]
+        except (TypeError, ValueError):
+            raise LocrobError(f"radii must be a list of numbers, got {self.radii!r}") from None
         if not radii or any(not math.isfinite(r) or r <= 0 for r in radii):
             raise LocrobError(f"radii must be positive finite numbers, got {self.radii}")
         if any(b <= a for a, b in itertools.pairwise(radii)):
@@ -72,15 +75,21 @@ class AlphaSettings:
         _one_of("forward_dtype", self.forward_dtype, tuple(FORWARD_DTYPES))
         if self.output not in OUTPUTS and not callable(self.output):
             _one_of("output", self.output, tuple(OUTPUTS))
-        for name in ("n_draws", "search_steps", "search_restarts"):
-            if int(getattr(self, name)) < 1:
-                raise LocrobError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.n_points is not None and self.n_points < 1:
-            raise LocrobError(f"n_points must be at least 1, got {self.n_points}")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise LocrobError(f"chunk_size must be at least 1, got {self.chunk_size}")
+        for name in ("n_draws", "search_steps", "search_restarts", "seed"):
+            _integer(name, getattr(self, name), minimum=0 if name == "seed" else 1, optional=False)
+        for name in ("n_points", "chunk_size"):
+            _integer(name, getattr(self, name), minimum=1, optional=True)
+        if not isinstance(self.search_step_size, (int, float)) or self.search_step_size <= 0:
+            raise LocrobError(
+                f"search_step_size must be a positive number, got {self.search_step_size!r}"
+            )
         if self.clamp is not None:
-            lo, hi = (float(v) for v in self.clamp)
+            try:
+                lo, hi = (float(v) for v in self.clamp)
+            except (TypeError, ValueError):
+                raise LocrobError(
+                    f"clamp must be (low, high) or None, got {self.clamp!r}"
+                ) from None
             if not lo < hi:
                 raise LocrobError(f"clamp must be (low, high) with low < high, got {self.clamp}")
             self.clamp = (lo, hi)
@@ -141,6 +150,13 @@ def resolve(preset: str | None, radii: Sequence[float] | None, **overrides: Any)
     base.update(overrides)
     # built fresh, not replace()d: __post_init__ derives output_norm from norm
     return AlphaSettings(**base)
+
+
+def _integer(name: str, value: object, minimum: int, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise LocrobError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -21,6 +21,8 @@ from locrob.evaluation import EvaluationContext
 from locrob.hookspecs import Register, hookimpl
 from locrob.metrics.base import Metric, MetricResult
 
+DEFAULT_POINTS = 100
+
 
 @dataclass
 class LocalRobustness(Metric):
@@ -32,7 +34,7 @@ class LocalRobustness(Metric):
     norm: str = "l2"
     output: str = "softmax"
     method: str = "sample"
-    n_points: int | None = 100
+    n_points: int | None = None
     n_draws: int | None = None
     noise: str | None = None
     directions: str | None = None
@@ -49,11 +51,13 @@ class LocalRobustness(Metric):
         )
 
     def options(self) -> dict[str, Any]:
+        """The settings given, for the estimator; without a preset, 100 points by default."""
+        n_points = self.n_points if self.n_points is not None or self.preset else DEFAULT_POINTS
         given = {
             "norm": self.norm,
             "output": self.output,
             "method": self.method,
-            "n_points": self.n_points,
+            "n_points": n_points,
             "n_draws": self.n_draws,
             "noise": self.noise,
             "directions": self.directions,
