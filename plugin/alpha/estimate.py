@@ -127,7 +127,8 @@ def alpha_lim(
     with eval_mode(model):
         per_example = activation_bytes(model, points[:1])
         # each pair holds its input, perturbation, perturbed input and the activations
-        chunk = chunk_size(settings, ev, points, 3 * per_example, len(points) * settings.n_draws)
+        images = len(points) * settings.n_draws * len(settings.radii)
+        chunk = chunk_size(settings, ev, points, 3 * per_example, images)
         f_x = clean_outputs(ev, points, chunk)
         noise = ev.noise_floor(points, f_x, f_x.argmax(dim=1, keepdim=True))
         draws = Draws(settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, dev)

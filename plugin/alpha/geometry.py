@@ -26,10 +26,10 @@ def norm_name(p: float) -> str:
     return "l2" if p == 2.0 else "inf"
 
 
-def row_norms(t: torch.Tensor, p: float) -> torch.Tensor:
-    """The ``p``-norm of each row of ``t`` (rows = first axis, everything else flattened)."""
-    flat = t.reshape(len(t), -1)
-    return flat.abs().amax(dim=1) if p == float("inf") else torch.linalg.vector_norm(flat, dim=1)
+def row_norms(t: torch.Tensor, p: float, lead: int = 1) -> torch.Tensor:
+    """The ``p``-norm over all but the first ``lead`` axes of ``t``."""
+    flat = t.reshape(*t.shape[:lead], -1)
+    return flat.abs().amax(dim=-1) if p == float("inf") else torch.linalg.vector_norm(flat, dim=-1)
 
 
 def normalize(d: torch.Tensor, p: float) -> torch.Tensor:
@@ -66,10 +66,12 @@ class Draws:
 
     def __init__(
         self, seed: int, shape: tuple[int, ...], p: float, noise: str, device: torch.device
-    ):
+    ) -> None:
         self.seed, self.shape, self.p, self.noise, self.device = seed, shape, p, noise, device
         self.block = 256 if device.type == "cuda" else 16
         self.generator = torch.Generator(device)
+        # the blocks of the previous call, per slot: consecutive chunks often share a block
+        self._recent: dict[int, dict[int, torch.Tensor]] = {}
 
     def _fill(self, out: torch.Tensor, slot: int, block: int) -> None:
         self.generator.manual_seed(mix_seed(self.seed, slot, block))
@@ -78,31 +80,37 @@ class Draws:
         else:
             out.uniform_(-1.0, 1.0, generator=self.generator)
 
-    def _blocks(self, keys: list[tuple[int, int]]) -> torch.Tensor:
-        raw = torch.empty(len(keys) * self.block, *self.shape, device=self.device)
-        for j, (slot, block) in enumerate(keys):
-            self._fill(raw[j * self.block : (j + 1) * self.block], slot, block)
-        return normalize(raw, self.p)
+    def _blocks(self, slot: int, blocks: Sequence[int], keep: bool) -> dict[int, torch.Tensor]:
+        """The normalized blocks of ``slot``, generating only those not kept from last time."""
+        recent = self._recent.get(slot, {})
+        missing = [b for b in blocks if b not in recent]
+        found = {b: recent[b] for b in blocks if b in recent}
+        if missing:
+            size = self.block
+            raw = torch.empty(len(missing) * size, *self.shape, device=self.device)
+            for j, b in enumerate(missing):
+                self._fill(raw[j * size : (j + 1) * size], slot, b)
+            normalize(raw, self.p)
+            found.update({b: raw[j * size : (j + 1) * size] for j, b in enumerate(missing)})
+        if keep:
+            self._recent[slot] = found
+        return found
 
     def get(self, slot: int, start: int, stop: int) -> torch.Tensor:
         """Directions for indices ``start..stop-1`` of ``slot``."""
         first, last = start // self.block, (stop - 1) // self.block
-        rows = self._blocks([(slot, b) for b in range(first, last + 1)])
+        found = self._blocks(slot, range(first, last + 1), keep=True)
+        rows = torch.cat([found[b] for b in range(first, last + 1)])
         offset = first * self.block
         return rows[start - offset : stop - offset]
 
     def at(self, slots: Sequence[int], indices: Sequence[int]) -> torch.Tensor:
         """The directions at the addresses ``(slots[j], indices[j])``, one row each."""
-        keys = list(
-            dict.fromkeys((s, i // self.block) for s, i in zip(slots, indices, strict=True))
-        )
-        rows = self._blocks(keys)
-        where = {key: j for j, key in enumerate(keys)}
-        picks = [
-            where[(s, i // self.block)] * self.block + i % self.block
-            for s, i in zip(slots, indices, strict=True)
-        ]
-        return rows[torch.tensor(picks, device=self.device)]
+        rows = []
+        for slot, index in zip(slots, indices, strict=True):
+            block = self._blocks(slot, [index // self.block], keep=False)[index // self.block]
+            rows.append(block[index % self.block])
+        return torch.stack(rows)
 
 
 def to_sphere(eps: torch.Tensor, p: float, radius: float) -> torch.Tensor:

@@ -66,31 +66,52 @@ class Evaluator:
     def ratios(
         self, x: torch.Tensor, eps: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row, and the effective e.
+        """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row, and the effective e."""
+        return self._ratios(x, self._clamped(x + eps), f_x, top)
 
-        ``top`` (each row's largest output, for ``sums_to_one``) may be passed precomputed.
-        A denominator below ``TINY`` is raised to it, which can only lower the ratio.
+    def ratios_along(
+        self,
+        x: torch.Tensor,
+        d: torch.Tensor,
+        r: torch.Tensor,
+        f_x: torch.Tensor,
+        top: torch.Tensor,
+    ) -> torch.Tensor:
+        """The sampling path: ratios at e = r d for every radius at once, shape (R, m).
+
+        ``x`` (m, ...) are the points, ``d`` (R or 1, m, ...) their directions and ``r`` the
+        radii shaped (R, 1, ...); x + r d is one fused pass and one forward batch of R m images.
         """
-        moved = x + eps
-        if self.clamp is not None:
-            moved = moved.clamp_(*self.clamp)
-        delta = moved - x
-        diff = self.outputs(moved) - f_x
-        if self.sums_to_one:
-            diff = complement_largest(diff, f_x.argmax(dim=1, keepdim=True) if top is None else top)
-        num = row_norms(diff, self.p_out)
-        return num / row_norms(delta, self.p_in).clamp_min(TINY), delta
+        return self._ratios(x, self._clamped(torch.addcmul(x, r, d)), f_x, top)[0]
 
     def perturbed(self, x: torch.Tensor, d: torch.Tensor, r: float) -> torch.Tensor:
-        """The effective perturbation clamp(x + r d) - x, computed exactly as in ``ratios``."""
-        moved = x + torch.mul(d.to(self.compute_dtype), r)
-        return (moved.clamp_(*self.clamp) if self.clamp is not None else moved) - x
+        """The effective perturbation clamp(x + r d) - x, computed as the sampling does."""
+        r_t = torch.tensor(r, dtype=self.compute_dtype, device=x.device)
+        return self._clamped(torch.addcmul(x, r_t, d.to(self.compute_dtype))) - x
+
+    def _clamped(self, moved: torch.Tensor) -> torch.Tensor:
+        return moved.clamp_(*self.clamp) if self.clamp is not None else moved
+
+    def _ratios(
+        self, x: torch.Tensor, moved: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # ``moved`` may carry extra leading axes (radii) over ``x``, ``f_x`` and ``top``.
+        lead = moved.ndim - x.ndim + 1
+        delta = moved - x
+        out = self.outputs(moved.reshape(-1, *moved.shape[lead:]))
+        diff = out.view(*moved.shape[:lead], -1) - f_x
+        if self.sums_to_one:
+            top = f_x.argmax(dim=-1, keepdim=True) if top is None else top
+            diff = complement_largest(diff, top.expand(*diff.shape[:-1], 1))
+        num = row_norms(diff, self.p_out, lead)
+        # A denominator below TINY is raised to it, which can only lower the ratio.
+        return num / row_norms(delta, self.p_in, lead).clamp_min(TINY), delta
 
     @torch.no_grad()
     def noise_floor(self, x: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor) -> float:
         """The output's floating-point noise: the largest change of F(x) when the first points
         are evaluated one at a time instead of in batches (other kernels, other rounding)."""
-        m = min(len(x), 16)
+        m = min(len(x), 4)
         alone = torch.cat([self.outputs(x[i : i + 1]) for i in range(m)])
         diff = alone - f_x[:m]
         if self.sums_to_one:
@@ -100,15 +121,15 @@ class Evaluator:
 
 def complement_largest(diff: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     """For outputs that sum to 1 (softmax): the difference at the reference's largest
-    coordinate (``top``, one index per row, shape (n, 1)), recomputed as minus the sum of the
-    others.
+    coordinate (``top``, one index per row, shape (..., 1)), recomputed as minus the sum of
+    the others.
 
     Exact in real arithmetic, and far more precise in floating point: a confident softmax has
     p close to 1, where p' - p is mostly rounding, while the small probabilities (and so their
     differences) keep full relative precision.
     """
-    others = diff.sum(dim=1, keepdim=True) - diff.gather(1, top)
-    return diff.scatter(1, top, -others)
+    others = diff.sum(dim=-1, keepdim=True) - diff.gather(-1, top)
+    return diff.scatter(-1, top, -others)
 
 
 def check_finite(f_x: torch.Tensor) -> None:
@@ -170,7 +191,7 @@ _tuned: weakref.WeakKeyDictionary[object, dict[tuple, int]] = weakref.WeakKeyDic
 
 @torch.no_grad()
 def tuned_chunk(ev: Evaluator, x: torch.Tensor, largest: int, evaluations: int) -> int:
-    """The fastest forward batch size among 16, 32, 64, ... up to ``largest``, by timing.
+    """The fastest batch size among 16, 32, 64, ... up to ``largest``, by timing the ratio step.
 
     The best batch is not the largest: on a CPU, batches whose activations stay in cache run
     faster. The choice is cached per model, input shape, precision and device. It does not
@@ -187,12 +208,15 @@ def tuned_chunk(ev: Evaluator, x: torch.Tensor, largest: int, evaluations: int) 
             candidates.append(candidates[-1] * 2)
         rates = {}
         for size in candidates:
+            # time the whole ratio step (perturb, forward, differences), not the bare forward
             batch = x[torch.arange(size, device=x.device) % len(x)]
-            ev.outputs(batch)  # warm-up (allocator, kernel selection)
+            f_b = ev.outputs(batch)  # also the warm-up (allocator, kernel selection)
+            top = f_b.argmax(dim=1, keepdim=True)
+            d = torch.full_like(batch, 1e-3)
             _sync(ev.device)
             start = time.perf_counter()
             for _ in range(2):
-                ev.outputs(batch)
+                ev.ratios(batch, d, f_b, top)
             _sync(ev.device)
             rates[size] = 2 * size / (time.perf_counter() - start)
         cache[key] = max(rates, key=rates.__getitem__)
@@ -215,11 +239,12 @@ def _sync(device: torch.device) -> None:
 def chunk_size(
     settings: AlphaSettings, ev: Evaluator, x: torch.Tensor, per_example: int, total: int
 ) -> int:
-    """Pairs per chunk: the explicit ``chunk_size``, else the fastest batch within the budget."""
+    """Images per forward pass (pairs x radii): the explicit ``chunk_size``, else the fastest
+    batch within the memory budget. ``total`` is the number of images of the whole run."""
     if settings.chunk_size is not None:
         return min(settings.chunk_size, total)
     largest = budget_chunk(settings, per_example, total, ev.device)
-    return tuned_chunk(ev, x, largest, total * len(settings.radii))
+    return tuned_chunk(ev, x, largest, total)
 
 
 def pair_chunks(n_points: int, n_draws: int, size: int) -> Iterator[tuple[int, int]]:
@@ -254,32 +279,37 @@ def sample(
     radii: Sequence[float],
     settings: AlphaSettings,
     draws: Draws,
-    chunk: int,
+    batch: int,
     desc: str = "alpha_lim",
 ) -> Sampled:
     """Max ratio per (radius, point) over ``n_draws`` random directions at each radius.
 
-    Only the index of each point's best pair is kept, not its perturbation: directions are
-    addressed by pair index, so :func:`best_perturbations` regenerates the few that are needed.
+    Each forward pass holds a chunk of pairs at every radius (``batch`` images in all), so
+    the Python work per chunk is shared by all radii. Only the index of each point's best
+    pair is kept, not its perturbation: directions are addressed by pair index, so
+    :func:`best_perturbations` regenerates the few that are needed.
     """
     n, n_radii, n_draws = len(x), len(radii), settings.n_draws
     per_point = torch.zeros(n_radii, n, dtype=ev.compute_dtype, device=ev.device)
     best_pair = torch.full((n_radii, n), -1, dtype=torch.long, device=ev.device)
     top = f_x.argmax(dim=1, keepdim=True)
+    r = torch.tensor(radii, dtype=ev.compute_dtype, device=ev.device).view(-1, *[1] * x.ndim)
+    offsets = (torch.arange(n_radii, device=ev.device) * n).view(-1, 1)  # flat (radius, point)
     bar = progress(total=n * n_draws * n_radii, desc=desc, unit="img", unit_scale=True)
-    for start, stop in pair_chunks(n, n_draws, chunk):
+    for start, stop in pair_chunks(n, n_draws, max(1, batch // n_radii)):
         pairs = torch.arange(start, stop, device=ev.device)
         points = pairs // n_draws
-        xc, fc, tc = x[points], f_x[points], top[points]
-        shared = draws.get(SHARED_SLOT, start, stop) if settings.directions == "shared" else None
-        for k, r in enumerate(radii):
-            d = shared if shared is not None else draws.get(k, start, stop)
-            ratio, _ = ev.ratios(xc, torch.mul(d.to(ev.compute_dtype), r), fc, tc)
-            # NaN propagates through amax, and Inf stays: both are found after the loop
-            per_point[k].scatter_reduce_(0, points, ratio, reduce="amax")
-            # pairs that reach their point's running max; later pairs have larger indices
-            hits = torch.where(ratio >= per_point[k][points], pairs, -1)
-            best_pair[k].scatter_reduce_(0, points, hits, reduce="amax")
+        if settings.directions == "shared":
+            d = draws.get(SHARED_SLOT, start, stop).unsqueeze(0)
+        else:
+            d = torch.stack([draws.get(k, start, stop) for k in range(n_radii)])
+        ratio = ev.ratios_along(x[points], d.to(ev.compute_dtype), r, f_x[points], top[points])
+        flat = (offsets + points).flatten()
+        # NaN propagates through amax, and Inf stays: both are found after the loop
+        per_point.view(-1).scatter_reduce_(0, flat, ratio.flatten(), reduce="amax")
+        # pairs that reach their point's running max; later pairs have larger indices
+        hits = torch.where(ratio >= per_point[:, points], pairs, -1)
+        best_pair.view(-1).scatter_reduce_(0, flat, hits.flatten(), reduce="amax")
         bar.update((stop - start) * n_radii)
     bar.close()
     bad = ~torch.isfinite(per_point)

@@ -52,7 +52,7 @@ class AlphaSettings:
     seed: int = 0
     forward_dtype: str = "float32"
     memory_budget_mb: float | None = None
-    chunk_size: int | None = None
+    chunk_size: int | None = None  # images per forward pass (pairs x radii)
     search_steps: int = 25
     search_restarts: int = 4
     search_step_size: float = 0.25
