@@ -178,6 +178,55 @@ def plugins() -> None:
         typer.echo(f"{label}: {', '.join(registry.names()) or '(none)'}")
 
 
+@app.command()
+def separation(
+    out: Annotated[Path, typer.Option(help="Directory for separation.json and the figures.")],
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="Data set spec; repeat to compare.")
+    ] = None,
+    norm: Annotated[str, typer.Option(help="inf or l2.")] = "inf",
+    split: Annotated[str, typer.Option(help="train or test.")] = "train",
+    max_examples: Annotated[int | None, typer.Option(help="Use the first N images.")] = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    download: Download = False,
+) -> None:
+    """Distinct-class pair distances of data sets and the curves of the paper's Figs. 1 and 3."""
+    from locrob.plots import save_figure
+    from locrob.separation import lipschitz_figure, robustness_figure
+    from locrob.separation import separation as measure
+    from locrob.sources import load_dataset
+
+    results = []
+    for spec in dataset or ["digits"]:
+        x, y = load_dataset(spec, data_dir=data_dir, download=download).split(split)
+        if max_examples is not None:
+            x, y = x[:max_examples], y[:max_examples]
+        results.append((spec, measure(x, y, norm, device=device)))
+    report = {spec: result.to_dict() for spec, result in results}
+    write_text(out / "separation.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    typer.echo(
+        "| data set | images | distinct-class pairs | min distance | exact | "
+        "incompatible at alpha = 1, 2, 4, 10 |"
+    )
+    typer.echo("|---|---|---|---|---|---|")
+    for spec, result in results:
+        curve = ", ".join(f"{v:.4g}" for v in result.lipschitz_curve([1.0, 2.0, 4.0, 10.0]))
+        exact = "yes" if result.exact else f"no (resolution {result.resolution:.2g})"
+        typer.echo(
+            f"| {spec} | {result.n_images} | {result.n_pairs} | {result.min_distance():.4g} | "
+            f"{exact} | {curve} |"
+        )
+    figures = [save_figure(lipschitz_figure(results), out / "separation-lipschitz.png")]
+    for spec, result in results:
+        name = spec.replace(":", "_").replace("/", "_")
+        figures.append(
+            save_figure(robustness_figure(spec, result), out / f"separation-robustness-{name}.png")
+        )
+    for figure in figures:
+        typer.echo(f"figure: {figure}")
+
+
 bench_app = typer.Typer(help="Speed measured side by side in one run, reported as ratios.")
 app.add_typer(bench_app, name="bench")
 

@@ -1,0 +1,237 @@
+"""How compatible is a data set with a Lipschitz or a local-robustness constraint at all?
+(paper, Figs. 1 and 3).
+
+With F the one-hot labels, two images of distinct classes are ``c`` apart in the output
+(c = 1 in L-inf, sqrt(2) in L2). A pair at input distance delta is incompatible with an
+alpha-Lipschitz F when delta < c / alpha (Fig. 1), and with alpha-robustness at radius
+d ~ 2r when also delta < d (Fig. 3). Both curves need only the distribution of distinct-class
+pair distances, computed here in tiles over the upper triangle, never as an N x N matrix.
+
+For uint8 images in L-inf the distances are integers 0..255 and the histogram is exact. For
+L2, or float images, distances fall into a fine histogram whose bin width is the stated
+``resolution``: a curve value at threshold t counts the pairs certainly below t, and at most
+one bin's pairs (``curve_error``) could still be below t.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from locrob.alpha.geometry import parse_norm
+from locrob.data.images import as_images, as_labels
+from locrob.errors import LocrobError
+from locrob.runtime import progress, resolve_device
+
+EXACT_BINS = 256  # uint8 L-inf: one bin per integer distance 0..255
+FINE_BINS = 1 << 16
+PAIR_BINS = 256  # the per-class-pair breakdown (exact for uint8 L-inf, coarse otherwise)
+DEFAULT_ALPHAS = np.logspace(-1, 3, 161).tolist()
+DEFAULT_DS = [0.05, 0.1, 0.2, 0.3, 0.5]
+
+
+@dataclass
+class Separation:
+    """The distribution of distances between images of distinct classes, in [0, 1] image units."""
+
+    norm: str
+    exact: bool
+    upper: float  # distances lie in [0, upper]
+    counts: torch.Tensor  # (bins,) distinct-class pairs per bin
+    pair_counts: torch.Tensor  # (C, C, PAIR_BINS), class a < class b in the upper triangle
+    classes: list[str]
+    n_images: int
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def bins(self) -> int:
+        return len(self.counts)
+
+    @property
+    def width(self) -> float:
+        """Bin width in distance units (exact uint8 L-inf: one grey level, 1/255)."""
+        return self.upper / (self.bins - 1) if self.exact else self.upper / self.bins
+
+    @property
+    def resolution(self) -> float:
+        """The most a reported distance can be off: 0 when exact, else one bin."""
+        return 0.0 if self.exact else self.width
+
+    @property
+    def c(self) -> float:
+        """Output distance of two distinct one-hot labels."""
+        return 1.0 if self.norm == "inf" else math.sqrt(2.0)
+
+    def min_distance(self) -> float:
+        """The smallest distinct-class distance (lower edge of its bin when not exact)."""
+        nonzero = torch.nonzero(self.counts)
+        return float(nonzero[0, 0]) * self.width if len(nonzero) else float("inf")
+
+    def count_below(self, t: float) -> int:
+        """Pairs whose distance is certainly < ``t``."""
+        # exact: the integer levels k with k / 255 < t; binned: the bins whose upper edge <= t
+        k = math.ceil(t * 255 - 1e-9) if self.exact else math.floor(t / self.width + 1e-9)
+        return int(self.counts[: max(0, min(k, self.bins))].sum())
+
+    def curve_error(self) -> float:
+        """The largest fraction of pairs in one bin: the most a binned curve can be off."""
+        return 0.0 if self.exact else float(self.counts.max()) / max(1, self.n_pairs)
+
+    def lipschitz_curve(self, alphas: Sequence[float] = DEFAULT_ALPHAS) -> list[float]:
+        """Fig. 1: fraction of distinct-class pairs incompatible with an alpha-Lipschitz F."""
+        total = max(1, self.n_pairs)
+        return [self.count_below(self.c / a) / total for a in alphas]
+
+    def robustness_curves(
+        self, alphas: Sequence[float] = DEFAULT_ALPHAS, ds: Sequence[float] = DEFAULT_DS
+    ) -> list[list[float]]:
+        """Fig. 3: per d, fraction of pairs closer than d that no alpha-robust F can satisfy."""
+        total = max(1, self.n_pairs)
+        return [[self.count_below(min(d, self.c / a)) / total for a in alphas] for d in ds]
+
+    def to_dict(
+        self, alphas: Sequence[float] = DEFAULT_ALPHAS, ds: Sequence[float] = DEFAULT_DS
+    ) -> dict[str, Any]:
+        """JSON-able: the histogram, the per-class-pair counts and both curves."""
+        c = len(self.classes)
+        pairs = {
+            f"{self.classes[a]}|{self.classes[b]}": int(self.pair_counts[a, b].sum())
+            for a in range(c)
+            for b in range(a + 1, c)
+        }
+        return {
+            "norm": self.norm,
+            "exact": self.exact,
+            "resolution": self.resolution,
+            "curve_error": self.curve_error(),
+            "n_images": self.n_images,
+            "n_pairs": self.n_pairs,
+            "upper": self.upper,
+            "min_distance": self.min_distance(),
+            "bin_width": self.width,
+            "histogram": self.counts.tolist() if self.exact else _compact(self.counts),
+            "pairs_per_class_pair": pairs,
+            "alphas": list(alphas),
+            "lipschitz_curve": self.lipschitz_curve(alphas),
+            "ds": list(ds),
+            "robustness_curves": self.robustness_curves(alphas, ds),
+        }
+
+
+def _compact(counts: torch.Tensor) -> dict[str, list[int]]:
+    """A sparse histogram: the non-empty bins and their counts."""
+    nonzero = torch.nonzero(counts).flatten()
+    return {"bins": nonzero.tolist(), "counts": counts[nonzero].tolist()}
+
+
+def tiles(n: int, size: int) -> Iterator[tuple[int, int, int, int]]:
+    """Upper-triangle tiles (i0, i1, j0, j1) with j0 >= i0, covering every unordered pair once."""
+    for i0 in range(0, n, size):
+        for j0 in range(i0, n, size):
+            yield i0, min(i0 + size, n), j0, min(j0 + size, n)
+
+
+def separation(
+    x: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    norm: str | float = "inf",
+    *,
+    tile: int = 1024,
+    device: str | torch.device | None = None,
+) -> Separation:
+    """The distribution of distances between every unordered pair of images of distinct classes.
+
+    ``x``: NCHW images, uint8 or float in [0, 1]; ``y``: integer labels. Distances are in
+    [0, 1] image units (uint8 levels / 255). Exact for uint8 under L-inf.
+    """
+    if len(x) == 0:
+        raise LocrobError("no images: the separation analysis needs at least two classes of images")
+    images = as_images(x, what="images")
+    labels = as_labels(y, len(images), what="labels")
+    classes = sorted(set(labels.tolist()))
+    if len(classes) < 2:
+        raise LocrobError("a single class: there are no pairs of distinct classes to measure")
+    p = parse_norm(norm)
+    exact = images.dtype == torch.uint8 and p == float("inf")
+    dev = resolve_device(device)
+    flat = images.reshape(len(images), -1)
+    # integer levels for uint8 (exact in fp32 for L-inf), [0, 1] floats otherwise
+    scale = 1.0 if images.dtype == torch.uint8 else 255.0
+    dtype = torch.float32 if exact else torch.float64
+    values = flat.to(dev, dtype) * scale
+    # relabel classes 0..C-1 so the breakdown is dense
+    index = {c: i for i, c in enumerate(classes)}
+    dense = torch.tensor([index[c] for c in labels.tolist()], device=dev)
+    n_classes = len(classes)
+    upper = 1.0 if p == float("inf") else math.sqrt(flat.shape[1])
+    bins = EXACT_BINS if exact else FINE_BINS
+    counts = torch.zeros(bins, dtype=torch.long, device=dev)
+    pair_counts = torch.zeros(n_classes * n_classes * PAIR_BINS, dtype=torch.long, device=dev)
+    all_tiles = list(tiles(len(values), tile))
+    for i0, i1, j0, j1 in progress(all_tiles, desc="separation", unit="tile"):
+        dist = torch.cdist(values[i0:i1], values[j0:j1], p=p) / 255.0  # [0, 1] image units
+        ci, cj = dense[i0:i1, None], dense[None, j0:j1]
+        keep = ci != cj
+        if i0 == j0:  # the diagonal tile: each unordered pair once (j > i)
+            keep &= torch.ones_like(keep).triu(diagonal=1)
+        d = dist[keep]
+        if exact:
+            k = torch.round(d * 255).long()
+        else:
+            k = torch.clamp((d / upper * bins).long(), max=bins - 1)
+        counts += torch.bincount(k, minlength=bins)
+        lo = torch.minimum(ci, cj).expand_as(keep)[keep]
+        hi = torch.maximum(ci, cj).expand_as(keep)[keep]
+        coarse = k * PAIR_BINS // bins
+        pair_counts += torch.bincount(
+            (lo * n_classes + hi) * PAIR_BINS + coarse, minlength=pair_counts.numel()
+        )
+    names = [str(c) for c in classes]
+    return Separation(
+        norm="inf" if p == float("inf") else "l2",
+        exact=exact,
+        upper=upper,
+        counts=counts.cpu(),
+        pair_counts=pair_counts.view(n_classes, n_classes, PAIR_BINS).cpu(),
+        classes=names,
+        n_images=len(values),
+    )
+
+
+def lipschitz_figure(results: Sequence[tuple[str, Separation]]) -> Figure:
+    """Fig. 1: fraction of distinct-class pairs incompatible with alpha-Lipschitz, per data set."""
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    for label, result in results:
+        ax.plot(DEFAULT_ALPHAS, result.lipschitz_curve(), label=label, linewidth=1.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(r"Lipschitz constant $\alpha$")
+    ax.set_ylabel("fraction of distinct-class pairs incompatible")
+    ax.set_title(f"one-hot labels, {results[0][1].norm} norm (paper, Fig. 1)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def robustness_figure(label: str, result: Separation, ds: Sequence[float] = DEFAULT_DS) -> Figure:
+    """Fig. 3: fraction of pairs incompatible with alpha-robustness, one curve per d ~ 2r."""
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    for d, curve in zip(ds, result.robustness_curves(DEFAULT_ALPHAS, ds), strict=True):
+        ax.plot(DEFAULT_ALPHAS, curve, label=f"d = {d:g}", linewidth=1.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(r"$\alpha$")
+    ax.set_ylabel("fraction of distinct-class pairs incompatible")
+    ax.set_title(f"{label}: {result.norm} norm, pairs closer than d (paper, Fig. 3)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

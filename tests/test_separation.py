@@ -1,0 +1,169 @@
+"""The separation analysis against brute-force N x N computations."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import locrob
+from locrob import cli
+from locrob.errors import LocrobError
+from locrob.separation import separation
+
+
+def random_set(n=50, classes=3, seed=0, shape=(3, 4, 4)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
+    return x, torch.randint(0, classes, (n,), generator=g)
+
+
+def brute(x, y, p):
+    """Distinct-class distances of every unordered pair, in [0, 1] units, fp64."""
+    flat = x.flatten(1).double() / (255.0 if x.dtype == torch.uint8 else 1.0)
+    diff = flat[:, None] - flat[None]
+    d = diff.abs().amax(-1) if p == "inf" else diff.norm(dim=-1)
+    i, j = torch.triu_indices(len(x), len(x), 1)
+    keep = y[i] != y[j]
+    return d[i, j][keep], y[i][keep], y[j][keep]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("tile", [1, 7, 1000])
+def test_uint8_linf_histogram_is_exactly_the_brute_force_one(seed, tile):
+    x, y = random_set(seed=seed)
+    result = separation(x, y, "inf", tile=tile, device="cpu")
+    d, _, _ = brute(x, y, "inf")
+    assert result.exact and result.resolution == 0
+    assert torch.equal(result.counts, torch.bincount(torch.round(d * 255).long(), minlength=256))
+    assert result.min_distance() == pytest.approx(float(d.min()))
+
+
+def test_each_unordered_distinct_class_pair_is_counted_once():
+    x, y = random_set(n=40, classes=4, seed=3)
+    sizes = torch.bincount(y).tolist()
+    expected = sum(sizes[a] * sizes[b] for a in range(4) for b in range(a + 1, 4))
+    result = separation(x, y, tile=6, device="cpu")
+    assert result.n_pairs == expected
+    # the per-class-pair breakdown adds up, and matches brute force pair by pair
+    _d, yi, yj = brute(x, y, "inf")
+    for a in range(4):
+        for b in range(a + 1, 4):
+            brute_pairs = int((((yi == a) & (yj == b)) | ((yi == b) & (yj == a))).sum())
+            assert int(result.pair_counts[a, b].sum()) == brute_pairs
+    assert int(result.pair_counts.sum()) == expected
+    assert int(result.pair_counts.tril().sum()) == 0
+
+
+def test_order_of_the_data_does_not_matter():
+    x, y = random_set(seed=4)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(9))
+    a = separation(x, y, tile=8, device="cpu")
+    b = separation(x[order], y[order], tile=8, device="cpu")
+    assert torch.equal(a.counts, b.counts) and torch.equal(a.pair_counts, b.pair_counts)
+
+
+def test_float_images_agree_with_uint8_within_the_resolution():
+    x, y = random_set(seed=5)
+    exact = separation(x, y, "inf", device="cpu")
+    binned = separation(x.float() / 255, y, "inf", device="cpu")
+    assert not binned.exact and binned.resolution == pytest.approx(1 / 65536)
+    for level in (10, 100, 200, 250):
+        t = (level + 0.5) / 255  # between grey levels: both must count the same pairs
+        assert binned.count_below(t) == exact.count_below(t)
+
+
+def test_l2_counts_bracket_the_brute_force_ones():
+    x, y = random_set(seed=6)
+    result = separation(x, y, "l2", device="cpu")
+    d, _, _ = brute(x, y, "l2")
+    w = result.resolution
+    assert w == pytest.approx(math.sqrt(48) / 65536)
+    for t in (1.0, 2.0, 2.5, 3.0):
+        assert int((d < t - w).sum()) <= result.count_below(t) <= int((d < t).sum())
+    assert result.n_pairs == len(d)
+
+
+def test_curves_follow_their_definitions():
+    x, y = random_set(seed=7)
+    result = separation(x, y, device="cpu")
+    d, _, _ = brute(x, y, "inf")
+    alphas = [0.5, 1.0, 1.5, 3.0, 10.0]
+    fig1 = result.lipschitz_curve(alphas)
+    assert fig1 == pytest.approx([float((d < 1.0 / a).double().mean()) for a in alphas])
+    assert all(b <= a for a, b in itertools.pairwise(fig1))  # drops as alpha grows
+    ds = [0.3, 0.6]
+    fig3 = result.robustness_curves(alphas, ds)
+    for row, dd in zip(fig3, ds, strict=True):
+        assert row == pytest.approx([float((d < min(dd, 1.0 / a)).double().mean()) for a in alphas])
+        assert row[0] == pytest.approx(float((d < dd).double().mean()))  # the flat part
+
+
+def test_l2_uses_the_one_hot_distance_sqrt2():
+    x = torch.zeros(2, 1, 1, 1)
+    x[1] = 1.0
+    result = separation(x, torch.tensor([0, 1]), "l2", device="cpu")
+    # one pair at distance 1: incompatible with alpha-Lipschitz iff 1 < sqrt(2) / alpha
+    assert result.lipschitz_curve([1.4, 1.42]) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (
+            torch.zeros(4, 3, 2, 2, dtype=torch.uint8),
+            torch.tensor([0, 1, 0]),
+            r"one integer per image \(4\)",
+        ),
+        (
+            torch.zeros(4, 3, 2, 2, dtype=torch.uint8),
+            torch.zeros(4, dtype=torch.long),
+            "a single class",
+        ),
+        (torch.zeros(0, 3, 2, 2, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), "no images"),
+        (torch.full((2, 3, 2, 2), float("nan")), torch.tensor([0, 1]), "NaN"),
+    ],
+    ids=["lengths", "single-class", "empty", "nan"],
+)
+def test_bad_input(x, y, message):
+    with pytest.raises(LocrobError, match=message):
+        separation(x, y, device="cpu")
+
+
+def test_digits_from_the_metric_and_the_command(trained, digits, tmp_path, monkeypatch, capsys):
+    report = locrob.evaluate(
+        trained.model, digits, ["separation"], metric_options={"separation": {"n_images": 200}}
+    )
+    result = report.metrics["separation"]
+    direct = separation(digits.train_x[:200], digits.train_y[:200], device="cpu")
+    assert result.summary["min_distance"] == pytest.approx(direct.min_distance())
+    assert result.summary["incompatible@1"] == pytest.approx(direct.lipschitz_curve([1.0])[0])
+    assert result.details["n_pairs"] == direct.n_pairs
+
+    monkeypatch.setattr(
+        sys, "argv", ["locrob", "separation", "--max-examples", "200", "--out", str(tmp_path)]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0
+    assert f"| digits | 200 | {direct.n_pairs} |" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "separation.json").read_text())
+    assert saved["digits"]["histogram"] == direct.counts.tolist()
+    for name in ("separation-lipschitz.png", "separation-robustness-digits.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_separation_plot_redraws_from_a_report(trained, digits):
+    from locrob.metrics.separation import DatasetSeparation
+
+    options = {"separation": {"n_images": 100, "norm": "l2"}}
+    report = locrob.evaluate(trained.model, digits, ["separation"], metric_options=options)
+    fig = DatasetSeparation.plot([("digits", report.metrics["separation"])])
+    direct = separation(digits.train_x[:100], digits.train_y[:100], "l2", device="cpu")
+    assert list(fig.axes[0].get_lines()[0].get_ydata()) == pytest.approx(direct.lipschitz_curve())
+    assert np.isfinite(report.metrics["separation"].summary["min_distance"])
