@@ -27,6 +27,7 @@ from locrob.evaluation import EvaluationContext, evaluate
 from locrob.hookspecs import hookimpl
 from locrob.metrics.base import Metric, MetricResult
 from locrob.models.checkpoint import load_checkpoint, save_checkpoint
+from locrob.pair_distances import Separation, separation
 from locrob.plugins import registries
 from locrob.report import Report, load_report, markdown_table
 from locrob.sources import load_dataset, load_model
@@ -42,6 +43,7 @@ __all__ = [
     "Metric",
     "MetricResult",
     "Report",
+    "Separation",
     "TrainConfig",
     "TrainResult",
     "TrainingContext",
@@ -57,5 +59,6 @@ __all__ = [
     "markdown_table",
     "registries",
     "save_checkpoint",
+    "separation",
     "train",
 ]

@@ -192,9 +192,9 @@ def separation(
     download: Download = False,
 ) -> None:
     """Distinct-class pair distances of data sets and the curves of the paper's Figs. 1 and 3."""
+    from locrob.pair_distances import lipschitz_figure, robustness_figure
+    from locrob.pair_distances import separation as measure
     from locrob.plots import save_figure
-    from locrob.separation import lipschitz_figure, robustness_figure
-    from locrob.separation import separation as measure
     from locrob.sources import load_dataset
 
     results = []
@@ -262,6 +262,29 @@ def bench_alpha(
     if out is not None:
         write_text(
             out / "bench-alpha.json", json.dumps([r.to_dict() for r in rows], indent=2) + "\n"
+        )
+
+
+@bench_app.command("separation")
+def bench_separation(
+    images: Annotated[int, typer.Option(help="Random 3x32x32 uint8 images for locrob.")] = 10_000,
+    baseline_images: Annotated[
+        int, typer.Option(help="Images for the baselines (N^2 memory).")
+    ] = 1500,
+    device: Device = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """L-inf separation analysis: pairs per second against cdist and broadcasting baselines."""
+    from dataclasses import asdict
+
+    from locrob.bench import bench_separation as run_bench
+    from locrob.bench import separation_table
+
+    rows = run_bench(images, baseline_images, device)
+    typer.echo(separation_table(rows), nl=False)
+    if out is not None:
+        write_text(
+            out / "bench-separation.json", json.dumps([asdict(r) for r in rows], indent=2) + "\n"
         )
 
 

@@ -47,3 +47,27 @@ def test_bench_command(monkeypatch, capsys, tmp_path):
         cli.main()
     assert exit_.value.code == 2
     assert "give --points, --draws and --radii together" in capsys.readouterr().err
+
+
+def test_bench_separation_checks_its_baselines_and_reports_rates(monkeypatch, capsys):
+    from locrob.bench import bench_separation, separation_table
+
+    rows = bench_separation(n=120, baseline_n=60, device="cpu", tile=32)
+    assert [r.method for r in rows] == [
+        "locrob tiles",
+        "locrob tiles",
+        "torch.cdist, full matrix",
+        "broadcasting, 16-row tiles",
+    ]
+    assert [r.images for r in rows] == [120, 60, 60, 60]
+    assert all(r.pairs_per_s > 0 for r in rows)
+    assert rows[2].largest_buffer_mb == pytest.approx(60 * 60 * 4 / 2**20)
+    table = separation_table(rows).splitlines()
+    assert table[4].startswith("| torch.cdist, full matrix | 60 |")
+    monkeypatch.setattr(
+        sys, "argv", ["locrob", "bench", "separation", "--images", "50", "--baseline-images", "20"]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0
+    assert "| broadcasting, 16-row tiles | 20 |" in capsys.readouterr().out

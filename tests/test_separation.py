@@ -14,7 +14,7 @@ import torch
 import locrob
 from locrob import cli
 from locrob.errors import LocrobError
-from locrob.separation import separation
+from locrob.pair_distances import separation
 
 
 def random_set(n=50, classes=3, seed=0, shape=(3, 4, 4)):

@@ -17,7 +17,7 @@ from locrob.data.images import SPLITS, ImageData
 from locrob.evaluation import EvaluationContext
 from locrob.hookspecs import Register, hookimpl
 from locrob.metrics.base import Metric, MetricResult
-from locrob.separation import Separation, lipschitz_figure, separation
+from locrob.pair_distances import Separation, lipschitz_figure, separation
 
 
 @dataclass
