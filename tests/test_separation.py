@@ -167,3 +167,17 @@ def test_separation_plot_redraws_from_a_report(trained, digits):
     direct = separation(digits.train_x[:100], digits.train_y[:100], "l2", device="cpu")
     assert list(fig.axes[0].get_lines()[0].get_ydata()) == pytest.approx(direct.lipschitz_curve())
     assert np.isfinite(report.metrics["separation"].summary["min_distance"])
+
+
+def test_compiled_and_fallback_kernels_are_both_exact(monkeypatch):
+    from locrob import pair_distances
+
+    x, y = random_set(n=70, seed=11)
+    d, _, _ = brute(x, y, "inf")
+    expected = torch.bincount(torch.round(d * 255).long(), minlength=256)
+    fused = separation(x, y, tile=16, device="cpu")
+    monkeypatch.setenv("LOCROB_COMPILE", "0")
+    monkeypatch.setattr(pair_distances, "_kernels", {})
+    assert pair_distances.linf_kernel(torch.device("cpu")) is pair_distances._linf_levels_cdist
+    eager = separation(x, y, tile=16, device="cpu")
+    assert torch.equal(fused.counts, expected) and torch.equal(eager.counts, expected)
