@@ -62,6 +62,7 @@ def test_bench_separation_checks_its_baselines_and_reports_rates(monkeypatch, ca
     assert [r.images for r in rows] == [120, 60, 60, 60]
     assert all(r.pairs_per_s > 0 for r in rows)
     assert rows[2].largest_buffer_mb == pytest.approx(60 * 60 * 4 / 2**20)
+    assert rows[0].largest_buffer_mb == pytest.approx(32 * 32 * 8 / 2**20)
     table = separation_table(rows).splitlines()
     assert table[4].startswith("| torch.cdist, full matrix | 60 |")
     monkeypatch.setattr(
