@@ -247,31 +247,31 @@ def separation(
     )
 
 
-def lipschitz_figure(results: Sequence[tuple[str, Separation]]) -> Figure:
-    """Fig. 1: fraction of distinct-class pairs incompatible with alpha-Lipschitz, per data set."""
+def _curve_figure(lines: Sequence[tuple[str, list[float]]], xlabel: str, title: str) -> Figure:
+    """Incompatible fraction against alpha (log scale), one line per (label, curve)."""
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.subplots()
-    for label, result in results:
-        ax.plot(DEFAULT_ALPHAS, result.lipschitz_curve(), label=label, linewidth=1.8)
+    for label, curve in lines:
+        ax.plot(DEFAULT_ALPHAS, curve, label=label, linewidth=1.8)
     ax.set_xscale("log")
-    ax.set_xlabel(r"Lipschitz constant $\alpha$")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of distinct-class pairs incompatible")
-    ax.set_title(f"one-hot labels, {results[0][1].norm} norm (paper, Fig. 1)", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def lipschitz_figure(results: Sequence[tuple[str, Separation]]) -> Figure:
+    """Fig. 1: fraction of distinct-class pairs incompatible with alpha-Lipschitz, per data set."""
+    lines = [(label, result.lipschitz_curve()) for label, result in results]
+    title = f"one-hot labels, {results[0][1].norm} norm (paper, Fig. 1)"
+    return _curve_figure(lines, r"Lipschitz constant $\alpha$", title)
 
 
 def robustness_figure(label: str, result: Separation, ds: Sequence[float] = DEFAULT_DS) -> Figure:
     """Fig. 3: fraction of pairs incompatible with alpha-robustness, one curve per d ~ 2r."""
-    fig = Figure(figsize=(6.0, 4.0))
-    ax = fig.subplots()
-    for d, curve in zip(ds, result.robustness_curves(DEFAULT_ALPHAS, ds), strict=True):
-        ax.plot(DEFAULT_ALPHAS, curve, label=f"d = {d:g}", linewidth=1.8)
-    ax.set_xscale("log")
-    ax.set_xlabel(r"$\alpha$")
-    ax.set_ylabel("fraction of distinct-class pairs incompatible")
-    ax.set_title(f"{label}: {result.norm} norm, pairs closer than d (paper, Fig. 3)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
+    curves = result.robustness_curves(DEFAULT_ALPHAS, ds)
+    lines = [(f"d = {d:g}", curve) for d, curve in zip(ds, curves, strict=True)]
+    title = f"{label}: {result.norm} norm, pairs closer than d (paper, Fig. 3)"
+    return _curve_figure(lines, r"$\alpha$", title)
