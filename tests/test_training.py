@@ -149,7 +149,7 @@ def test_defenses_by_name_with_options(third_party, digits, tmp_path):
 
 def test_bad_defense_requests(third_party, digits):
     data = _subset(digits)
-    with pytest.raises(LocrobError, match="unknown defense 'fortress'; known: input-noise, .*pgd"):
+    with pytest.raises(LocrobError, match=r"unknown defense 'fortress'; known: input-noise, .*pgd"):
         locrob.train("small-cnn", data, defenses=["fortress"], config=FAST)
     with pytest.raises(
         LocrobError, match="defense 'input-noise' has no option beta; its options: sigma"
