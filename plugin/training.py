@@ -107,6 +107,23 @@ def lifecycle(defenses: Sequence[Defense]) -> pluggy.PluginManager:
     return pm
 
 
+def replay_defenses(model: nn.Module, config: Mapping[str, Any]) -> None:
+    """Apply again the ``prepare_model`` of the defenses a checkpoint was trained with (they
+    may have changed the architecture: parametrizations, merges), before its weights load."""
+    recorded = config.get("defenses") or []
+    if not recorded:
+        return
+    defenses = make_defenses(
+        [d["name"] for d in recorded], {d["name"]: d.get("settings", {}) for d in recorded}
+    )
+    context = TrainingContext(
+        TrainConfig(**config.get("train", {})),
+        torch.device("cpu"),
+        int(config.get("options", {}).get("num_classes", 0)),
+    )
+    lifecycle(defenses).hook.prepare_model(model=model, context=context)
+
+
 def build_architecture(
     spec: str, data: ImageData, model_options: Mapping[str, Any] | None
 ) -> tuple[nn.Module, dict[str, Any]]:

@@ -15,6 +15,9 @@ class Defense(Configurable):
     ``prepare_model``, ``transform_batch``, ``loss_terms``, ``after_step``, ``on_epoch_end``
     (see :class:`locrob.hookspecs.TrainingSpec`). Parameter values are checked in
     ``__post_init__`` (use :func:`locrob.configurable.check`).
+
+    ``prepare_model`` also runs when a checkpoint trained with the defense is loaded (before
+    its weights), so it must leave the model ready for evaluation.
     """
 
     kind: ClassVar[str] = "defense"

@@ -20,6 +20,7 @@ from torch import nn
 
 from locrob.errors import LocrobError
 from locrob.hookspecs import Register, hookimpl
+from locrob.models.merges import Sum
 from locrob.models.normalize import Normalize
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -69,11 +70,12 @@ class PreActBlock(nn.Module):
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+        self.merge: nn.Module = Sum()  # a defense may swap it (Parseval's convex merge)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.relu1(self.bn1(x))
         skip = x if self.shortcut is None else self.shortcut(a)
-        return self.conv2(self.relu2(self.bn2(self.conv1(a)))) + skip
+        return self.merge(self.conv2(self.relu2(self.bn2(self.conv1(a)))), skip)
 
 
 class PreActResNet18(nn.Module):

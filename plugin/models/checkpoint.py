@@ -89,9 +89,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved at ``path``; returns the model (eval mode) and its config."""
     from locrob.sources import load_model
+    from locrob.training import replay_defenses
 
     config, state = read_checkpoint(path)
     model = load_model(config["source"], **config.get("options", {}))
+    replay_defenses(model, config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -1,0 +1,34 @@
+"""How a residual block joins its branch and its shortcut."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Sum(nn.Module):
+    """``branch + shortcut``: the plain residual merge."""
+
+    def forward(self, branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return branch + shortcut
+
+
+class ConvexMerge(nn.Module):
+    """``w0 * branch + w1 * shortcut`` with learned weights kept on the simplex by whoever
+    trains them (Parseval networks); 0.5 / 0.5 at first, as in the authors' code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((2,), 0.5))
+
+    def forward(self, branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return self.weight[0] * branch + self.weight[1] * shortcut
+
+
+def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of a vector onto {w >= 0, sum w = 1} (sort-based; torch has none)."""
+    u, _ = torch.sort(v, descending=True)
+    cumulative = torch.cumsum(u, dim=0) - 1
+    ranks = torch.arange(1, len(v) + 1, device=v.device, dtype=v.dtype)
+    rho = int(torch.nonzero(u - cumulative / ranks > 0)[-1])
+    return torch.clamp(v - cumulative[rho] / (rho + 1), min=0)
