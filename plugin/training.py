@@ -267,6 +267,12 @@ def _train(
             "train_accuracy": correct / seen,
             "test_accuracy": accuracy(net, x_test, y_test, dev),
         }
+        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            raise LocrobError(
+                f"training diverged in epoch {epoch + 1}: the weights hold NaN or Inf "
+                f"(last loss {totals['loss'] / seen:.4g}); lower the learning rate or the "
+                "defenses' weights"
+            )
         scheduler.step()
         pm.hook.on_epoch_end(model=net, stats=stats, context=context)
         history.append(jsonable(stats, f"epoch {epoch + 1} statistics"))

@@ -1,0 +1,93 @@
+"""``laplacian``: Laplacian networks (Lassance et al. 2018), after the authors' ``gsp.py``.
+
+At every ReLU output l of a training batch: flatten the activations, row-normalize them,
+W = N N^T (cosine similarity, full graph), L = diag(W 1) - W, and the smoothness of the class
+indicator Y (one-hot labels) is s_l = trace(Y^T L^m Y). The loss term is the mean over
+consecutive ReLUs of |s_l - s_{l-1}|, weighted by gamma^m (gamma = 0.01, m = 2 in their runs):
+it keeps the distances between examples of distinct classes from changing abruptly across
+layers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from locrob.configurable import check
+from locrob.defenses.base import Defense
+from locrob.errors import LocrobError
+from locrob.hookspecs import Register, hookimpl
+from locrob.training import TrainingContext
+
+
+def smoothness(
+    activations: torch.Tensor, labels: torch.Tensor, classes: int, m: int
+) -> torch.Tensor:
+    """trace(Y^T L^m Y) on the cosine-similarity graph of the batch's ``activations``."""
+    normalized = F.normalize(activations.flatten(1), p=2, dim=1)
+    w = normalized @ normalized.T
+    laplacian = torch.diag(w.sum(dim=1)) - w
+    y = F.one_hot(labels, classes).to(w.dtype)
+    z = y
+    for _ in range(m):
+        z = laplacian @ z
+    return (y * z).sum()
+
+
+@dataclass
+class Laplacian(Defense):
+    """Penalize changes of class-indicator smoothness between consecutive ReLU layers."""
+
+    name = "laplacian"
+    gamma: float = 0.01
+    m: int = 2
+    _outputs: list = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check(self.gamma > 0, self.name, f"gamma must be > 0, got {self.gamma}")
+        check(
+            isinstance(self.m, int) and self.m >= 1,
+            self.name,
+            f"m must be an integer >= 1, got {self.m}",
+        )
+
+    def _record(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if module.training:  # training batches only, not evaluation nor attack generation
+            self._outputs.append(out)
+
+    def _clear(self, module: nn.Module, args: tuple) -> None:
+        self._outputs.clear()  # one forward pass at a time: nothing piles up outside training
+
+    @hookimpl
+    def prepare_model(self, model: nn.Module, context: TrainingContext) -> None:
+        relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+        if len(relus) < 2:
+            raise LocrobError(
+                f"laplacian needs at least two nn.ReLU modules in the model, found {len(relus)}"
+            )
+        model.register_forward_pre_hook(self._clear)
+        for relu in relus:
+            relu.register_forward_hook(self._record)
+
+    @hookimpl
+    def loss_terms(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logits: torch.Tensor,
+        context: TrainingContext,
+    ) -> dict[str, torch.Tensor]:
+        s = [smoothness(a, y, context.num_classes, self.m) for a in self._outputs]
+        self._outputs.clear()
+        changes = torch.stack([(b - a).abs() for a, b in itertools.pairwise(s)])
+        return {"laplacian": self.gamma**self.m * changes.mean()}
+
+
+@hookimpl
+def register_defenses(register: Register) -> None:
+    register("laplacian", Laplacian)

@@ -1,0 +1,149 @@
+"""Laplacian networks: the smoothness term against a hand computation, and its gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import locrob
+from locrob.defenses.laplacian import Laplacian, smoothness
+from locrob.errors import LocrobError
+from locrob.training import TrainConfig, TrainingContext
+
+
+def numpy_smoothness(a: np.ndarray, labels: np.ndarray, classes: int, m: int) -> float:
+    """trace(Y^T L^m Y) written out independently in numpy, float64."""
+    n = a / np.linalg.norm(a, axis=1, keepdims=True)
+    w = n @ n.T
+    lap = np.diag(w.sum(axis=1)) - w
+    y = np.eye(classes)[labels]
+    return float(np.trace(y.T @ np.linalg.matrix_power(lap, m) @ y))
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_smoothness_matches_the_hand_computation(m):
+    a = np.array([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0], [0.0, 3.0, 1.0], [2.0, 2.0, 0.5]])
+    labels = np.array([0, 0, 1, 2])
+    got = smoothness(torch.tensor(a), torch.tensor(labels), 3, m)
+    assert got.item() == pytest.approx(numpy_smoothness(a, labels, 3, m))
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(4, 6),
+        nn.ReLU(),
+        nn.Linear(6, 5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+        nn.ReLU(),
+        nn.Linear(3, 2),
+    )
+
+
+def test_loss_term_is_the_weighted_mean_change_and_reaches_the_weights():
+    model = small_net()
+    defense = Laplacian(gamma=0.1, m=2)
+    context = TrainingContext(TrainConfig(), torch.device("cpu"), 2)
+    defense.prepare_model(model=model, context=context)
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    hidden = []
+    h = x
+    with torch.no_grad():  # the reference pass, in eval mode so the defense records nothing
+        model.eval()
+        for layer in model:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                hidden.append(h.numpy().astype(np.float64))
+    model.train()
+    logits = model(x)
+    s = [numpy_smoothness(a, y.numpy(), 2, 2) for a in hidden]
+    expected = 0.1**2 * np.mean([abs(s[1] - s[0]), abs(s[2] - s[1])])
+    term = defense.loss_terms(model=model, x=x, y=y, logits=logits, context=context)["laplacian"]
+    assert term.item() == pytest.approx(expected, rel=1e-5)
+    term.backward()
+    assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0
+
+
+def test_evaluation_forwards_record_nothing():
+    model = small_net()
+    defense = Laplacian()
+    defense.prepare_model(
+        model=model, context=TrainingContext(TrainConfig(), torch.device("cpu"), 2)
+    )
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(3, 4))
+    assert defense._outputs == []
+    model.train()
+    model(torch.randn(3, 4))
+    model(torch.randn(3, 4))  # a new forward pass starts a new record
+    assert len(defense._outputs) == 3
+
+
+def test_parseval_and_laplacian_combine_by_activation(digits, tmp_path):
+    data = locrob.ImageData(
+        "small", digits.train_x[:200], digits.train_y[:200], digits.test_x[:40], digits.test_y[:40]
+    )
+    run = locrob.train(
+        "small-cnn",
+        data,
+        defenses=["parseval", "laplacian"],
+        config=TrainConfig(epochs=2, batch_size=100, lr=0.01),
+        device="cpu",
+        out=tmp_path,
+    )
+    assert [d["name"] for d in run.defenses] == ["parseval", "laplacian"]
+    assert all(h["laplacian"] > 0 for h in run.history)
+    assert any(hasattr(m, "parametrizations") for m in run.model.modules())
+    loaded, _ = locrob.load_checkpoint(tmp_path / "model.pt")
+    x = digits.test_x[:4].float() / 255
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), run.model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"gamma": 0}, "gamma must be > 0"), ({"m": 0}, "m must be an integer >= 1")],
+)
+def test_bad_laplacian_parameters(options, message):
+    with pytest.raises(LocrobError, match=message):
+        Laplacian.create(**options)
+
+
+def test_a_model_with_one_relu_is_refused():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(LocrobError, match=r"at least two nn\.ReLU modules"):
+        Laplacian().prepare_model(
+            model=model, context=TrainingContext(TrainConfig(), torch.device("cpu"), 2)
+        )
+
+
+def test_divergence_is_reported_not_returned(digits):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Poison(locrob.Defense):
+        name = "poison"
+
+        @locrob.hookimpl
+        def after_step(self, model, optimizer, context):
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+    data = locrob.ImageData(
+        "small", digits.train_x[:100], digits.train_y[:100], digits.test_x[:20], digits.test_y[:20]
+    )
+    with pytest.raises(
+        LocrobError, match="training diverged in epoch 1: the weights hold NaN or Inf"
+    ):
+        locrob.train(
+            "small-cnn",
+            data,
+            defenses=[Poison()],
+            config=TrainConfig(epochs=1, batch_size=100),
+            device="cpu",
+        )
