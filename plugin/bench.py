@@ -1,5 +1,7 @@
 """``locrob bench``: speed measured side by side in one run, reported as ratios.
 
+``train``: each defense's training-step time as a ratio to vanilla.
+
 ``separation``: pairs per second of the tiled distance histogram against a full
 ``torch.cdist`` matrix and plain broadcasting, on the same images.
 
@@ -279,4 +281,70 @@ def separation_table(rows: Sequence[SeparationBench]) -> str:
             f"| {r.method} | {r.images:,} | {r.pairs_per_s:,.0f} | {r.pairs_per_s / best:.2f}x | "
             f"{r.largest_buffer_mb:,.1f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+TRAIN_TARGETS = {"vanilla": "", "parseval": "<= 1.3x", "laplacian": "<= 1.5x", "pgd": "~ steps + 1"}
+
+
+@dataclass
+class TrainBench:
+    """Milliseconds per training step with one defense, and the ratio to vanilla."""
+
+    defense: str
+    ms_per_step: float
+    ratio: float = 1.0
+
+
+def bench_train(
+    defenses: Sequence[str] = ("parseval", "laplacian", "pgd"),
+    model: str = "small-cnn",
+    steps: int = 20,
+    batch: int = 100,
+    rounds: int = 2,
+    device: str | None = None,
+) -> list[TrainBench]:
+    """Step time of each defense alone against vanilla, on the same batch of digits, measured
+    in alternating rounds (best of ``rounds``) through the trainer's own ``train_step``."""
+    from locrob.training import (
+        TrainConfig,
+        TrainingContext,
+        build_architecture,
+        lifecycle,
+        make_defenses,
+        train_step,
+    )
+
+    dev = resolve_device(device)
+    data = load_dataset("digits")
+    x = (data.train_x[:batch].float() / 255).to(dev)
+    y = data.train_y[:batch].to(dev)
+    names = ["vanilla", *defenses]
+    best = dict.fromkeys(names, float("inf"))
+    for _ in range(rounds):
+        for name in names:
+            torch.manual_seed(0)
+            net, _ = build_architecture(model, data, None)
+            net.to(dev).train()
+            pm = lifecycle(make_defenses([] if name == "vanilla" else [name]))
+            context = TrainingContext(TrainConfig(), dev, data.num_classes)
+            pm.hook.prepare_model(model=net, context=context)
+            optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+            for _ in range(2):  # warm-up
+                train_step(net, x, y, pm, optimizer, context)
+            _sync(dev)
+            start = time.perf_counter()
+            for _ in range(steps):
+                train_step(net, x, y, pm, optimizer, context)
+            _sync(dev)
+            best[name] = min(best[name], (time.perf_counter() - start) / steps * 1000)
+    return [TrainBench(n, best[n], best[n] / best["vanilla"]) for n in names]
+
+
+def train_table(rows: Sequence[TrainBench]) -> str:
+    """A Markdown table of step times and ratios to vanilla, with the targets."""
+    lines = ["| defense | ms per step | x vanilla | target |", "|---|---|---|---|"]
+    for r in rows:
+        target = TRAIN_TARGETS.get(r.defense, "")
+        lines.append(f"| {r.defense} | {r.ms_per_step:.1f} | {r.ratio:.2f} | {target} |")
     return "\n".join(lines) + "\n"

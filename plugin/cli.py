@@ -288,6 +288,23 @@ def bench_separation(
         )
 
 
+@bench_app.command("train")
+def bench_train(
+    defense: Annotated[
+        list[str] | None, typer.Option(help="Defenses to time (default: all built-in).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Architecture.")] = "small-cnn",
+    steps: Annotated[int, typer.Option(help="Timed steps per defense and round.")] = 20,
+    device: Device = None,
+) -> None:
+    """Training-step time of each defense as a ratio to vanilla, measured side by side."""
+    from locrob.bench import bench_train as run_bench
+    from locrob.bench import train_table
+
+    rows = run_bench(defense or ["parseval", "laplacian", "pgd"], model, steps, device=device)
+    typer.echo(train_table(rows), nl=False)
+
+
 def version_callback(value: bool) -> None:
     if value:
         from locrob import __version__

@@ -156,6 +156,37 @@ def collect_loss_terms(parts: Sequence[dict[str, torch.Tensor] | None]) -> dict[
     return terms
 
 
+def train_step(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pm: pluggy.PluginManager,
+    optimizer: torch.optim.Optimizer,
+    context: TrainingContext,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimizer step with every lifecycle hook: the batch transform, the loss terms, the
+    update and ``after_step``. Returns the logits, the labels trained on and the loss parts."""
+    replaced = pm.hook.transform_batch(model=net, x=x, y=y, context=context)
+    if replaced:
+        x, y = replaced[0]
+    logits = net(x)
+    ce = F.cross_entropy(logits, y)
+    terms = collect_loss_terms(
+        pm.hook.loss_terms(model=net, x=x, y=y, logits=logits, context=context)
+    )
+    loss = ce + sum(terms.values())
+    if not torch.isfinite(loss):
+        raise LocrobError(
+            f"training diverged at epoch {context.epoch + 1}, step {context.step} "
+            f"(loss {float(loss)}); lower the learning rate"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    pm.hook.after_step(model=net, optimizer=optimizer, context=context)
+    return logits, y, {"loss": loss, "cross_entropy": ce, **terms}
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on uint8/float images."""
@@ -232,30 +263,12 @@ def _train(
         seen = correct = 0
         order = torch.randperm(len(y_train), generator=shuffle)
         for x, y in batches(x_train, y_train, config.batch_size, dev, order):
-            replaced = pm.hook.transform_batch(model=net, x=x, y=y, context=context)
-            if replaced:
-                x, y = replaced[0]
-            logits = net(x)
-            ce = F.cross_entropy(logits, y)
-            terms = collect_loss_terms(
-                pm.hook.loss_terms(model=net, x=x, y=y, logits=logits, context=context)
-            )
-            loss = ce + sum(terms.values())
-            if not torch.isfinite(loss):
-                raise LocrobError(
-                    f"training diverged at epoch {epoch}, step {context.step} "
-                    f"(loss {float(loss)}); "
-                    "lower the learning rate"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            pm.hook.after_step(model=net, optimizer=optimizer, context=context)
+            logits, y, parts = train_step(net, x, y, pm, optimizer, context)
 
             n = len(y)
             seen += n
             correct += int(logits.detach().argmax(1).eq(y).sum())
-            for name, value in {"loss": loss, "cross_entropy": ce, **terms}.items():
+            for name, value in parts.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) * n
             context.step += 1
             bar.update(1)

@@ -72,3 +72,21 @@ def test_bench_separation_checks_its_baselines_and_reports_rates(monkeypatch, ca
         cli.main()
     assert exit_.value.code == 0
     assert "| broadcasting, 16-row tiles | 20 |" in capsys.readouterr().out
+
+
+def test_bench_train_times_each_defense_against_vanilla(monkeypatch, capsys):
+    from locrob.bench import bench_train, train_table
+
+    rows = bench_train(["parseval", "pgd"], steps=2, batch=20, rounds=1, device="cpu")
+    assert [r.defense for r in rows] == ["vanilla", "parseval", "pgd"]
+    assert rows[0].ratio == 1.0 and all(r.ms_per_step > 0 for r in rows)
+    assert rows[2].ratio == pytest.approx(rows[2].ms_per_step / rows[0].ms_per_step)
+    assert rows[2].ratio > 2  # ten attack steps per update cost more than one plain step
+    assert "| pgd |" in train_table(rows)
+    monkeypatch.setattr(
+        sys, "argv", ["locrob", "bench", "train", "--defense", "parseval", "--steps", "1"]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0
+    assert "| parseval |" in capsys.readouterr().out
