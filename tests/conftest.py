@@ -42,6 +42,37 @@ def trained(tmp_path_factory, digits):
 
 
 @pytest.fixture
+def locrob_cli(monkeypatch, capsys):
+    """Run ``locrob ARGS`` in-process through the console entry point: (exit code, out, err)."""
+    from locrob import cli
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["locrob", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def subset(data: locrob.ImageData, n_train: int, n_test: int | None = None) -> locrob.ImageData:
+    """The first images of each split, as a small data set."""
+    n_test = len(data.test_y) if n_test is None else n_test
+    return locrob.ImageData(
+        "small",
+        data.train_x[:n_train],
+        data.train_y[:n_train],
+        data.test_x[:n_test],
+        data.test_y[:n_test],
+    )
+
+
+@pytest.fixture
 def third_party(monkeypatch):
     """Put the example plugin's package and its .dist-info on sys.path, as pip would."""
     monkeypatch.syspath_prepend(str(THIRD_PARTY))

@@ -49,7 +49,7 @@ def test_bench_command(monkeypatch, capsys, tmp_path):
     assert "give --points, --draws and --radii together" in capsys.readouterr().err
 
 
-def test_bench_separation_checks_its_baselines_and_reports_rates(monkeypatch, capsys):
+def test_bench_separation_checks_its_baselines_and_reports_rates(locrob_cli):
     from locrob.bench import bench_separation, separation_table
 
     rows = bench_separation(n=120, baseline_n=60, device="cpu", tile=32)
@@ -65,16 +65,11 @@ def test_bench_separation_checks_its_baselines_and_reports_rates(monkeypatch, ca
     assert rows[0].largest_buffer_mb == pytest.approx(32 * 32 * 8 / 2**20)
     table = separation_table(rows).splitlines()
     assert table[4].startswith("| torch.cdist, full matrix | 60 |")
-    monkeypatch.setattr(
-        sys, "argv", ["locrob", "bench", "separation", "--images", "50", "--baseline-images", "20"]
-    )
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    assert exit_.value.code == 0
-    assert "| broadcasting, 16-row tiles | 20 |" in capsys.readouterr().out
+    code, out, _ = locrob_cli("bench", "separation", "--images", "50", "--baseline-images", "20")
+    assert code == 0 and "| broadcasting, 16-row tiles | 20 |" in out
 
 
-def test_bench_train_times_each_defense_against_vanilla(monkeypatch, capsys):
+def test_bench_train_times_each_defense_against_vanilla(locrob_cli):
     from locrob.bench import bench_train, train_table
 
     rows = bench_train(["parseval", "pgd"], steps=2, batch=20, rounds=1, device="cpu")
@@ -83,10 +78,5 @@ def test_bench_train_times_each_defense_against_vanilla(monkeypatch, capsys):
     assert rows[2].ratio == pytest.approx(rows[2].ms_per_step / rows[0].ms_per_step)
     assert rows[2].ratio > 2  # ten attack steps per update cost more than one plain step
     assert "| pgd |" in train_table(rows)
-    monkeypatch.setattr(
-        sys, "argv", ["locrob", "bench", "train", "--defense", "parseval", "--steps", "1"]
-    )
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    assert exit_.value.code == 0
-    assert "| parseval |" in capsys.readouterr().out
+    code, out, _ = locrob_cli("bench", "train", "--defense", "parseval", "--steps", "1")
+    assert code == 0 and "| parseval |" in out

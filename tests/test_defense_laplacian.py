@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import subset
 from torch import nn
 
 import locrob
@@ -85,9 +86,7 @@ def test_evaluation_forwards_record_nothing():
 
 
 def test_parseval_and_laplacian_combine_by_activation(digits, tmp_path):
-    data = locrob.ImageData(
-        "small", digits.train_x[:200], digits.train_y[:200], digits.test_x[:40], digits.test_y[:40]
-    )
+    data = subset(digits, 200, 40)
     run = locrob.train(
         "small-cnn",
         data,
@@ -134,9 +133,7 @@ def test_divergence_is_reported_not_returned(digits):
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
 
-    data = locrob.ImageData(
-        "small", digits.train_x[:100], digits.train_y[:100], digits.test_x[:20], digits.test_y[:20]
-    )
+    data = subset(digits, 100, 20)
     with pytest.raises(
         LocrobError, match="training diverged in epoch 1: the weights hold NaN or Inf"
     ):

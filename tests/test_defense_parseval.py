@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import subset
 from torch import nn
 
 import locrob
@@ -79,9 +80,7 @@ def test_prepare_scales_kernels_and_makes_merges_convex():
 
 
 def test_training_keeps_merges_on_the_simplex_and_weights_near_parseval(digits, tmp_path):
-    data = locrob.ImageData(
-        "small", digits.train_x[:200], digits.train_y[:200], digits.test_x[:50], digits.test_y[:50]
-    )
+    data = subset(digits, 200, 50)
     config = TrainConfig(epochs=1, batch_size=50, lr=0.05)
     kwargs = {"model_options": {"planes": 4}, "config": config, "device": "cpu"}
     run = locrob.train("preact-resnet18", data, defenses=["parseval"], out=tmp_path, **kwargs)
@@ -113,9 +112,7 @@ def test_bad_parseval_parameters(options, message):
 
 
 def test_small_cnn_has_no_merges_but_gets_the_retraction(digits):
-    data = locrob.ImageData(
-        "small", digits.train_x[:100], digits.train_y[:100], digits.test_x[:20], digits.test_y[:20]
-    )
+    data = subset(digits, 100, 20)
     run = locrob.train(
         "small-cnn",
         data,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import subset
 
 import locrob
 from locrob.adapters.torchattacks import make_attack, run_attack
@@ -38,9 +39,7 @@ def test_adversarial_batches_stay_in_the_ball_and_the_box_and_raise_the_loss(
 
 
 def test_pgd_training_by_name_records_the_defense(digits, tmp_path):
-    data = locrob.ImageData(
-        "small", digits.train_x[:200], digits.train_y[:200], digits.test_x, digits.test_y
-    )
+    data = subset(digits, 200)
     run = locrob.train(
         "small-cnn",
         data,
