@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import locrob
 from locrob import plugins
@@ -70,6 +71,14 @@ def subset(data: locrob.ImageData, n_train: int, n_test: int | None = None) -> l
         data.test_x[:n_test],
         data.test_y[:n_test],
     )
+
+
+def assert_reloads(model: torch.nn.Module, path: Path, data: locrob.ImageData) -> None:
+    """The checkpoint at ``path`` rebuilds ``model``: the same outputs on a few test images."""
+    loaded, _ = locrob.load_checkpoint(path)
+    x = data.test_x[:4].float() / 255
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
 
 
 @pytest.fixture

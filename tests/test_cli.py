@@ -4,42 +4,27 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import numpy as np
 import pytest
 
-from locrob import cli
 
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``locrob ARGS`` in-process through the console entry point."""
-    monkeypatch.setattr(sys, "argv", ["locrob", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_train_then_evaluate(monkeypatch, capsys, tmp_path):
-    code, out, _ = run(monkeypatch, capsys, "train", "--epochs", "2", "--out", str(tmp_path))
+def test_train_then_evaluate(locrob_cli, tmp_path):
+    code, out, _ = locrob_cli("train", "--epochs", "2", "--out", str(tmp_path))
     assert code == 0 and "checkpoint:" in out
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "train.json").is_file()
     spec = f"checkpoint:{tmp_path / 'model.pt'}"
-    code, out, _ = run(monkeypatch, capsys, "evaluate", "--model", spec, "--out", str(tmp_path))
+    code, out, _ = locrob_cli("evaluate", "--model", spec, "--out", str(tmp_path))
     assert code == 0
     assert "| model | dataset | split | n | clean accuracy |" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert f"{report['metrics']['clean']['summary']['accuracy']:.4g}" in out
 
 
-def test_version_and_plugins(monkeypatch, capsys):
-    code, out, _ = run(monkeypatch, capsys, "--version")
+def test_version_and_plugins(locrob_cli):
+    code, out, _ = locrob_cli("--version")
     assert code == 0 and out.startswith("locrob ")
-    code, out, _ = run(monkeypatch, capsys, "plugins")
+    code, out, _ = locrob_cli("plugins")
     assert code == 0
     assert "clean  [locrob" in out and "metrics: clean" in out
 
@@ -81,14 +66,14 @@ def _corrupt_checkpoint(tmp_path):
     ],
     ids=["model", "dataset", "metric", "cifar-files", "range", "checkpoint", "option", "device"],
 )
-def test_bad_input_gives_one_line(monkeypatch, capsys, tmp_path, args, message):
+def test_bad_input_gives_one_line(locrob_cli, tmp_path, args, message):
     fill = {
         "tmp": str(tmp_path),
         "npz": _bad_npz(tmp_path, 1),
         "ckpt": _corrupt_checkpoint(tmp_path),
     }
     args = [a.format(**fill) for a in args]
-    code, _, err = run(monkeypatch, capsys, "evaluate", *args, "--out", str(tmp_path / "o"))
+    code, _, err = locrob_cli("evaluate", *args, "--out", str(tmp_path / "o"))
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("locrob: error: ")
@@ -108,15 +93,15 @@ def test_bad_input_gives_one_line(monkeypatch, capsys, tmp_path, args, message):
         ),
     ],
 )
-def test_usage_mistakes_give_one_line(monkeypatch, capsys, args, message):
-    code, _, err = run(monkeypatch, capsys, *args)
+def test_usage_mistakes_give_one_line(locrob_cli, args, message):
+    code, _, err = locrob_cli(*args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and message in err
 
 
-def test_unknown_defense_gives_one_line(monkeypatch, capsys, tmp_path):
+def test_unknown_defense_gives_one_line(locrob_cli, tmp_path):
     args = ["train", "--defense", "fortress", "--out", str(tmp_path)]
-    code, _, err = run(monkeypatch, capsys, *args)
+    code, _, err = locrob_cli(*args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert re.match(r"locrob: error: unknown defense 'fortress'; known: .*pgd", err.strip())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import subset
+from conftest import assert_reloads, subset
 from torch import nn
 
 import locrob
@@ -98,10 +98,7 @@ def test_parseval_and_laplacian_combine_by_activation(digits, tmp_path):
     assert [d["name"] for d in run.defenses] == ["parseval", "laplacian"]
     assert all(h["laplacian"] > 0 for h in run.history)
     assert any(hasattr(m, "parametrizations") for m in run.model.modules())
-    loaded, _ = locrob.load_checkpoint(tmp_path / "model.pt")
-    x = digits.test_x[:4].float() / 255
-    with torch.no_grad():
-        assert torch.allclose(loaded(x), run.model(x), atol=1e-5)
+    assert_reloads(run.model, tmp_path / "model.pt", digits)
 
 
 @pytest.mark.parametrize(

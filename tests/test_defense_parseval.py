@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import subset
+from conftest import assert_reloads, subset
 from torch import nn
 
 import locrob
@@ -96,10 +96,7 @@ def test_training_keeps_merges_on_the_simplex_and_weights_near_parseval(digits, 
 
     assert gap(run.model) < gap(vanilla.model)
     # the checkpoint rebuilds the parametrizations and merges before loading
-    loaded, _ = locrob.load_checkpoint(tmp_path / "model.pt")
-    x = digits.test_x[:4].float() / 255
-    with torch.no_grad():
-        assert torch.allclose(loaded(x), run.model(x), atol=1e-5)
+    assert_reloads(run.model, tmp_path / "model.pt", digits)
 
 
 @pytest.mark.parametrize(
