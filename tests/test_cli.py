@@ -48,7 +48,7 @@ def _corrupt_checkpoint(tmp_path):
     [
         (
             ["--model", "resnet9000"],
-            "unknown model source 'resnet9000'; known: checkpoint, preact-resnet18",
+            r"unknown model source 'resnet9000'; known: checkpoint, .*preact-resnet18",
         ),
         (["--model", "small-cnn", "--dataset", "mnist"], "unknown dataset 'mnist'; known: cifar10"),
         (
