@@ -11,9 +11,17 @@ import locrob
 from locrob.defenses.l2nn import L2NNTraining, margin_hinge
 from locrob.errors import LocrobError
 from locrob.models.l2nn import NonexpansiveConv2d, NonexpansiveLinear, TwoSidedReLU
-from locrob.training import TrainConfig, TrainingContext
+from locrob.training import TrainConfig
 
 BOUND = 1 + 1e-4
+
+
+def searched_alpha(module: nn.Module, x: torch.Tensor, radii: list[float]) -> torch.Tensor:
+    """alpha_lim of ``module`` around ``x`` by gradient-ascent search (logits, no clamp)."""
+    result = locrob.alpha_lim(
+        module, x, radii, method="search", n_draws=10, output="logits", clamp=None, device="cpu"
+    )
+    return result.curve
 
 
 def operator_norm(layer: nn.Module, shape: tuple[int, ...], iters: int = 300) -> float:
@@ -60,35 +68,15 @@ def test_every_linear_map_has_operator_norm_at_most_one(scale):
 def test_nonlinear_layers_are_nonexpansive_by_search(layer, shape):
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     layer.register_buffer("fp64", torch.zeros((), dtype=torch.float64))
-    result = locrob.alpha_lim(
-        layer,
-        x,
-        [0.01, 0.5, 2.0],
-        method="search",
-        n_draws=10,
-        output="logits",
-        clamp=None,
-        device="cpu",
-    )
-    assert torch.all(result.curve <= BOUND)
-    assert result.curve[-1] > 0.5  # the search does find slopes near 1
+    curve = searched_alpha(layer, x, [0.01, 0.5, 2.0])
+    assert torch.all(curve <= BOUND)
+    assert curve[-1] > 0.5  # the search does find slopes near 1
 
 
 @pytest.mark.parametrize("scale", [1.0, 5.0])
 def test_the_whole_network_is_nonexpansive_by_search(scale, digits):
-    net = model(scale)
     x = digits.train_x[:6].double() / 255
-    result = locrob.alpha_lim(
-        net,
-        x,
-        [0.05, 0.5, 2.0],
-        method="search",
-        n_draws=10,
-        output="logits",
-        clamp=None,
-        device="cpu",
-    )
-    assert torch.all(result.curve <= BOUND)
+    assert torch.all(searched_alpha(model(scale), x, [0.05, 0.5, 2.0]) <= BOUND)
 
 
 def test_margin_hinge_is_the_hand_computed_value():
@@ -116,10 +104,7 @@ def test_the_defense_refuses_expansive_layers():
     with pytest.raises(
         LocrobError, match=r"l2nn needs a network of nonexpansive layers.*BatchNorm2d"
     ):
-        L2NNTraining().prepare_model(
-            model=locrob.load_model("small-cnn"),
-            context=TrainingContext(TrainConfig(), torch.device("cpu"), 10),
-        )
+        L2NNTraining().prepare_model(model=locrob.load_model("small-cnn"))
 
 
 @pytest.mark.parametrize(

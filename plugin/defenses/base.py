@@ -13,7 +13,8 @@ class Defense(Configurable):
     A subclass is a ``@dataclass`` whose fields are its parameters, sets ``name``, and
     implements only the lifecycle hooks it needs, each marked ``@hookimpl``:
     ``prepare_model``, ``transform_batch``, ``loss_terms``, ``after_step``, ``on_epoch_end``
-    (see :class:`locrob.hookspecs.TrainingSpec`). Parameter values are checked in
+    (see :class:`locrob.hookspecs.TrainingSpec`), taking only the arguments it uses (pluggy
+    passes hook arguments by name). Parameter values are checked in
     ``__post_init__`` (use :func:`locrob.configurable.check`).
 
     ``prepare_model`` also runs when a checkpoint trained with the defense is loaded (before

@@ -22,7 +22,6 @@ from locrob.defenses.base import Defense
 from locrob.errors import LocrobError
 from locrob.hookspecs import Register, hookimpl
 from locrob.models.l2nn import L2NN_LAYERS
-from locrob.training import TrainingContext
 
 
 def margin_hinge(logits: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
@@ -45,7 +44,7 @@ class L2NNTraining(Defense):
         check(self.weight >= 0, self.name, f"weight must be >= 0, got {self.weight}")
 
     @hookimpl
-    def prepare_model(self, model: nn.Module, context: TrainingContext) -> None:
+    def prepare_model(self, model: nn.Module) -> None:
         leaves = [m for m in model.modules() if not list(m.children())]
         others = sorted({type(m).__name__ for m in leaves if not isinstance(m, L2NN_LAYERS)})
         if others:
@@ -55,14 +54,7 @@ class L2NNTraining(Defense):
             )
 
     @hookimpl
-    def loss_terms(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        logits: torch.Tensor,
-        context: TrainingContext,
-    ) -> dict[str, torch.Tensor]:
+    def loss_terms(self, y: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"margin": self.weight * margin_hinge(logits, y, self.margin)}
 
 

@@ -63,7 +63,7 @@ class Laplacian(Defense):
         self._outputs.clear()  # one forward pass at a time: nothing piles up outside training
 
     @hookimpl
-    def prepare_model(self, model: nn.Module, context: TrainingContext) -> None:
+    def prepare_model(self, model: nn.Module) -> None:
         relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         if len(relus) < 2:
             raise LocrobError(
@@ -74,14 +74,7 @@ class Laplacian(Defense):
             relu.register_forward_hook(self._record)
 
     @hookimpl
-    def loss_terms(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        logits: torch.Tensor,
-        context: TrainingContext,
-    ) -> dict[str, torch.Tensor]:
+    def loss_terms(self, y: torch.Tensor, context: TrainingContext) -> dict[str, torch.Tensor]:
         s = [smoothness(a, y, context.num_classes, self.m) for a in self._outputs]
         self._outputs.clear()
         changes = torch.stack([(b - a).abs() for a, b in itertools.pairwise(s)])
