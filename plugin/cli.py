@@ -73,6 +73,7 @@ def train(
     device: Device = None,
     data_dir: DataDir = None,
     download: Download = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
 ) -> None:
     """Train a model (no defense: the vanilla baseline) and save a checkpoint."""
     from locrob.sources import load_dataset
@@ -89,6 +90,7 @@ def train(
         config=config,
         device=device,
         out=out,
+        resume=resume,
     )
     last = result.history[-1]
     typer.echo(

@@ -62,3 +62,19 @@ def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
+
+
+MASK64 = 2**64 - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from integers (SplitMix64 steps): distinct inputs, unrelated streams.
+
+    Python's ``hash`` will not do: ``hash(-1) == hash(-2)``.
+    """
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (value & MASK64)) * 0xBF58476D1CE4E5B9 & MASK64
+        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & MASK64
+        state ^= state >> 29
+    return state >> 1

@@ -207,12 +207,17 @@ def train(
     model_options: Mapping[str, Any] | None = None,
     device: str | torch.device | None = None,
     out: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train the architecture ``model`` on ``data`` with the given defenses active.
 
-    With ``out``, writes ``out/model.pt`` (a checkpoint that records the defenses and settings)
-    and ``out/train.json`` (settings and per-epoch history).
+    With ``out``, writes ``out/model.pt`` after every epoch (a checkpoint that records the
+    defenses, the settings and what resuming needs) and ``out/train.json`` (settings and
+    per-epoch history). ``resume=True`` continues the interrupted run saved in ``out`` (same
+    model, data, defenses and settings) exactly where it stopped.
     """
+    if resume and out is None:
+        raise LocrobError("resume needs the run's directory: pass out=DIR (--out DIR)")
     config = config or TrainConfig()
     dataset_spec = data if isinstance(data, str) else data.name
     if isinstance(data, str):
@@ -223,7 +228,9 @@ def train(
     # Seed a forked RNG so that training is reproducible without reseeding the caller's.
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        return _train(model, data, dataset_spec, active, pm, config, model_options, dev, out)
+        return _train(
+            model, data, dataset_spec, active, pm, config, model_options, dev, out, resume
+        )
 
 
 def _train(
@@ -236,6 +243,7 @@ def _train(
     model_options: Mapping[str, Any] | None,
     dev: torch.device,
     out: str | Path | None,
+    resume: bool,
 ) -> TrainResult:
     net, options = build_architecture(model, data, model_options)
     net.to(dev)
@@ -247,17 +255,34 @@ def _train(
     optimizer = torch.optim.SGD(
         net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [config.drop_epoch], config.lr_drop)
     shuffle = torch.Generator().manual_seed(config.seed)
     x_train, y_train = data.split("train")
     x_test, y_test = data.split("test")
     n_batches = -(-len(y_train) // config.batch_size)
+    described = [d.describe() for d in active]
+    info = {
+        "dataset": dataset_spec,
+        "device": str(dev),
+        "defenses": described,
+        "train": asdict(config),
+    }
 
     history: list[dict[str, Any]] = []
+    first = 0
+    if resume:
+        first, history = restore(Path(out) / "model.pt", model, info, net, optimizer, shuffle, dev)
+        context.step = first * n_batches
     start = time.perf_counter()
-    bar = progress(total=config.epochs * n_batches, desc=f"train {model}", leave=True)
-    for epoch in range(config.epochs):
+    bar = progress(
+        total=config.epochs * n_batches,
+        initial=first * n_batches,
+        desc=f"train {model}",
+        leave=True,
+    )
+    for epoch in range(first, config.epochs):
         context.epoch = epoch
+        for group in optimizer.param_groups:  # a stateless step schedule: nothing to restore
+            group["lr"] = config.lr * (config.lr_drop if epoch >= config.drop_epoch else 1.0)
         net.train()
         totals: dict[str, float] = {}
         seen = correct = 0
@@ -286,25 +311,65 @@ def _train(
                 f"(last loss {totals['loss'] / seen:.4g}); lower the learning rate or the "
                 "defenses' weights"
             )
-        scheduler.step()
         pm.hook.on_epoch_end(model=net, stats=stats, context=context)
         history.append(jsonable(stats, f"epoch {epoch + 1} statistics"))
+        if out is not None:
+            state = {
+                "epoch": epoch + 1,
+                "optimizer": optimizer.state_dict(),
+                "shuffle": shuffle.get_state(),
+                "rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
+            }
+            info["history"] = history
+            save_checkpoint(Path(out) / "model.pt", net, model, options, state, **info)
     bar.close()
     seconds = round(time.perf_counter() - start, 3)
     net.eval()
-
-    described = [d.describe() for d in active]
-    info = {
-        "dataset": dataset_spec,
-        "device": str(dev),
-        "defenses": described,
-        "train": asdict(config),
-        "history": history,
-        "seconds": seconds,
-    }
+    info.update(history=history, seconds=seconds)
     result = TrainResult(net, history, described, None, seconds, info)
-    if out is not None:
+    if out is not None:  # model.pt was written after the last epoch
         out = Path(out)
-        result.checkpoint = save_checkpoint(out / "model.pt", net, model, options, **info)
+        result.checkpoint = out / "model.pt"
         write_text(out / "train.json", json.dumps({"model": model, **info}, indent=2) + "\n")
     return result
+
+
+def restore(
+    path: Path,
+    model: str,
+    info: Mapping[str, Any],
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shuffle: torch.Generator,
+    device: torch.device,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load the run saved at ``path`` into ``net``, ``optimizer`` and the random states, after
+    checking it is the same run; returns the epochs done and their history."""
+    from locrob.models.checkpoint import read_checkpoint, read_training_state
+
+    config, weights = read_checkpoint(path)
+    state = read_training_state(path)
+    if state is None:
+        raise LocrobError(f"'{path}' holds no training state to resume from")
+    differences = [
+        name
+        for name, saved, now in (
+            ("model", config.get("source"), model),
+            ("dataset", config.get("dataset"), info["dataset"]),
+            ("defenses", config.get("defenses"), info["defenses"]),
+            ("training settings", config.get("train"), info["train"]),
+        )
+        if saved != now
+    ]
+    if differences:
+        raise LocrobError(
+            f"cannot resume from '{path}': its {', '.join(differences)} differ from this run's"
+        )
+    net.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    shuffle.set_state(state["shuffle"])
+    torch.set_rng_state(state["rng"])
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return int(state["epoch"]), list(config.get("history", []))

@@ -14,7 +14,7 @@ import locrob
 from locrob.defenses.parseval import Parseval, retract
 from locrob.errors import LocrobError
 from locrob.models.merges import ConvexMerge, project_to_simplex
-from locrob.training import TrainConfig, TrainingContext
+from locrob.training import TrainConfig
 
 
 def test_retraction_maps_each_singular_value_by_its_cubic():
@@ -70,9 +70,7 @@ def test_prepare_scales_kernels_and_makes_merges_convex():
     model = tiny_preact()
     conv = model.blocks[2].conv1
     weight = conv.weight.detach().clone()
-    Parseval().prepare_model(
-        model=model, context=TrainingContext(TrainConfig(), torch.device("cpu"), 10)
-    )
+    Parseval().prepare_model(model=model)
     assert torch.allclose(conv.weight, weight / math.sqrt(2 * 9 + 1))
     shortcut = model.blocks[2].shortcut
     assert torch.allclose(shortcut.weight, shortcut.parametrizations.weight.original / math.sqrt(3))

@@ -225,3 +225,54 @@ def test_epoch_statistics_are_made_json_ready(digits):
     run = locrob.train("small-cnn", _subset(digits), defenses=[Adds()], config=FAST)
     assert run.history[-1]["norm"] == 1.5 and isinstance(run.history[-1]["norm"], float)
     json.dumps(run.history, allow_nan=False)
+
+
+@pytest.mark.parametrize("defenses", [[], ["pgd"]], ids=["vanilla", "pgd"])
+def test_resuming_gives_exactly_the_uninterrupted_run(digits, tmp_path, monkeypatch, defenses):
+    from locrob import training
+
+    data = _subset(digits)
+    config = locrob.TrainConfig(epochs=4, batch_size=200)
+    common = {"defenses": defenses, "defense_options": {"pgd": {"steps": 1}} if defenses else None}
+    straight = locrob.train("small-cnn", data, config=config, device="cpu", **common)
+
+    real, calls = training.accuracy, []
+
+    def interrupted(*args):  # the run dies while evaluating its third epoch
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(training, "accuracy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        locrob.train("small-cnn", data, config=config, out=tmp_path, device="cpu", **common)
+    monkeypatch.setattr(training, "accuracy", real)
+    resumed = locrob.train(
+        "small-cnn", data, config=config, out=tmp_path, resume=True, device="cpu", **common
+    )
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in straight.history]
+    assert [h["test_accuracy"] for h in resumed.history] == [
+        h["test_accuracy"] for h in straight.history
+    ]
+
+
+def test_resume_refuses_another_run(digits, tmp_path):
+    data = _subset(digits)
+    locrob.train("small-cnn", data, config=FAST, out=tmp_path, device="cpu")
+    other = locrob.TrainConfig(epochs=4, batch_size=200, lr=0.05)
+    with pytest.raises(LocrobError, match=r"cannot resume from .*: its training settings differ"):
+        locrob.train("small-cnn", data, config=other, out=tmp_path, resume=True, device="cpu")
+    with pytest.raises(LocrobError, match="resume needs the run's directory"):
+        locrob.train("small-cnn", data, config=FAST, resume=True)
+    with pytest.raises(LocrobError, match="checkpoint not found"):
+        locrob.train("small-cnn", data, config=FAST, out=tmp_path / "none", resume=True)
+
+
+def test_resume_from_the_command_line(locrob_cli, tmp_path):
+    assert locrob_cli("train", "--epochs", "2", "--out", str(tmp_path))[0] == 0
+    code, out, _ = locrob_cli("train", "--epochs", "2", "--resume", "--out", str(tmp_path))
+    assert code == 0 and "trained small-cnn" in out
+    assert len(json.loads((tmp_path / "train.json").read_text())["history"]) == 2

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from locrob.errors import LocrobError
+from locrob.runtime import mix_seed
 
 NORMS = {"2": 2.0, "l2": 2.0, "inf": float("inf"), "linf": float("inf")}
 NOISES = ("gaussian", "uniform")
@@ -36,22 +37,6 @@ def normalize(d: torch.Tensor, p: float) -> torch.Tensor:
     """Scale each row of ``d`` to ``p``-norm 1, in place."""
     scale = row_norms(d, p).clamp_min_(1e-30)
     return d.div_(scale.view(-1, *([1] * (d.ndim - 1))))
-
-
-MASK64 = 2**64 - 1
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (SplitMix64 steps): distinct inputs, unrelated streams.
-
-    Python's ``hash`` will not do: ``hash(-1) == hash(-2)``.
-    """
-    state = 0x9E3779B97F4A7C15
-    for value in values:
-        state = (state ^ (value & MASK64)) * 0xBF58476D1CE4E5B9 & MASK64
-        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & MASK64
-        state ^= state >> 29
-    return state >> 1
 
 
 class Draws:

@@ -23,6 +23,7 @@ from locrob.configurable import check
 from locrob.defenses.base import Defense
 from locrob.hookspecs import Register, hookimpl
 from locrob.models.merges import ConvexMerge, Sum, project_to_simplex
+from locrob.runtime import mix_seed
 from locrob.training import TrainingContext
 
 
@@ -58,14 +59,13 @@ class Parseval(Defense):
     convex_merges: bool = True
     _weights: list = field(default_factory=list, init=False, repr=False)
     _merges: list = field(default_factory=list, init=False, repr=False)
-    _generator: torch.Generator | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check(self.beta > 0, self.name, f"beta must be > 0, got {self.beta}")
         check(0 < self.rows <= 1, self.name, f"rows must be a fraction in (0, 1], got {self.rows}")
 
     @hookimpl
-    def prepare_model(self, model: nn.Module, context: TrainingContext) -> None:
+    def prepare_model(self, model: nn.Module) -> None:
         for module in list(model.modules()):
             if self.kernel_scaling and isinstance(module, nn.Conv2d):
                 kh, kw = module.kernel_size
@@ -77,19 +77,20 @@ class Parseval(Defense):
         self._weights = [
             p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith("merge.weight")
         ]
-        self._generator = torch.Generator().manual_seed(context.config.seed)
 
     @hookimpl
     @torch.no_grad()
     def after_step(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, context: TrainingContext
     ) -> None:
+        # rows drawn from (seed, step) alone: a resumed run samples the same rows
+        generator = torch.Generator().manual_seed(mix_seed(context.config.seed, context.step))
         for weight in self._weights:
             w = weight.view(weight.shape[0], -1)
             rows = None
             if self.rows < 1:
                 count = max(1, math.ceil(self.rows * len(w)))
-                rows = torch.randperm(len(w), generator=self._generator)[:count].to(w.device)
+                rows = torch.randperm(len(w), generator=generator)[:count].to(w.device)
             retract(w, self.beta, rows)
         for merge in self._merges:
             merge.weight.copy_(project_to_simplex(merge.weight))

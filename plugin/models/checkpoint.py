@@ -24,11 +24,17 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, source: str, options: dict[str, Any], **info: Any
+    path: str | Path,
+    model: nn.Module,
+    source: str,
+    options: dict[str, Any],
+    training_state: dict[str, Any] | None = None,
+    **info: Any,
 ) -> Path:
     """Write ``model``'s weights with how to rebuild it (``source``, ``options``) and ``info``.
 
-    ``info`` (dataset, defenses, training settings, history) must be JSON-able.
+    ``info`` (dataset, defenses, training settings, history) must be JSON-able;
+    ``training_state`` (optimizer state, random states, epoch) is what resuming needs.
     The write is atomic: a temporary file renamed into place.
     """
     from locrob import __version__
@@ -42,6 +48,8 @@ def save_checkpoint(
         "config": json.dumps(jsonable(config, "checkpoint info"), allow_nan=False),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if training_state is not None:
+        payload["training_state"] = training_state
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -84,6 +92,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     if not well_formed:
         raise LocrobError(f"'{path}' is a damaged locrob checkpoint (bad config or weights)")
     return config, state
+
+
+def read_training_state(path: str | Path) -> dict[str, Any] | None:
+    """The training state saved with a checkpoint (None when there is none)."""
+    read_checkpoint(path)  # the same checks and errors
+    return torch.load(Path(path), map_location="cpu", weights_only=True).get("training_state")
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
