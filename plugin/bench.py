@@ -13,7 +13,6 @@ forward pass of all points, a host sync), re-enacted here for the comparison.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ from torch import nn
 from locrob.alpha.estimate import alpha_lim
 from locrob.alpha.settings import FORWARD_DTYPES, resolve
 from locrob.errors import LocrobError
-from locrob.runtime import resolve_device
+from locrob.runtime import autocast, resolve_device, synchronize
 from locrob.sources import load_dataset, load_model
 
 # Sizes that take a few seconds per measurement on 2 CPU cores.
@@ -60,25 +59,16 @@ class AlphaBench:
         return {**asdict(self), "ratio": self.ratio, "speedup": self.speedup}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _best_rate(run: Callable[[], int], device: torch.device, repeats: int = 2) -> float:
     """Images per second of ``run`` (which returns its image count), best of ``repeats``."""
     best = 0.0
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         images = run()
-        _sync(device)
+        synchronize(device)
         best = max(best, images / (time.perf_counter() - start))
     return best
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -133,7 +123,7 @@ def bench_model(
     @torch.no_grad()
     def inference() -> int:
         done = 0
-        with _autocast(dev, dtype):
+        with autocast(dev, dtype):
             while done < total:
                 model(batch)
                 done += chunk
@@ -216,10 +206,10 @@ def bench_separation(
     rows = []
 
     def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-        _sync(dev)
+        synchronize(dev)
         start = time.perf_counter()
         out = fn()
-        _sync(dev)
+        synchronize(dev)
         return out, time.perf_counter() - start
 
     def pairs(m: int) -> int:
@@ -332,11 +322,11 @@ def bench_train(
             optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
             for _ in range(2):  # warm-up
                 train_step(net, x, y, pm, optimizer, context)
-            _sync(dev)
+            synchronize(dev)
             start = time.perf_counter()
             for _ in range(steps):
                 train_step(net, x, y, pm, optimizer, context)
-            _sync(dev)
+            synchronize(dev)
             best[name] = min(best[name], (time.perf_counter() - start) / steps * 1000)
     return [TrainBench(n, best[n], best[n] / best["vanilla"]) for n in names]
 

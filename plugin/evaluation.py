@@ -46,10 +46,6 @@ class EvaluationContext:
         n_batches = -(-len(y) // self.batch_size)
         yield from progress(batches(x, y, self.batch_size, self.device), total=n_batches, desc=desc)
 
-    def generator(self) -> torch.Generator:
-        """A fresh generator seeded from ``seed``, on the device (for metrics that draw noise)."""
-        return torch.Generator(self.device).manual_seed(self.seed)
-
 
 def make_metrics(
     metrics: Sequence[str | Metric], options: Mapping[str, Mapping[str, Any]] | None = None

@@ -31,7 +31,7 @@ from locrob.jsonable import jsonable
 from locrob.models.architectures import Architecture
 from locrob.models.checkpoint import save_checkpoint
 from locrob.models.probe import check_model
-from locrob.runtime import progress, resolve_device
+from locrob.runtime import eval_mode, progress, resolve_device
 from locrob.sources import data_options, load_dataset, load_model, split_spec
 
 
@@ -190,10 +190,10 @@ def train_step(
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on uint8/float images."""
-    was_training = model.training
-    model.eval()
-    correct = sum(int(model(xb).argmax(1).eq(yb).sum()) for xb, yb in batches(x, y, 500, device))
-    model.train(was_training)
+    with eval_mode(model):
+        correct = sum(
+            int(model(xb).argmax(1).eq(yb).sum()) for xb, yb in batches(x, y, 500, device)
+        )
     return correct / len(y)
 
 

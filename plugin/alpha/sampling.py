@@ -10,7 +10,6 @@ F(x+e) - F(x) at small r is rounding noise.
 
 from __future__ import annotations
 
-import contextlib
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +21,7 @@ from torch import nn
 from locrob.alpha.geometry import Draws, row_norms
 from locrob.alpha.settings import FORWARD_DTYPES, AlphaSettings
 from locrob.errors import LocrobError
-from locrob.runtime import progress
+from locrob.runtime import autocast, progress, synchronize
 
 TINY = 1e-12  # the smallest denominator: shorter effective perturbations only lower the ratio
 
@@ -41,14 +40,9 @@ class Evaluator:
     device: torch.device
     sums_to_one: bool = False
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.forward_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.forward_dtype)
-
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) as (n, d) rows in the compute precision."""
-        with self.autocast():
+        with autocast(self.device, self.forward_dtype):
             logits = self.model(x)
         if not isinstance(logits, torch.Tensor) or logits.ndim < 2 or len(logits) != len(x):
             shape = (
@@ -213,11 +207,11 @@ def tuned_chunk(ev: Evaluator, x: torch.Tensor, largest: int, evaluations: int) 
             f_b = ev.outputs(batch)  # also the warm-up (allocator, kernel selection)
             top = f_b.argmax(dim=1, keepdim=True)
             d = torch.full_like(batch, 1e-3)
-            _sync(ev.device)
+            synchronize(ev.device)
             start = time.perf_counter()
             for _ in range(2):
                 ev.ratios(batch, d, f_b, top)
-            _sync(ev.device)
+            synchronize(ev.device)
             rates[size] = 2 * size / (time.perf_counter() - start)
         cache[key] = max(rates, key=rates.__getitem__)
     return cache[key]
@@ -229,11 +223,6 @@ def _weakrefable(obj: object) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def chunk_size(
@@ -295,14 +284,15 @@ def sample(
     top = f_x.argmax(dim=1, keepdim=True)
     r = torch.tensor(radii, dtype=ev.compute_dtype, device=ev.device).view(-1, *[1] * x.ndim)
     offsets = (torch.arange(n_radii, device=ev.device) * n).view(-1, 1)  # flat (radius, point)
+    slots = sorted({slot(settings, k) for k in range(n_radii)})
     bar = progress(total=n * n_draws * n_radii, desc=desc, unit="img", unit_scale=True)
     for start, stop in pair_chunks(n, n_draws, max(1, batch // n_radii)):
         pairs = torch.arange(start, stop, device=ev.device)
         points = pairs // n_draws
-        if settings.directions == "shared":
-            d = draws.get(SHARED_SLOT, start, stop).unsqueeze(0)
-        else:
-            d = torch.stack([draws.get(k, start, stop) for k in range(n_radii)])
+        parts = [draws.get(s, start, stop) for s in slots]
+        d = (
+            parts[0][None] if len(parts) == 1 else torch.stack(parts)
+        )  # (1 or R, m, ...), no copy when shared
         ratio = ev.ratios_along(x[points], d.to(ev.compute_dtype), r, f_x[points], top[points])
         flat = (offsets + points).flatten()
         # NaN propagates through amax, and Inf stays: both are found after the loop

@@ -115,13 +115,6 @@ class ImageData:
             raise LocrobError(f"unknown split '{split}'; known: {', '.join(SPLITS)}")
         return getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
 
-    def channel_stats(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and standard deviation of the training images in [0, 1]."""
-        x = to_float(self.train_x)
-        mean = x.mean(dim=(0, 2, 3))
-        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
-
     def describe(self) -> dict[str, object]:
         """A JSON-able summary for reports."""
         return {

@@ -8,9 +8,8 @@ gives alpha at chosen radii, the largest value and the area under the curve, all
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
 from torch import nn
 
 from locrob.alpha.estimate import alpha_lim
@@ -20,6 +19,9 @@ from locrob.data.images import SPLITS, ImageData
 from locrob.evaluation import EvaluationContext
 from locrob.hookspecs import Register, hookimpl
 from locrob.metrics.base import Metric, MetricResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure  # imported where drawn: it costs 0.2 s
 
 DEFAULT_POINTS = 100
 
@@ -86,6 +88,8 @@ class LocalRobustness(Metric):
     @classmethod
     def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure:
         """alpha_lim against r, one line per model, as in the paper's Fig. 5."""
+        from matplotlib.figure import Figure
+
         fig = Figure(figsize=(6.0, 4.0))
         ax = fig.subplots()
         for label, result in results:

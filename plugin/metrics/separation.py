@@ -8,8 +8,9 @@ function could separate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
+import torch
 from torch import nn
 
 from locrob.configurable import check
@@ -18,6 +19,9 @@ from locrob.evaluation import EvaluationContext
 from locrob.hookspecs import Register, hookimpl
 from locrob.metrics.base import Metric, MetricResult
 from locrob.pair_distances import Separation, lipschitz_figure, separation
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure  # imported where drawn: it costs 0.2 s
 
 
 @dataclass
@@ -54,8 +58,6 @@ class DatasetSeparation(Metric):
 
 def _from_details(details: dict) -> Separation:
     """A light Separation from a report, enough to redraw its curves."""
-    import torch
-
     counts = details["histogram"]
     if isinstance(counts, dict):  # sparse form of a fine histogram
         dense = torch.zeros(round(details["upper"] / details["bin_width"]), dtype=torch.long)
