@@ -64,3 +64,15 @@ def test_ruff_is_clean():
         pytest.fail("ruff is not installed; install the 'test' extra")
     result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_every_subpackage_is_listed_for_installation():
+    # Editable installs find unlisted subpackages; a wheel would silently drop them.
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {
+        ".".join(["locrob", *init.parent.relative_to(ROOT / "plugin").parts])
+        for init in (ROOT / "plugin").rglob("__init__.py")
+    } | {"locrob.adapters"}
+    assert on_disk == set(config["packages"])
