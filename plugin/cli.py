@@ -66,9 +66,15 @@ def train(
         list[str] | None, typer.Option(help="Activate a defense; repeat to combine.")
     ] = None,
     option: OptionList = None,
-    epochs: Annotated[int, typer.Option(help="Epochs; the learning rate drops at half.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 100,
-    lr: Annotated[float, typer.Option(help="Initial learning rate.")] = 0.1,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (default 10); the learning rate drops at half.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Training batch size (default 100).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Initial learning rate (default 0.05; the authors' 0.1).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialization and shuffling.")] = 0,
     device: Device = None,
     data_dir: DataDir = None,
@@ -81,7 +87,8 @@ def train(
     from locrob.training import train as run_training
 
     data = load_dataset(dataset, data_dir=data_dir, download=download)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
+    config = TrainConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     result = run_training(
         model,
         data,

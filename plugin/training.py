@@ -2,9 +2,11 @@
 calls the lifecycle hooks (:class:`locrob.hookspecs.TrainingSpec`) at fixed points, so a
 combination of defenses is nothing more than several registered plugins.
 
-Defaults follow the Laplacian-networks authors' CIFAR-10 runs: SGD with momentum 0.9, weight
-decay 5e-4, batch 100, learning rate 0.1 for the first half of the epochs and 0.001 for the
-second (they rebuilt the optimizer at the drop; here a step schedule keeps the momentum).
+Defaults follow the Laplacian-networks authors' CIFAR-10 runs (SGD with momentum 0.9, weight
+decay 5e-4, batch 100, the learning rate multiplied by 0.01 at half the epochs; they rebuilt the
+optimizer at the drop, here a step schedule keeps the momentum), scaled down to the embedded
+data: 10 epochs instead of 100, and a learning rate of 0.05 instead of 0.1, at which PGD
+training on digits stalls near 24 % accuracy. ``TrainConfig.authors()`` is their recipe.
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ from locrob.sources import data_options, load_dataset, load_model, split_spec
 
 @dataclass
 class TrainConfig:
-    """Optimization settings (defaults: the Laplacian-networks authors' runs)."""
+    """Optimization settings (defaults: the authors' recipe scaled to the embedded data)."""
 
     epochs: int = 10
     batch_size: int = 100
-    lr: float = 0.1
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_drop: float = 0.01
@@ -58,6 +60,11 @@ class TrainConfig:
             self.weight_decay >= 0, "train", f"weight decay must be >= 0, got {self.weight_decay}"
         )
         check(0 < self.lr_drop <= 1, "train", f"lr_drop must be in (0, 1], got {self.lr_drop}")
+
+    @classmethod
+    def authors(cls, seed: int = 0) -> TrainConfig:
+        """The Laplacian-networks authors' CIFAR-10 recipe: 100 epochs at 0.1, then 0.001."""
+        return cls(epochs=100, batch_size=100, lr=0.1, seed=seed)
 
     @property
     def drop_epoch(self) -> int:

@@ -105,3 +105,15 @@ def test_unknown_defense_gives_one_line(locrob_cli, tmp_path):
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert re.match(r"locrob: error: unknown defense 'fortress'; known: .*pgd", err.strip())
+
+
+def test_train_help_states_the_trainers_defaults(locrob_cli):
+    # The command leaves unset options to TrainConfig; its help must still tell the truth.
+    from locrob.training import TrainConfig
+
+    code, out, _ = locrob_cli("train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    defaults = TrainConfig()
+    for value in (defaults.epochs, defaults.batch_size, defaults.lr):
+        assert f"(default {value}" in text

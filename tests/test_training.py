@@ -276,3 +276,11 @@ def test_resume_from_the_command_line(locrob_cli, tmp_path):
     code, out, _ = locrob_cli("train", "--epochs", "2", "--resume", "--out", str(tmp_path))
     assert code == 0 and "trained small-cnn" in out
     assert len(json.loads((tmp_path / "train.json").read_text())["history"]) == 2
+
+
+def test_authors_recipe_is_their_cifar10_schedule():
+    # cifar10.py in cadurosar/laplacian_networks: 50 epochs at 0.1, then 50 at 0.001.
+    config = locrob.TrainConfig.authors()
+    assert (config.epochs, config.batch_size, config.lr, config.drop_epoch) == (100, 100, 0.1, 50)
+    assert config.lr * config.lr_drop == pytest.approx(0.001)
+    assert (config.momentum, config.weight_decay) == (0.9, 5e-4)

@@ -3,9 +3,14 @@
 At every ReLU output l of a training batch: flatten the activations, row-normalize them,
 W = N N^T (cosine similarity, full graph), L = diag(W 1) - W, and the smoothness of the class
 indicator Y (one-hot labels) is s_l = trace(Y^T L^m Y). The loss term is the mean over
-consecutive ReLUs of |s_l - s_{l-1}|, weighted by gamma^m (gamma = 0.01, m = 2 in their runs):
-it keeps the distances between examples of distinct classes from changing abruptly across
-layers.
+consecutive ReLUs of |s_l - s_{l-1}|, weighted by gamma^m: it keeps the distances between
+examples of distinct classes from changing abruptly across layers.
+
+The default is gamma = 0.001, m = 2; the authors used gamma = 0.01 for PreActResNet18 (17 ReLUs)
+at batch 100, and that is what to pass to reproduce their runs. The term grows like B^(m+1)
+with the batch size B, and on a network with few ReLUs the mean spreads the whole drop of
+smoothness from input to output over few differences: with their gamma, small-cnn (3 ReLUs)
+collapses to chance on digits, while gamma = 0.001 trains to 97.8 % (10 epochs).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class Laplacian(Defense):
     """Penalize changes of class-indicator smoothness between consecutive ReLU layers."""
 
     name = "laplacian"
-    gamma: float = 0.01
+    gamma: float = 0.001
     m: int = 2
     _outputs: list = field(default_factory=list, init=False, repr=False)
 
