@@ -1,0 +1,133 @@
+"""The same ground truths on a CUDA device: skipped where none is present."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import subset
+from test_alpha import linear_model, points
+from test_defense_l2nn import BOUND, operator_norm
+from test_defense_laplacian import numpy_smoothness
+from test_separation import brute, random_set
+
+import locrob
+from locrob.defenses.laplacian import smoothness
+from locrob.defenses.pgd import PGDTraining
+from locrob.pair_distances import separation
+from locrob.training import TrainConfig, TrainingContext
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = torch.device("cuda")
+ON_CUDA = {"output": "logits", "clamp": None, "device": "cuda"}
+
+
+def test_search_reaches_sigma_max_on_cuda():
+    model, sigma = linear_model()
+    result = locrob.alpha_lim(
+        model, points(), [0.1, 1.0, 10.0], method="search", n_draws=20, **ON_CUDA
+    )
+    assert torch.all(result.curve >= 0.99 * sigma)
+    assert torch.all(result.curve <= sigma * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_forward_on_cuda_agrees_at_a_large_radius(dtype):
+    model, sigma = linear_model()
+    model, x = model.float(), points().float()
+    full = locrob.alpha_lim(model, x, [10.0], n_draws=30, **ON_CUDA)
+    half = locrob.alpha_lim(model, x, [10.0], n_draws=30, forward_dtype=dtype, **ON_CUDA)
+    assert half.curve.dtype == torch.float32
+    assert torch.allclose(full.curve, half.curve, rtol=0.02)
+    assert float(full.curve[0]) <= sigma * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("method", ["sample", "search"])
+def test_perturbation_found_on_cuda_attains_its_ratio_on_cpu(trained, digits, method):
+    # The bound certified on the GPU is re-checked on the CPU from the reported perturbation.
+    model = trained.model
+    x = digits.train_x[:8]
+    try:
+        result = locrob.alpha_lim(model, x, [1.0, 2.0], n_draws=30, method=method, device="cuda")
+    finally:
+        model.to("cpu")
+    for k in range(2):
+        i = int(result.argmax_point[k])
+        delta = result.perturbation[k].cpu()
+        xi = x[i : i + 1].float() / 255
+        assert torch.all(xi + delta >= -1e-6) and torch.all(xi + delta <= 1 + 1e-6)
+        assert delta.norm() <= result.radii[k] * (1 + 1e-5)
+        with torch.no_grad():
+            diff = model(xi + delta).softmax(1) - model(xi).softmax(1)
+        ratio = (diff.norm() / delta.norm()).item()
+        assert ratio == pytest.approx(result.per_radius[k].item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_separation_on_cuda_is_exactly_the_brute_force_one(monkeypatch, compiled):
+    from locrob import pair_distances
+
+    if not compiled:
+        monkeypatch.setenv("LOCROB_COMPILE", "0")
+    monkeypatch.setattr(pair_distances, "_kernels", {})
+    x, y = random_set(n=300, classes=4, seed=5)
+    d, _, _ = brute(x, y, "inf")
+    result = separation(x, y, "inf", tile=64, device="cuda")
+    expected = torch.bincount(torch.round(d * 255).long(), minlength=256)
+    assert torch.equal(result.counts.cpu(), expected)
+
+
+def test_laplacian_term_on_cuda_matches_fp64_numpy():
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(100, 512, generator=g)
+    labels = torch.randint(0, 10, (100,), generator=g)
+    got = smoothness(a.to(CUDA), labels.to(CUDA), 10, 2).item()
+    expected = numpy_smoothness(a.double().numpy(), labels.numpy(), 10, 2)
+    assert got == pytest.approx(expected, rel=1e-3)  # fp32 (or tf32) Gram on the GPU
+
+
+def test_pgd_batches_on_cuda_stay_in_the_ball_and_the_box(trained, digits):
+    model = trained.model.to(CUDA)
+    try:
+        x = (digits.test_x[:64].float() / 255).to(CUDA)
+        y = digits.test_y[:64].to(CUDA)
+        context = TrainingContext(TrainConfig(), CUDA, 10)
+        adv, _ = PGDTraining().transform_batch(model=model, x=x, y=y, context=context)
+        assert adv.device.type == "cuda"
+        assert float((adv - x).abs().amax()) <= 8 / 255 + 1e-5
+        assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    finally:
+        trained.model.to("cpu")
+
+
+def test_combined_defenses_train_on_cuda_and_reload_on_cpu(digits, tmp_path):
+    run = locrob.train(
+        "small-cnn",
+        subset(digits, 300),
+        defenses=["parseval", "laplacian"],
+        config=TrainConfig(epochs=2),
+        device="cuda",
+        out=tmp_path,
+    )
+    assert all(np.isfinite(h["loss"]) for h in run.history)
+    assert run.history[-1]["laplacian"] > 0
+    reloaded, _ = locrob.load_checkpoint(run.checkpoint)
+    x = digits.test_x[:32].float() / 255
+    with torch.no_grad():
+        expected = run.model.cpu()(x)
+        assert torch.allclose(reloaded(x), expected, atol=1e-4)
+
+
+def test_l2nn_layers_are_nonexpansive_after_training_on_cuda(digits):
+    run = locrob.train(
+        "l2nn",
+        subset(digits, 200),
+        defenses=["l2nn"],
+        config=TrainConfig(epochs=1),
+        model_options={"width": 8},
+        device="cuda",
+    )
+    net = run.model.cpu().double()
+    shapes = {1: (1, 3, 32, 32), 4: (1, 16, 16, 16), 7: (1, 32, 8, 8), 11: (1, 512)}
+    for index, shape in shapes.items():
+        assert operator_norm(net[index], shape) <= BOUND
