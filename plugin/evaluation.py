@@ -17,7 +17,7 @@ from locrob.errors import LocrobError
 from locrob.metrics.base import Metric
 from locrob.models.probe import check_model
 from locrob.report import Report
-from locrob.runtime import eval_mode, progress, resolve_device
+from locrob.runtime import eval_mode, on_device, progress, resolve_device
 from locrob.sources import data_options, load_dataset, load_model, model_info
 
 
@@ -108,10 +108,9 @@ def evaluate(
 
     pm = plugins.run_manager(hookspecs.EvaluationSpec, active)
 
-    model = model.to(context.device)
-    check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)
-    start = time.perf_counter()
-    with eval_mode(model):
+    with on_device(model, context.device), eval_mode(model):
+        check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)
+        start = time.perf_counter()
         results = {r.name: r for r in pm.hook.measure(model=model, data=data, context=context)}
     missing = [m.name for m in active if m.name not in results]
     if missing:

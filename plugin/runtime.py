@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,29 @@ def eval_mode(model: object) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+@contextmanager
+def on_device(model: object, device: torch.device) -> Iterator[None]:
+    """Move ``model`` to ``device`` for the block, then back where its weights were.
+
+    A caller's model is borrowed, not taken: left on the GPU, it would fail on the caller's CPU
+    tensors afterwards. A model without weights, or not an ``nn.Module``, is left alone.
+    """
+    first = (
+        next(itertools.chain(model.parameters(), model.buffers()), None)
+        if isinstance(model, nn.Module)
+        else None
+    )
+    if first is None or first.device == device:
+        yield
+        return
+    home = first.device
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(home)
 
 
 def synchronize(device: torch.device) -> None:

@@ -188,7 +188,9 @@ def test_small_radii_agree_between_fp32_and_fp64(cnn_points):
     a = locrob.alpha_lim(model, x, radii, n_draws=20, device="cpu")
     b = locrob.alpha_lim(model64, x, radii, n_draws=20, device="cpu")
     assert b.curve.dtype == torch.float64
-    assert torch.allclose(a.curve.double(), b.curve, rtol=1e-2)
+    # fp32 ratios carry F's rounding noise over r; how much depends on the CPU's kernels
+    allowed = 1e-2 * b.curve + 4 * a.extra["noise_floor"] / torch.tensor(radii).double()
+    assert torch.all((a.curve.double() - b.curve).abs() <= allowed)
 
 
 def test_bf16_forward_keeps_fp32_differences():

@@ -35,8 +35,10 @@ def test_authors_loop_counts_every_forward():
 
 
 def test_bench_command(monkeypatch, capsys, tmp_path):
-    argv = ["locrob", "bench", "alpha", "--model", "small-cnn", "--points", "2", "--draws", "2"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--radii", "1", "--out", str(tmp_path)])
+    argv = ["locrob", "bench", "alpha", "--model", "small-cnn", "--device", "cpu", "--points", "2"]
+    monkeypatch.setattr(
+        sys, "argv", [*argv, "--draws", "2", "--radii", "1", "--out", str(tmp_path)]
+    )
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 0
@@ -76,7 +78,6 @@ def test_bench_train_times_each_defense_against_vanilla(locrob_cli):
     assert [r.defense for r in rows] == ["vanilla", "parseval", "pgd"]
     assert rows[0].ratio == 1.0 and all(r.ms_per_step > 0 for r in rows)
     assert rows[2].ratio == pytest.approx(rows[2].ms_per_step / rows[0].ms_per_step)
-    assert rows[2].ratio > 2  # ten attack steps per update cost more than one plain step
     assert "| pgd |" in train_table(rows)
     code, out, _ = locrob_cli("bench", "train", "--defense", "parseval", "--steps", "1")
     assert code == 0 and "| parseval |" in out

@@ -12,7 +12,7 @@ from test_defense_laplacian import numpy_smoothness
 from test_separation import brute, random_set
 
 import locrob
-from locrob.defenses.laplacian import smoothness
+from locrob.defenses.laplacian import cosine_graphs, smoothness
 from locrob.defenses.pgd import PGDTraining
 from locrob.pair_distances import separation
 from locrob.training import TrainConfig, TrainingContext
@@ -47,10 +47,7 @@ def test_perturbation_found_on_cuda_attains_its_ratio_on_cpu(trained, digits, me
     # The bound certified on the GPU is re-checked on the CPU from the reported perturbation.
     model = trained.model
     x = digits.train_x[:8]
-    try:
-        result = locrob.alpha_lim(model, x, [1.0, 2.0], n_draws=30, method=method, device="cuda")
-    finally:
-        model.to("cpu")
+    result = locrob.alpha_lim(model, x, [1.0, 2.0], n_draws=30, method=method, device="cuda")
     for k in range(2):
         i = int(result.argmax_point[k])
         delta = result.perturbation[k].cpu()
@@ -81,7 +78,7 @@ def test_laplacian_term_on_cuda_matches_fp64_numpy():
     g = torch.Generator().manual_seed(3)
     a = torch.rand(100, 512, generator=g)
     labels = torch.randint(0, 10, (100,), generator=g)
-    got = smoothness(a.to(CUDA), labels.to(CUDA), 10, 2).item()
+    got = smoothness(cosine_graphs([a.to(CUDA)]), labels.to(CUDA), 10, 2).item()
     expected = numpy_smoothness(a.double().numpy(), labels.numpy(), 10, 2)
     assert got == pytest.approx(expected, rel=1e-3)  # fp32 (or tf32) Gram on the GPU
 
@@ -131,3 +128,10 @@ def test_l2nn_layers_are_nonexpansive_after_training_on_cuda(digits):
     shapes = {1: (1, 3, 32, 32), 4: (1, 16, 16, 16), 7: (1, 32, 8, 8), 11: (1, 512)}
     for index, shape in shapes.items():
         assert operator_norm(net[index], shape) <= BOUND
+
+
+def test_a_callers_model_is_lent_to_the_gpu_and_given_back(trained, digits):
+    locrob.evaluate(trained.model, digits, ["clean"], device="cuda", max_examples=50)
+    locrob.alpha_lim(trained.model, digits.train_x[:4], [1.0], n_draws=4, device="cuda")
+    locrob.layerwise_alpha(trained.model, digits.train_x[:4], [1.0], n_draws=4, device="cuda")
+    assert {p.device.type for p in trained.model.state_dict().values()} == {"cpu"}

@@ -9,7 +9,7 @@ from conftest import assert_reloads, subset
 from torch import nn
 
 import locrob
-from locrob.defenses.laplacian import Laplacian, smoothness
+from locrob.defenses.laplacian import Laplacian, cosine_graphs, smoothness
 from locrob.errors import LocrobError
 from locrob.training import TrainConfig, TrainingContext
 
@@ -27,8 +27,8 @@ def numpy_smoothness(a: np.ndarray, labels: np.ndarray, classes: int, m: int) ->
 def test_smoothness_matches_the_hand_computation(m):
     a = np.array([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0], [0.0, 3.0, 1.0], [2.0, 2.0, 0.5]])
     labels = np.array([0, 0, 1, 2])
-    got = smoothness(torch.tensor(a), torch.tensor(labels), 3, m)
-    assert got.item() == pytest.approx(numpy_smoothness(a, labels, 3, m))
+    got = smoothness(cosine_graphs([torch.tensor(a)]), torch.tensor(labels), 3, m)
+    assert got.shape == (1,) and got.item() == pytest.approx(numpy_smoothness(a, labels, 3, m))
 
 
 def small_net():
@@ -137,3 +137,28 @@ def test_divergence_is_reported_not_returned(digits):
             config=TrainConfig(epochs=1, batch_size=100),
             device="cpu",
         )
+
+
+def test_gram_form_has_the_value_and_gradient_of_normalized_rows():
+    # Reference: the authors' order of operations (row-normalize, then N N^T), fp64 autograd;
+    # one all-zero row (a dead example) must keep every gradient finite.
+    a = torch.rand(6, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    a[3] = 0
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    y = torch.nn.functional.one_hot(labels, 3).double()
+
+    def reference(x):
+        n = torch.nn.functional.normalize(x, dim=1)
+        w = n @ n.T
+        lap = torch.diag(w.sum(1)) - w
+        return torch.trace(y.T @ lap @ lap @ y)
+
+    ours = a.clone().requires_grad_(True)
+    theirs = a.clone().requires_grad_(True)
+    got = smoothness(cosine_graphs([ours]), labels, 3, 2)[0]
+    expected = reference(theirs)
+    got.backward()
+    expected.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert torch.isfinite(ours.grad).all()
+    assert torch.allclose(ours.grad, theirs.grad, rtol=1e-9, atol=1e-12)

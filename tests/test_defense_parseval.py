@@ -61,6 +61,19 @@ def test_simplex_projection(v, expected):
     assert project_to_simplex(torch.tensor(v)).tolist() == pytest.approx(expected)
 
 
+def test_batched_simplex_projection_matches_the_kkt_solution():
+    # The projection is max(v - theta, 0) with theta fixed by sum = 1: found here by bisection.
+    v = torch.randn(50, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 2
+    low, high = v.min(1).values - 1, v.max(1).values
+    for _ in range(200):
+        theta = (low + high) / 2
+        over = (v - theta[:, None]).clamp(min=0).sum(1) > 1
+        low, high = torch.where(over, theta, low), torch.where(over, high, theta)
+    expected = (v - ((low + high) / 2)[:, None]).clamp(min=0)
+    assert torch.allclose(project_to_simplex(v), expected, atol=1e-12)
+    assert torch.equal(project_to_simplex(v)[7], project_to_simplex(v[7]))
+
+
 def tiny_preact():
     torch.manual_seed(0)
     return locrob.load_model("preact-resnet18", planes=4, num_classes=10)

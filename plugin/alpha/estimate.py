@@ -26,7 +26,7 @@ from locrob.alpha.sampling import (
 from locrob.alpha.search import search
 from locrob.alpha.settings import AlphaSettings, resolve
 from locrob.errors import LocrobError
-from locrob.runtime import eval_mode, resolve_device
+from locrob.runtime import eval_mode, on_device, resolve_device
 
 Model = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 
@@ -108,8 +108,6 @@ def alpha_lim(
     settings = resolve(preset, radii, **options)
     dev = resolve_device(device)
     points = as_points(x, settings)
-    if isinstance(model, nn.Module):
-        model = model.to(dev)
     dtype = model_dtype(model)
     points = points.to(dev, dtype)
     ev = Evaluator(
@@ -124,7 +122,7 @@ def alpha_lim(
         sums_to_one=settings.output == "softmax",
     )
     start = time.perf_counter()
-    with eval_mode(model):
+    with on_device(model, dev), eval_mode(model):
         per_example = activation_bytes(model, points[:1])
         # each pair holds its input, perturbation, perturbed input and the activations
         images = len(points) * settings.n_draws * len(settings.radii)

@@ -21,7 +21,7 @@ from locrob.alpha.estimate import alpha_lim, as_points, model_dtype
 from locrob.alpha.result import AlphaResult
 from locrob.alpha.settings import OUTPUTS, resolve
 from locrob.errors import LocrobError
-from locrob.runtime import eval_mode, resolve_device
+from locrob.runtime import eval_mode, on_device, resolve_device
 
 
 def stage_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
@@ -148,34 +148,36 @@ def layerwise_alpha(
         raise LocrobError("layerwise_alpha takes output='softmax' or 'logits'")
     dev = resolve_device(device)
     names = stage_names(model, layers)
-    model = model.to(dev)
-    points = as_points(x, settings).to(dev, model_dtype(model))
-    with eval_mode(model):
-        stage_inputs, _ = record_stage_inputs(model, names, points)
-    modules = dict(model.named_modules())
-    # every run uses the resolved settings (the preset included) on the points already chosen
-    base = {**settings.describe(), "n_points": None}
-    del base["radii"]
-    radii_t = torch.tensor(settings.radii, dtype=torch.float64)
-    layer_radii = torch.zeros(len(names), len(radii_t), dtype=torch.float64)
-    per_layer = torch.zeros_like(layer_radii)
-    scale = torch.ones_like(radii_t)
-    for i, (name, y) in enumerate(zip(names, stage_inputs, strict=True)):
-        layer_radii[i] = radii_t * scale
-        positive = layer_radii[i] > 0  # a zero alpha upstream leaves nothing to perturb
-        if bool(positive.any()):
-            last = i == len(names) - 1
-            stage_options = {
-                **base,
-                "output": settings.output if last else "logits",
-                # inner stages measure their output in the input norm: it is the next radius
-                "output_norm": settings.output_norm if last else settings.norm,
-                "clamp": settings.clamp if i == 0 else None,
-            }
-            stage_radii = layer_radii[i][positive].tolist()
-            result = alpha_lim(Stage(modules[name]), y, stage_radii, device=dev, **stage_options)
-            per_layer[i][positive] = result.curve.double()
-        scale = scale * per_layer[i]
-    end_to_end = alpha_lim(model, points, settings.radii, device=dev, **base)
-    composed = per_layer.prod(dim=0)
-    return LayerwiseResult(names, radii_t, layer_radii, per_layer, composed, end_to_end)
+    with on_device(model, dev):
+        points = as_points(x, settings).to(dev, model_dtype(model))
+        with eval_mode(model):
+            stage_inputs, _ = record_stage_inputs(model, names, points)
+        modules = dict(model.named_modules())
+        # every run uses the resolved settings (the preset included) on the points already chosen
+        base = {**settings.describe(), "n_points": None}
+        del base["radii"]
+        radii_t = torch.tensor(settings.radii, dtype=torch.float64)
+        layer_radii = torch.zeros(len(names), len(radii_t), dtype=torch.float64)
+        per_layer = torch.zeros_like(layer_radii)
+        scale = torch.ones_like(radii_t)
+        for i, (name, y) in enumerate(zip(names, stage_inputs, strict=True)):
+            layer_radii[i] = radii_t * scale
+            positive = layer_radii[i] > 0  # a zero alpha upstream leaves nothing to perturb
+            if bool(positive.any()):
+                last = i == len(names) - 1
+                stage_options = {
+                    **base,
+                    "output": settings.output if last else "logits",
+                    # inner stages measure their output in the input norm: it is the next radius
+                    "output_norm": settings.output_norm if last else settings.norm,
+                    "clamp": settings.clamp if i == 0 else None,
+                }
+                stage_radii = layer_radii[i][positive].tolist()
+                result = alpha_lim(
+                    Stage(modules[name]), y, stage_radii, device=dev, **stage_options
+                )
+                per_layer[i][positive] = result.curve.double()
+            scale = scale * per_layer[i]
+        end_to_end = alpha_lim(model, points, settings.radii, device=dev, **base)
+        composed = per_layer.prod(dim=0)
+        return LayerwiseResult(names, radii_t, layer_radii, per_layer, composed, end_to_end)

@@ -15,7 +15,7 @@ collapses to chance on digits, while gamma = 0.001 trains to 97.8 % (10 epochs).
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,19 +28,30 @@ from locrob.errors import LocrobError
 from locrob.hookspecs import Register, hookimpl
 from locrob.training import TrainingContext
 
+EPS = 1e-12  # F.normalize's floor on a row norm
 
-def smoothness(
-    activations: torch.Tensor, labels: torch.Tensor, classes: int, m: int
-) -> torch.Tensor:
-    """trace(Y^T L^m Y) on the cosine-similarity graph of the batch's ``activations``."""
-    normalized = F.normalize(activations.flatten(1), p=2, dim=1)
-    w = normalized @ normalized.T
-    laplacian = torch.diag(w.sum(dim=1)) - w
-    y = F.one_hot(labels, classes).to(w.dtype)
+
+def cosine_graphs(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The cosine-similarity matrices (layers, B, B) of each layer's flattened batch.
+
+    Taken from the Gram matrix A A^T, divided by the outer product of its diagonal's square
+    roots: one matrix product per layer, with no normalized copy of the activations (and none
+    of its backward). Norms are clamped at ``EPS`` as in ``F.normalize``, which also keeps the
+    square root's gradient finite for an all-zero row.
+    """
+    grams = torch.stack([(a := out.flatten(1)) @ a.T for out in outputs])
+    norms = grams.diagonal(dim1=1, dim2=2).clamp_min(EPS**2).sqrt()
+    return grams / (norms[:, :, None] * norms[:, None, :])
+
+
+def smoothness(graphs: torch.Tensor, labels: torch.Tensor, classes: int, m: int) -> torch.Tensor:
+    """trace(Y^T L^m Y) for each graph of ``graphs`` (..., B, B), L = diag(W 1) - W."""
+    degrees = graphs.sum(dim=-1, keepdim=True)
+    y = F.one_hot(labels, classes).to(graphs.dtype)
     z = y
     for _ in range(m):
-        z = laplacian @ z
-    return (y * z).sum()
+        z = degrees * z - graphs @ z  # L z without forming L
+    return (y * z).sum(dim=(-2, -1))
 
 
 @dataclass
@@ -80,10 +91,9 @@ class Laplacian(Defense):
 
     @hookimpl
     def loss_terms(self, y: torch.Tensor, context: TrainingContext) -> dict[str, torch.Tensor]:
-        s = [smoothness(a, y, context.num_classes, self.m) for a in self._outputs]
+        s = smoothness(cosine_graphs(self._outputs), y, context.num_classes, self.m)
         self._outputs.clear()
-        changes = torch.stack([(b - a).abs() for a, b in itertools.pairwise(s)])
-        return {"laplacian": self.gamma**self.m * changes.mean()}
+        return {"laplacian": self.gamma**self.m * s.diff().abs().mean()}
 
 
 @hookimpl

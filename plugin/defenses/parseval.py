@@ -41,7 +41,7 @@ class KernelScale(nn.Module):
 def retract(w: torch.Tensor, beta: float, rows: torch.Tensor | None = None) -> None:
     """One Parseval step on the rows of the 2-D ``w`` (all, or the ``rows`` given), in place."""
     part = w if rows is None else w[rows]
-    updated = (1 + beta) * part - beta * (part @ part.T @ part)
+    updated = torch.addmm(part, part @ part.T, part, beta=1 + beta, alpha=-beta)
     if rows is None:
         w.copy_(updated)
     else:
@@ -92,8 +92,11 @@ class Parseval(Defense):
                 count = max(1, math.ceil(self.rows * len(w)))
                 rows = torch.randperm(len(w), generator=generator)[:count].to(w.device)
             retract(w, self.beta, rows)
-        for merge in self._merges:
-            merge.weight.copy_(project_to_simplex(merge.weight))
+        if self._merges:  # all merges in one projection: a few kernels, whatever the depth
+            weights = [merge.weight for merge in self._merges]
+            projected = project_to_simplex(torch.stack(weights))
+            for weight, row in zip(weights, projected, strict=True):
+                weight.copy_(row)
 
 
 @hookimpl

@@ -26,9 +26,14 @@ class ConvexMerge(nn.Module):
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
-    """Euclidean projection of a vector onto {w >= 0, sum w = 1} (sort-based; torch has none)."""
-    u, _ = torch.sort(v, descending=True)
-    cumulative = torch.cumsum(u, dim=0) - 1
-    ranks = torch.arange(1, len(v) + 1, device=v.device, dtype=v.dtype)
-    rho = int(torch.nonzero(u - cumulative / ranks > 0)[-1])
-    return torch.clamp(v - cumulative[rho] / (rho + 1), min=0)
+    """Euclidean projection of each row of ``v`` (..., n) onto {w >= 0, sum w = 1}.
+
+    Sort-based (torch has none), and free of host synchronization: the test u_j > theta_j
+    holds for a prefix of the sorted row, so its length is a sum, not a search.
+    """
+    u, _ = torch.sort(v, dim=-1, descending=True)
+    cumulative = torch.cumsum(u, dim=-1) - 1
+    ranks = torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)
+    count = (u - cumulative / ranks > 0).sum(dim=-1, keepdim=True)
+    theta = cumulative.gather(-1, count - 1) / count
+    return torch.clamp(v - theta, min=0)
