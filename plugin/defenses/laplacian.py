@@ -39,7 +39,7 @@ def cosine_graphs(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
     of its backward). Norms are clamped at ``EPS`` as in ``F.normalize``, which also keeps the
     square root's gradient finite for an all-zero row.
     """
-    grams = torch.stack([(a := out.flatten(1)) @ a.T for out in outputs])
+    grams = torch.stack([out.flatten(1) @ out.flatten(1).T for out in outputs])
     norms = grams.diagonal(dim1=1, dim2=2).clamp_min(EPS**2).sqrt()
     return grams / (norms[:, :, None] * norms[:, None, :])
 

@@ -73,3 +73,28 @@ class Metric(Configurable):
     def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure | None:
         """A figure of several models' results (label, result), or None for no figure."""
         return None
+
+
+def line_figure(
+    results: list[tuple[str, MetricResult]],
+    x: str,
+    y: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    **style: Any,
+) -> Figure:
+    """One line per model (label, result) of ``details[y]`` against ``details[x]``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    for label, result in results:
+        ax.plot(result.details[x], result.details[y], label=label, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

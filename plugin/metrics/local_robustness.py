@@ -18,7 +18,7 @@ from locrob.configurable import check
 from locrob.data.images import SPLITS, ImageData
 from locrob.evaluation import EvaluationContext
 from locrob.hookspecs import Register, hookimpl
-from locrob.metrics.base import Metric, MetricResult
+from locrob.metrics.base import Metric, MetricResult, line_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure  # imported where drawn: it costs 0.2 s
@@ -88,24 +88,19 @@ class LocalRobustness(Metric):
     @classmethod
     def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure:
         """alpha_lim against r, one line per model, as in the paper's Fig. 5."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6.0, 4.0))
-        ax = fig.subplots()
-        for label, result in results:
-            ax.plot(result.details["radii"], result.details["curve"], label=label, linewidth=1.8)
-        ax.set_xlabel("radius r")
-        ax.set_ylabel(r"$\alpha_{lim}(F, r)$ (lower bound)")
         first = results[0][1].details
         settings = first.get("settings", {})
-        ax.set_title(
-            f"local robustness: {settings.get('norm', '')} norm, {first.get('method', '')}, "
-            f"{settings.get('n_points', '')} points x {settings.get('n_draws', '')} draws",
-            fontsize=9,
+        return line_figure(
+            results,
+            "radii",
+            "curve",
+            xlabel="radius r",
+            ylabel=r"$\alpha_{lim}(F, r)$ (lower bound)",
+            title=f"local robustness: {settings.get('norm', '')} norm, "
+            f"{first.get('method', '')}, {settings.get('n_points', '')} points x "
+            f"{settings.get('n_draws', '')} draws",
+            linewidth=1.8,
         )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        return fig
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from locrob.configurable import check
 from locrob.data.images import ImageData
 from locrob.evaluation import EvaluationContext
 from locrob.hookspecs import Register, hookimpl
-from locrob.metrics.base import Metric, MetricResult
+from locrob.metrics.base import Metric, MetricResult, line_figure
 from locrob.runtime import mix_seed
 
 if TYPE_CHECKING:
@@ -71,30 +71,34 @@ class GaussianNoise(Metric):
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> MetricResult:
         grid = [float(s) for s in self.snr_db]
-        correct = torch.zeros(len(grid), dtype=torch.float64)
-        seen_snr = torch.zeros(len(grid), dtype=torch.float64)
-        measured = torch.zeros(len(grid), dtype=torch.float64)
-        clean = n = 0
+        # tallies stay on the device: no host synchronization inside the loops
+        tally = torch.zeros(3, len(grid), dtype=torch.float64, device=context.device)
+        correct, seen_snr, measured = tally  # views: += writes into tally
+        clean = torch.zeros((), dtype=torch.float64, device=context.device)
+        n = 0
         for b, (x, y) in enumerate(context.batches(data, desc="noise")):
-            clean += int(model(x).argmax(1).eq(y).sum())
+            clean += model(x).argmax(1).eq(y).sum()
             n += len(y)
+            norms = image_norms(x)
             for k, snr in enumerate(grid):
                 for r in range(self.repeats):
                     # one stream per (batch, SNR, repeat): results do not depend on the order
                     seed = mix_seed(context.seed, b, k, r)
                     generator = torch.Generator(context.device).manual_seed(seed)
                     noisy = add_noise_at_snr(x, snr, generator)
-                    correct[k] += int(model(noisy).argmax(1).eq(y).sum())
-                    db = 20 * torch.log10(image_norms(x) / image_norms(noisy - x))
-                    seen_snr[k] += float(db[db.isfinite()].sum())  # all-zero images: no SNR
-                    measured[k] += int(db.isfinite().sum())
+                    correct[k] += model(noisy).argmax(1).eq(y).sum()
+                    db = 20 * torch.log10(norms / image_norms(noisy - x))
+                    finite = db.isfinite()  # all-zero images have no SNR
+                    seen_snr[k] += db.where(finite, 0).sum()
+                    measured[k] += finite.sum()
+        correct, seen_snr, measured = tally.cpu()
         accuracy = (correct / (n * self.repeats)).tolist()
         summary = {f"accuracy@{snr:g}dB": a for snr, a in zip(grid, accuracy, strict=True)}
         return self.result(
             {**summary, "mean_accuracy": sum(accuracy) / len(accuracy)},
             snr_db=grid,
             accuracy=accuracy,
-            clean_accuracy=clean / n,
+            clean_accuracy=float(clean) / n,
             mean_snr_after_clamp=(seen_snr / measured.clamp(min=1)).tolist(),
             n=n,
         )
@@ -102,18 +106,16 @@ class GaussianNoise(Metric):
     @classmethod
     def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure:
         """Accuracy against SNR, one line per model, as in the paper's Fig. 4."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6.0, 4.0))
-        ax = fig.subplots()
-        for label, result in results:
-            ax.plot(result.details["snr_db"], result.details["accuracy"], "o-", label=label)
-        ax.set_xlabel("SNR (dB), before clamping to [0, 1]")
-        ax.set_ylabel("accuracy under Gaussian noise")
-        ax.set_ylim(0, 1.02)
-        ax.set_title("Gaussian noise", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        fig = line_figure(
+            results,
+            "snr_db",
+            "accuracy",
+            xlabel="SNR (dB), before clamping to [0, 1]",
+            ylabel="accuracy under Gaussian noise",
+            title="Gaussian noise",
+            marker="o",
+        )
+        fig.axes[0].set_ylim(0, 1.02)
         return fig
 
 
