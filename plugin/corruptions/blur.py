@@ -1,0 +1,186 @@
+"""Blur corruptions: defocus, glass, motion and zoom blur.
+
+Parameters are those of ``make_cifar_c.py`` (preset ``cifar``) and ``make_imagenet_c.py``
+(preset ``imagenet``) in the public hendrycks/robustness repository.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from locrob.corruptions.base import Corruption, cpu_generator
+from locrob.corruptions.operators import (
+    MIRROR,
+    as_tensor,
+    clipped_zoom_matrix,
+    filter_matrix,
+    gather_shifted,
+    gaussian_blur,
+    pad,
+)
+
+
+@lru_cache(maxsize=32)
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The reference's defocus kernel: a normalized disk smoothed by a small Gaussian.
+
+    The disk is drawn on a 17 x 17 grid (wider for radius > 8) and smoothed as OpenCV's
+    ``GaussianBlur`` does (3 or 5 taps, BORDER_REFLECT_101); rows and columns that stay zero
+    are trimmed, which changes nothing but the cost.
+    """
+    half, taps = (8, 3) if radius <= 8 else (int(radius), 5)
+    grid = np.arange(-half, half + 1)
+    yy, xx = np.meshgrid(grid, grid)
+    disk = (xx**2 + yy**2 <= radius**2).astype(np.float64)
+    disk /= disk.sum()
+    offsets = np.arange(taps) - taps // 2
+    weights = np.exp(-(offsets**2) / (2 * alias_blur**2))
+    smooth = filter_matrix(len(grid), weights / weights.sum(), MIRROR)
+    kernel = smooth @ disk @ smooth.T
+    support = np.nonzero(kernel.max(axis=0) > 1e-12 * kernel.max())[0]
+    keep = max(abs(int(support[0]) - half), abs(int(support[-1]) - half))
+    return kernel[half - keep : half + keep + 1, half - keep : half + keep + 1]
+
+
+def defocus_blur(x: torch.Tensor, params: tuple[float, float], _: torch.Generator) -> torch.Tensor:
+    """Correlation with the defocus disk, OpenCV's ``filter2D`` boundary (reflect-101)."""
+    kernel = disk_kernel(*params)
+    n, c, h, w = x.shape
+    radius = kernel.shape[0] // 2
+    padded = pad(x.reshape(n * c, 1, h, w), radius, MIRROR)
+    return F.conv2d(padded, as_tensor(kernel, x)[None, None]).view(n, c, h, w)
+
+
+def glass_permutation(
+    n: int, h: int, w: int, delta: int, iterations: int, generator: torch.Generator
+) -> np.ndarray:
+    """Where each pixel of each image ends up after the reference's local pixel swaps.
+
+    For every pixel from the bottom-right corner inwards, the reference swaps it with a
+    neighbour at an offset drawn from ``[-delta, delta)`` on each axis. The swaps chain, so
+    they run in order; they are batched over images, and only indices move (in numpy, whose
+    per-call cost is a microsecond). Returns ``perm`` (n, h*w): output pixel ``p`` of image
+    ``i`` is input pixel ``perm[i, p]``.
+    """
+    positions = [(i, j) for i in range(h - delta, delta, -1) for j in range(w - delta, delta, -1)]
+    shifts = torch.randint(
+        -delta, delta, (iterations, len(positions), 2, n), generator=generator
+    ).numpy()
+    perm = np.tile(np.arange(h * w), (n, 1))
+    images = np.arange(n)
+    for it in range(iterations):
+        for step, (i, j) in enumerate(positions):
+            dx, dy = shifts[it, step]
+            here, there = i * w + j, (i + dy) * w + (j + dx)
+            moved = perm[:, here].copy()
+            perm[:, here] = perm[images, there]
+            perm[images, there] = moved
+    return perm
+
+
+def glass_blur(
+    x: torch.Tensor, params: tuple[float, int, int], generator: torch.Generator
+) -> torch.Tensor:
+    """Gaussian blur, 8-bit quantization, local pixel swaps, Gaussian blur again."""
+    sigma, delta, iterations = params
+    n, c, h, w = x.shape
+    blurred = torch.floor(gaussian_blur(x, sigma).clamp(0, 1) * 255) / 255
+    perm = glass_permutation(n, h, w, delta, iterations, cpu_generator(generator))
+    index = torch.from_numpy(perm).to(x.device).unsqueeze(1).expand(n, c, h * w)
+    return gaussian_blur(blurred.flatten(2).gather(2, index).view_as(x), sigma)
+
+
+def motion_taps(radius: float, sigma: float) -> np.ndarray:
+    """ImageMagick's one-sided motion-blur kernel: ``2 ceil(radius) + 1`` Gaussian taps."""
+    i = np.arange(2 * math.ceil(radius) + 1)
+    taps = np.exp(-(i**2) / (2 * sigma**2))
+    return taps / taps.sum()
+
+
+def motion_blur_at(
+    x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor
+) -> torch.Tensor:
+    """ImageMagick's ``MotionBlurImage`` with one angle (degrees) per image.
+
+    Tap ``i`` reads the pixel at ``(ceil(i sin a - 1/2), ceil(i cos a - 1/2))`` from the
+    output pixel, edge pixels repeating beyond the border. (The CIFAR-10-C reference calls
+    ImageMagick through Wand; the same taps and offsets are summed here on the whole batch.)
+    """
+    rad = torch.deg2rad(angles.to(torch.float64))
+    out = torch.zeros_like(x)
+    for i, weight in enumerate(motion_taps(radius, sigma)):
+        dy = torch.ceil(i * torch.sin(rad) - 0.5).long()
+        dx = torch.ceil(i * torch.cos(rad) - 0.5).long()
+        out += float(weight) * gather_shifted(x, dy, dx)
+    return out
+
+
+def motion_blur(
+    x: torch.Tensor, params: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """Motion blur along a direction drawn uniformly in [-45, 45] degrees per image."""
+    angles = torch.empty(len(x), device=x.device, dtype=torch.float64)
+    angles.uniform_(-45, 45, generator=generator)
+    return motion_blur_at(x, *params, angles)
+
+
+@lru_cache(maxsize=64)
+def zoom_stack(n: int, factors: tuple[float, ...]) -> np.ndarray:
+    """The clipped-zoom matrices of every factor, stacked."""
+    return np.stack([clipped_zoom_matrix(n, z) for z in factors])
+
+
+def zoom_blur(x: torch.Tensor, factors: tuple[float, ...], _: torch.Generator) -> torch.Tensor:
+    """The mean of the image and its centre zooms by each factor (all zooms in one einsum)."""
+    h, w = x.shape[-2:]
+    rows, cols = as_tensor(zoom_stack(h, factors), x), as_tensor(zoom_stack(w, factors), x)
+    zoomed = torch.einsum("zhi,ncij,zwj->nchw", rows, x, cols)
+    return (x + zoomed) / (len(factors) + 1)
+
+
+def _zooms(*stops: tuple[float, float]) -> tuple[tuple[float, ...], ...]:
+    """``np.arange(1, stop, step)`` per severity, as the reference writes them."""
+    return tuple(tuple(float(z) for z in np.arange(1, stop, step)) for stop, step in stops)
+
+
+CORRUPTIONS = (
+    Corruption(
+        "defocus_blur",
+        defocus_blur,
+        {
+            "cifar": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
+            "imagenet": ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
+        },
+    ),
+    Corruption(
+        "glass_blur",
+        glass_blur,
+        {
+            "cifar": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),
+            "imagenet": ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
+        },
+    ),
+    Corruption(
+        "motion_blur",
+        motion_blur,
+        {
+            "cifar": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),
+            "imagenet": ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
+        },
+    ),
+    Corruption(
+        "zoom_blur",
+        zoom_blur,
+        {
+            "cifar": _zooms((1.06, 0.01), (1.11, 0.01), (1.16, 0.01), (1.21, 0.01), (1.26, 0.01)),
+            "imagenet": _zooms(
+                (1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)
+            ),
+        },
+    ),
+)
