@@ -155,14 +155,21 @@ def plot(
     reports: Annotated[list[Path], typer.Argument(help="report.json files or their directories.")],
     out: Annotated[Path, typer.Option(help="Directory for the figures and the joint table.")],
 ) -> None:
-    """Draw several reports on shared figures (one per metric) and join their tables."""
-    from locrob.plots import save_plots
+    """Draw several reports on shared figures (one per metric) and join their tables.
+
+    Metrics with a table of their own write it too (corruptions.md: Table 2, measured
+    against the first report).
+    """
+    from locrob.plots import save_plots, save_tables
     from locrob.report import load_report, markdown_table
 
     loaded = [load_report(path) for path in reports]
     table = markdown_table(loaded)
     write_text(out / "reports.md", table)
     typer.echo(table, nl=False)
+    for path in save_tables(loaded, out):
+        typer.echo(f"\n{path.read_text(encoding='utf-8')}", nl=False)
+        typer.echo(f"table: {path}")
     for figure in save_plots(loaded, out):
         typer.echo(f"figure: {figure}")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from locrob import plugins
-from locrob.atomic import atomic_path
+from locrob.atomic import atomic_path, write_text
 from locrob.metrics.base import MetricResult
 from locrob.report import Report
 
@@ -22,18 +22,36 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return Path(path)
 
 
+def labelled_results(reports: Sequence[Report]) -> dict[str, list[tuple[str, MetricResult]]]:
+    """Metric name -> (model label, result) of every report that has it, for registered metrics."""
+    registry = plugins.registries().metrics
+    names = dict.fromkeys(name for report in reports for name in report.metrics)
+    return {
+        name: [(r.label, r.metrics[name]) for r in reports if name in r.metrics]
+        for name in names
+        if name in registry
+    }
+
+
 def save_plots(reports: Sequence[Report], out_dir: str | Path) -> list[Path]:
     """One PNG per metric that can plot, with every report that has it on the same figure."""
     registry = plugins.registries().metrics
     written = []
-    names = dict.fromkeys(name for report in reports for name in report.metrics)
-    for name in names:
-        if name not in registry:
-            continue
-        labelled: list[tuple[str, MetricResult]] = [
-            (report.label, report.metrics[name]) for report in reports if name in report.metrics
-        ]
+    for name, labelled in labelled_results(reports).items():
         fig = registry.get(name).plot(labelled)
         if fig is not None:
             written.append(save_figure(fig, Path(out_dir) / f"{name}.png"))
+    return written
+
+
+def save_tables(reports: Sequence[Report], out_dir: str | Path) -> list[Path]:
+    """One Markdown file per metric that draws its own table (``corruptions.md``: Table 2)."""
+    registry = plugins.registries().metrics
+    written = []
+    for name, labelled in labelled_results(reports).items():
+        table = registry.get(name).table(labelled)
+        if table is not None:
+            path = Path(out_dir) / f"{name}.md"
+            write_text(path, table)
+            written.append(path)
     return written

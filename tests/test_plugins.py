@@ -30,7 +30,13 @@ def test_builtins_load_through_the_entry_point_group():
         assert infos[name].version == locrob.__version__
     assert infos["clean"].hooks == ("register_metrics",)
     reg = locrob.registries()
-    assert reg.metrics.names() == ["clean", "local-robustness", "noise", "separation"]
+    assert reg.metrics.names() == [
+        "clean",
+        "corruptions",
+        "local-robustness",
+        "noise",
+        "separation",
+    ]
     assert {"small-cnn", "preact-resnet18", "checkpoint"} <= set(reg.model_sources.names())
     assert {"digits", "cifar10", "cifar100", "npz"} <= set(reg.dataset_sources.names())
 
@@ -161,7 +167,10 @@ def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
         check=True,
     ).stdout
     assert "example  [locrob-example 0.1.0]  hooks: register_defenses, register_metrics" in listing
-    assert "metrics: clean, local-robustness, mean-confidence, noise, separation" in listing
+    assert (
+        "metrics: clean, corruptions, local-robustness, mean-confidence, noise, separation"
+        in listing
+    )
     assert "defenses: input-noise" in listing
 
     out = tmp_path / "eval"

@@ -74,6 +74,11 @@ class Metric(Configurable):
         """A figure of several models' results (label, result), or None for no figure."""
         return None
 
+    @classmethod
+    def table(cls, results: list[tuple[str, MetricResult]]) -> str | None:
+        """A Markdown table of several models' results (label, result), or None for none."""
+        return None
+
 
 def line_figure(
     results: list[tuple[str, MetricResult]],

@@ -1,0 +1,247 @@
+"""The ``corruptions`` metric: bookkeeping, mCE and Table 2's relative mCE, CIFAR-10-C files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import subset
+
+import locrob
+from locrob.corruptions import corrupt
+from locrob.metrics.corruptions import CorruptionAccuracy, mce, relative_mce
+from locrob.runtime import mix_seed
+
+# Table 2 of the paper: CIFAR-10 test error in percent, clean / corrupted, and relative mCE
+TABLE_2 = {
+    "V": (11.9, 31.6, 100),
+    "P": (10.2, 30.5, 103),
+    "L": (13.2, 31.3, 92),
+    "PGD": (12.8, 18.8, 30),
+    "L2NN": (20.9, 28.5, 39),
+}
+
+
+def result(clean_error: float, errors: dict[str, list[float]]) -> locrob.MetricResult:
+    """A corruptions result with the given errors (for closed-form checks)."""
+    cells = [e for row in errors.values() for e in row]
+    return locrob.MetricResult(
+        "corruptions",
+        {"clean_error": clean_error, "corruption_error": sum(cells) / len(cells)},
+        {
+            "corruptions": list(errors),
+            "severities": list(range(1, len(next(iter(errors.values()))) + 1)),
+            "accuracy": [[1 - e for e in row] for row in errors.values()],
+        },
+    )
+
+
+def test_relative_mce_reproduces_table_2_from_its_error_columns():
+    vanilla = result(TABLE_2["V"][0] / 100, {"all": [TABLE_2["V"][1] / 100]})
+    for clean, corrupted, expected in TABLE_2.values():
+        method = result(clean / 100, {"all": [corrupted / 100]})
+        assert round(relative_mce(method, vanilla)) == expected
+
+
+def test_mce_normalizes_each_corruption_by_the_baseline():
+    base = result(0.1, {"fog": [0.2, 0.4], "snow": [0.1, 0.1]})
+    ours = result(0.1, {"fog": [0.1, 0.2], "snow": [0.3, 0.3]})
+    # fog: 0.3 / 0.6 = 0.5, snow: 0.6 / 0.2 = 3; mean 1.75
+    assert mce(ours, base) == pytest.approx(175)
+    assert mce(base, base) == pytest.approx(100)
+    with pytest.raises(locrob.LocrobError, match="same corruptions and severities"):
+        mce(result(0.1, {"frost": [0.1, 0.1]}), base)
+
+
+class Brightness(torch.nn.Module):
+    """Class = how many tenths of the image's mean brightness: an easy, reproducible model."""
+
+    def forward(self, x):
+        level = (x.mean(dim=(1, 2, 3)) * 10).clamp(0, 9.999).floor().long()
+        return torch.nn.functional.one_hot(level, 10).float()
+
+
+@pytest.fixture
+def levels():
+    """Grey images at 10 brightness levels, labelled by level, as an ImageData."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 4)
+    base = (labels[:, None, None, None] + 0.5) / 10 * 255
+    images = np.clip(base + rng.normal(0, 8, (40, 3, 8, 8)), 0, 255).astype(np.uint8)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels)
+    return locrob.ImageData("levels", x, y, x, y)
+
+
+def test_accuracy_per_cell_is_the_model_on_the_seeded_corruptions(levels):
+    names, severities = ["contrast", "gaussian_noise"], [1, 5]
+    report = locrob.evaluate(
+        Brightness(),
+        levels,
+        [CorruptionAccuracy(corruptions=names, severities=severities)],
+        batch_size=16,
+        seed=3,
+        device="cpu",
+    )
+    res = report.metrics["corruptions"]
+    x, y = levels.test_x.float() / 255, levels.test_y
+    for c, name in enumerate(names):
+        for s, severity in enumerate(severities):
+            correct = 0
+            for b, start in enumerate(range(0, 40, 16)):
+                seed = torch.Generator().manual_seed(mix_seed(3, b, c, severity))
+                batch = corrupt(x[start : start + 16], name, severity, seed=seed)
+                correct += int(Brightness()(batch).argmax(1).eq(y[start : start + 16]).sum())
+            assert res.details["accuracy"][c][s] == correct / 40
+    assert res.summary["clean_error"] == 0
+    cells = [a for row in res.details["accuracy"] for a in row]
+    assert res.summary["corruption_error"] == pytest.approx(1 - sum(cells) / 4)
+    # contrast keeps each channel's mean, so this model is immune to it
+    assert res.details["accuracy"][0] == [1.0, 1.0]
+
+
+def test_baseline_and_vanilla_reports_give_mce_and_relative_mce(levels, tmp_path):
+    metric = {"corruptions": ["fog", "brightness"], "severities": [3, 5]}
+    vanilla = locrob.evaluate(
+        Brightness(), levels, ["corruptions"], metric_options={"corruptions": metric}, device="cpu"
+    )
+    vanilla.save(tmp_path / "v")
+    again = locrob.evaluate(
+        Brightness(),
+        levels,
+        ["corruptions"],
+        device="cpu",
+        metric_options={
+            "corruptions": {
+                **metric,
+                "baseline": str(tmp_path / "v"),
+                "vanilla": str(tmp_path / "v"),
+            }
+        },
+    )
+    assert again.metrics["corruptions"].summary["mCE"] == pytest.approx(100)
+    assert again.metrics["corruptions"].summary["relative_mCE"] == pytest.approx(100)
+    clean = locrob.evaluate(Brightness(), levels, ["clean"], device="cpu")
+    clean.save(tmp_path / "c")
+    with pytest.raises(locrob.LocrobError, match="no 'corruptions' result"):
+        locrob.evaluate(
+            Brightness(),
+            levels,
+            ["corruptions"],
+            device="cpu",
+            metric_options={"corruptions": {"vanilla": str(tmp_path / "c")}},
+        )
+
+
+def test_plot_command_writes_table_2_and_the_heat_map(trained, digits, tmp_path, locrob_cli):
+    small = subset(digits, 10, 30)
+    options = {"corruptions": {"corruptions": ["fog", "contrast"], "severities": [1, 5]}}
+    for name in ("vanilla", "other"):
+        report = locrob.evaluate(
+            trained.model,
+            small,
+            ["corruptions"],
+            metric_options=options,
+            device="cpu",
+            name=name,
+            seed=len(name),
+        )
+        report.save(tmp_path / name)
+    code, out, _ = locrob_cli(
+        "plot", str(tmp_path / "vanilla"), str(tmp_path / "other"), "--out", str(tmp_path / "joint")
+    )
+    assert code == 0, out
+    table = (tmp_path / "joint" / "corruptions.md").read_text()
+    assert "| model | clean error | corrupted error | mCE vs vanilla |" in table
+    assert "| vanilla |" in table and "| 100.0 | 100.0 |" in table.splitlines()[2]
+    assert (tmp_path / "joint" / "corruptions.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"corruptions": ["rain"]}, "unknown corruption 'rain'"),
+        ({"severities": [0, 3]}, "integers from 1 to 5"),
+        ({"preset": "mnist"}, "preset must be one of"),
+        ({"source": "imagenet-c"}, "source must be one of"),
+        ({"corruptions": ["fog", "fog"]}, "listed twice"),
+    ],
+)
+def test_bad_settings_are_refused(options, message):
+    with pytest.raises(locrob.LocrobError, match=message):
+        CorruptionAccuracy.create(**options)
+
+
+def write_cifar10c(root, corruptions, n_per_severity=10000, n_written=8):
+    """CIFAR-10-C files in their published layout: <corruption>.npy holds 5 x 10000 uint8
+    HWC images (severity blocks in order), labels.npy the 10000 labels five times over.
+
+    The files are memory-mapped and only the first ``n_written`` images of each severity are
+    written, so they take little disk. Returns what was written per (corruption, severity).
+    """
+    folder = root / "CIFAR-10-C"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    labels = np.tile(rng.integers(0, 9, n_per_severity).astype(np.uint8), 5)  # never 9
+    np.save(folder / "labels.npy", labels)
+    written = {}
+    for corruption in corruptions:
+        images = np.lib.format.open_memmap(
+            folder / f"{corruption}.npy",
+            mode="w+",
+            dtype=np.uint8,
+            shape=(5 * n_per_severity, 32, 32, 3),
+        )
+        for severity in range(1, 6):
+            block = rng.integers(0, 256, (n_written, 32, 32, 3), dtype=np.uint8)
+            images[(severity - 1) * n_per_severity :][:n_written] = block
+            written[corruption, severity] = block
+        images.flush()
+        del images
+    return written, labels[:n_written]
+
+
+def test_cifar10c_files_are_read_through_robustbench(tmp_path):
+    from locrob.adapters.robustbench import load_corrupted_cifar
+
+    written, labels = write_cifar10c(tmp_path, ["fog"])
+    for severity in (1, 4):
+        x, y = load_corrupted_cifar("cifar10-c", "fog", severity, tmp_path, 8)
+        assert x.dtype == torch.uint8 and x.shape == (8, 3, 32, 32)
+        assert np.array_equal(x.permute(0, 2, 3, 1).numpy(), written["fog", severity])
+        assert np.array_equal(y.numpy(), labels)
+
+
+def test_missing_cifar10c_files_are_named_with_where_to_get_them(tmp_path):
+    from locrob.adapters.robustbench import load_corrupted_cifar
+
+    with pytest.raises(locrob.LocrobError, match=r"CIFAR-10-C/snow.npy.*zenodo.org/record/2535967"):
+        load_corrupted_cifar("cifar10-c", "snow", 1, tmp_path, 8)
+
+
+def test_metric_on_cifar10c_files_scores_the_files_images(tmp_path, fake_cifar10):
+    root, expected = fake_cifar10
+    written, labels = write_cifar10c(tmp_path / "c", ["fog", "snow"], n_written=6)
+    data = locrob.load_dataset("cifar10", data_dir=root)
+
+    class Lookup(torch.nn.Module):
+        """Right on the CIFAR-10-C images of fog severity 2; class 9 (always wrong) elsewhere."""
+
+        def forward(self, x):
+            key = torch.from_numpy(written["fog", 2]).permute(0, 3, 1, 2).float() / 255
+            hit = (x[:, None] - key[None]).abs().flatten(2).amax(2) < 1e-6
+            right = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), 10).float()
+            never = torch.nn.functional.one_hot(torch.tensor(9), 10).float()
+            return torch.where(hit.any(1, keepdim=True), hit.float() @ right, never)
+
+    metric = CorruptionAccuracy(
+        corruptions=["fog", "snow"],
+        severities=[1, 2],
+        source="cifar10-c",
+        data_dir=str(tmp_path / "c"),
+    )
+    res = locrob.evaluate(Lookup(), data, [metric], device="cpu").metrics["corruptions"]
+    assert res.details["accuracy"] == [[0.0, 1.0], [0.0, 0.0]]
+    assert res.details["n"] == len(expected["test"][1])
+    digits = locrob.load_dataset("digits")
+    with pytest.raises(locrob.LocrobError, match="evaluate on --dataset cifar10"):
+        locrob.evaluate(Lookup(), digits, [metric], device="cpu")
