@@ -304,6 +304,31 @@ def bench_separation(
         )
 
 
+@bench_app.command("corruptions")
+def bench_corruptions(
+    images: Annotated[int, typer.Option(help="Batch of random 3x32x32 images for locrob.")] = 1000,
+    reference_images: Annotated[
+        int, typer.Option(help="Images for imagecorruptions (one at a time).")
+    ] = 40,
+    corruption: Annotated[
+        list[str] | None, typer.Option(help="Corruptions to time (default: all 15).")
+    ] = None,
+    device: Device = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """Corrupted images per second, all severities, against the imagecorruptions package."""
+    from dataclasses import asdict
+
+    from locrob.bench import bench_corruptions as run_bench
+    from locrob.bench import corruption_table
+
+    rows = run_bench(images, reference_images, device, corruption)
+    typer.echo(corruption_table(rows), nl=False)
+    if out is not None:
+        data = [{**asdict(r), "speedup": r.speedup} for r in rows]
+        write_text(out / "bench-corruptions.json", json.dumps(data, indent=2) + "\n")
+
+
 @bench_app.command("train")
 def bench_train(
     defense: Annotated[

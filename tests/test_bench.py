@@ -81,3 +81,31 @@ def test_bench_train_times_each_defense_against_vanilla(locrob_cli):
     assert "| pgd |" in train_table(rows)
     code, out, _ = locrob_cli("bench", "train", "--defense", "parseval", "--steps", "1")
     assert code == 0 and "| parseval |" in out
+
+
+def test_bench_corruptions_times_both_and_reports_the_baseline_failures(locrob_cli):
+    from locrob.bench import bench_corruptions, corruption_table
+
+    rows = bench_corruptions(images=16, reference_images=2, device="cpu", names=["contrast", "fog"])
+    assert [r.corruption for r in rows] == ["contrast", "fog"]
+    contrast, fog = rows
+    assert contrast.cifar_ips > 0 and contrast.imagenet_ips > 0 and contrast.reference_ips > 0
+    assert contrast.speedup == contrast.imagenet_ips / contrast.reference_ips
+    # imagecorruptions 1.1.2's fog uses np.float_, gone in numpy 2
+    assert fog.reference_ips is None and fog.reference_error == "AttributeError"
+    table = corruption_table(rows)
+    assert "| fog |" in table and "fails (AttributeError)" in table
+    assert "| the 1 that run in imagecorruptions |" in table
+    code, out, _ = locrob_cli(
+        "bench",
+        "corruptions",
+        "--images",
+        "8",
+        "--reference-images",
+        "1",
+        "--corruption",
+        "brightness",
+        "--device",
+        "cpu",
+    )
+    assert code == 0 and "| brightness |" in out

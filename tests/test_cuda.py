@@ -116,3 +116,38 @@ def test_a_callers_model_is_lent_to_the_gpu_and_given_back(trained, digits):
     locrob.alpha_lim(trained.model, digits.train_x[:4], [1.0], n_draws=4, device="cuda")
     locrob.layerwise_alpha(trained.model, digits.train_x[:4], [1.0], n_draws=4, device="cuda")
     assert {p.device.type for p in trained.model.state_dict().values()} == {"cpu"}
+
+
+# corruptions whose output does not depend on the random stream
+DETERMINISTIC = (
+    "defocus_blur",
+    "zoom_blur",
+    "brightness",
+    "contrast",
+    "pixelate",
+    "jpeg_compression",
+)
+
+
+@pytest.mark.parametrize("preset", ["cifar", "imagenet"])
+def test_corruptions_on_cuda_match_the_cpu_or_their_statistics(preset):
+    from test_corruption_fidelity import smooth_images
+
+    from locrob.corruptions import NAMES, corrupt
+
+    x = smooth_images(64)
+    for name in NAMES:
+        for severity in (1, 5):
+            gpu = corrupt(x.to(CUDA), name, severity, preset=preset, seed=3)
+            assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
+            assert float(gpu.min()) >= 0 and float(gpu.max()) <= 1, name
+            assert torch.equal(gpu, corrupt(x.to(CUDA), name, severity, preset=preset, seed=3))
+            cpu = corrupt(x, name, severity, preset=preset, seed=3)
+            if name in DETERMINISTIC:
+                # jpeg: the CPU codec on both, after the same 8-bit rounding
+                assert torch.allclose(
+                    gpu.cpu(), cpu, atol=2e-5 if name != "jpeg_compression" else 1 / 255
+                ), name
+            else:  # other random streams: the same distortion on average
+                moved = [float((out.cpu() - x).abs().mean()) for out in (gpu, cpu)]
+                assert moved[0] == pytest.approx(moved[1], rel=0.15, abs=2e-3), (name, moved)

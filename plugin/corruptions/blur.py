@@ -11,17 +11,16 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from locrob.corruptions.base import Corruption, cpu_generator
 from locrob.corruptions.operators import (
     MIRROR,
-    as_tensor,
     clipped_zoom_matrix,
+    correlate,
     filter_matrix,
     gather_shifted,
     gaussian_blur,
-    pad,
+    sum_separable,
 )
 
 
@@ -31,7 +30,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
     The disk is drawn on a 17 x 17 grid (wider for radius > 8) and smoothed as OpenCV's
     ``GaussianBlur`` does (3 or 5 taps, BORDER_REFLECT_101); rows and columns that stay zero
-    are trimmed, which changes nothing but the cost.
+    are trimmed, which changes nothing but the rank of the separable sum it becomes.
     """
     half, taps = (8, 3) if radius <= 8 else (int(radius), 5)
     grid = np.arange(-half, half + 1)
@@ -49,11 +48,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 def defocus_blur(x: torch.Tensor, params: tuple[float, float], _: torch.Generator) -> torch.Tensor:
     """Correlation with the defocus disk, OpenCV's ``filter2D`` boundary (reflect-101)."""
-    kernel = disk_kernel(*params)
-    n, c, h, w = x.shape
-    radius = kernel.shape[0] // 2
-    padded = pad(x.reshape(n * c, 1, h, w), radius, MIRROR)
-    return F.conv2d(padded, as_tensor(kernel, x)[None, None]).view(n, c, h, w)
+    return correlate(x, disk_kernel(*params), MIRROR)
 
 
 def glass_permutation(
@@ -136,10 +131,9 @@ def zoom_stack(n: int, factors: tuple[float, ...]) -> np.ndarray:
 
 
 def zoom_blur(x: torch.Tensor, factors: tuple[float, ...], _: torch.Generator) -> torch.Tensor:
-    """The mean of the image and its centre zooms by each factor (all zooms in one einsum)."""
+    """The mean of the image and its centre zooms by each factor."""
     h, w = x.shape[-2:]
-    rows, cols = as_tensor(zoom_stack(h, factors), x), as_tensor(zoom_stack(w, factors), x)
-    zoomed = torch.einsum("zhi,ncij,zwj->nchw", rows, x, cols)
+    zoomed = sum_separable(x, zoom_stack(h, factors), zoom_stack(w, factors))
     return (x + zoomed) / (len(factors) + 1)
 
 

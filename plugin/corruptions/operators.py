@@ -152,6 +152,43 @@ def separable(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tens
     return as_tensor(rows, x) @ x @ as_tensor(cols, x).transpose(0, 1)
 
 
+def sum_separable(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+    """``sum_k rows[k] @ x @ cols[k]^T``: a linear map of rank ``len(rows)`` over the two axes.
+
+    One term at a time, so memory stays that of the batch.
+    """
+    rows_t, cols_t = as_tensor(rows, x), as_tensor(cols, x).transpose(1, 2)
+    out = torch.zeros_like(x)
+    for r, c in zip(rows_t, cols_t, strict=True):
+        out += r @ x @ c
+    return out
+
+
+@lru_cache(maxsize=64)
+def correlation_terms(
+    kernel_bytes: bytes, size: int, h: int, w: int, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D correlation kernel as a sum of separable terms (its SVD), as row and column stacks.
+
+    The SVD is exact: every term with a singular value above 1e-12 of the largest is kept.
+    """
+    kernel = np.frombuffer(kernel_bytes).reshape(size, size)
+    u, sv, vt = np.linalg.svd(kernel)
+    keep = sv > 1e-12 * sv[0]
+    rows = np.stack([filter_matrix(h, u[:, k] * sv[k], mode) for k in np.nonzero(keep)[0]])
+    cols = np.stack([filter_matrix(w, vt[k], mode) for k in np.nonzero(keep)[0]])
+    return rows, cols
+
+
+def correlate(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
+    """2-D correlation of each channel with a square odd ``kernel`` under a boundary ``mode``
+    (OpenCV's ``filter2D`` for ``MIRROR``), as a sum of separable matmuls."""
+    rows, cols = correlation_terms(
+        np.ascontiguousarray(kernel, dtype=np.float64).tobytes(), len(kernel), *x.shape[-2:], mode
+    )
+    return sum_separable(x, rows, cols)
+
+
 def gaussian_blur(
     x: torch.Tensor, sigma: float, mode: str = NEAREST, truncate: float = 4.0
 ) -> torch.Tensor:
@@ -160,14 +197,6 @@ def gaussian_blur(
     return separable(
         x, gaussian_matrix(h, sigma, mode, truncate), gaussian_matrix(w, sigma, mode, truncate)
     )
-
-
-def pad(x: torch.Tensor, radius: int, mode: str) -> torch.Tensor:
-    """Pad the last two axes by ``radius`` with a boundary mode (any radius, unlike F.pad)."""
-    h, w = x.shape[-2:]
-    rows = torch.from_numpy(fold_index(np.arange(-radius, h + radius), h, mode)).to(x.device)
-    cols = torch.from_numpy(fold_index(np.arange(-radius, w + radius), w, mode)).to(x.device)
-    return x.index_select(-2, rows).index_select(-1, cols)
 
 
 def gather_shifted(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
