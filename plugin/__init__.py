@@ -6,6 +6,7 @@ The public API is a handful of guessable functions::
     data = locrob.load_dataset("digits")
     run = locrob.train("small-cnn", data, config=locrob.TrainConfig(epochs=3))
     report = locrob.evaluate(run.model, data, metrics=["clean"])
+    foggy = locrob.corrupt(data.test_x[:8].float() / 255, "fog", severity=3)
 
 Plugins implement the hooks of :mod:`locrob.hookspecs`, marked with :data:`locrob.hookimpl`.
 """
@@ -20,6 +21,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 from locrob.alpha.estimate import alpha_lim
 from locrob.alpha.layerwise import LayerwiseResult, layerwise_alpha
 from locrob.alpha.result import AlphaResult
+from locrob.corruptions import Corruption, corrupt
 from locrob.data.images import ImageData
 from locrob.defenses.base import Defense
 from locrob.errors import LocrobError
@@ -35,6 +37,7 @@ from locrob.training import TrainConfig, TrainingContext, TrainResult, train
 
 __all__ = [
     "AlphaResult",
+    "Corruption",
     "Defense",
     "EvaluationContext",
     "ImageData",
@@ -49,6 +52,7 @@ __all__ = [
     "TrainingContext",
     "__version__",
     "alpha_lim",
+    "corrupt",
     "evaluate",
     "hookimpl",
     "layerwise_alpha",

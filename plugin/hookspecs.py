@@ -72,7 +72,12 @@ class RegistrationSpec:
 
     @hookspec
     def register_corruptions(self, register: Register) -> None:
-        """Register corruption functions ``fn(images, severity, generator) -> images``."""
+        """Register corruptions: ``register("fog", Corruption("fog", apply, params))``.
+
+        A :class:`locrob.corruptions.Corruption` pairs ``apply(images, parameters, generator)``
+        with its parameters per preset (``cifar``, ``imagenet``, ...) and severity 1-5; the
+        base class checks the images and severity and seeds the generator.
+        """
 
 
 class TrainingSpec:
