@@ -467,3 +467,19 @@ def test_every_builtin_keeps_shape_dtype_and_range_on_rgb_and_grey(subtests=None
                     assert out.shape == x.shape and out.dtype == dtype, (name, severity)
                     assert float(out.min()) >= 0 and float(out.max()) <= 1, (name, severity)
                     assert torch.isfinite(out).all(), (name, severity)
+
+
+def test_box_and_bilinear_resize_matrices_match_pil_and_opencv_exactly():
+    rng = np.random.default_rng(4)
+    for n_in in (5, 8, 30, 32):
+        for n_out in (3, 4, 7, 16, 20, 24, 27, 32, 45):
+            signal = rng.random((1, n_in)).astype(np.float32)
+            pil = Image.fromarray(signal, mode="F").resize((n_out, 1), Image.BOX)
+            ours = signal.astype(np.float64) @ operators.box_resize_matrix(n_in, n_out).T
+            np.testing.assert_allclose(ours, np.asarray(pil), atol=1e-6, err_msg=f"{n_in}->{n_out}")
+    cv2 = pytest.importorskip("cv2")
+    for n_in, factor in ((30, 0.2), (527, 0.2), (33, 0.5), (10, 1.7)):
+        signal = rng.random((1, n_in)).astype(np.float32)
+        ref = cv2.resize(signal, (0, 0), fx=factor, fy=1, interpolation=cv2.INTER_LINEAR)
+        ours = signal.astype(np.float64) @ operators.linear_resize_matrix(n_in, factor).T
+        np.testing.assert_allclose(ours, ref, atol=2e-3, err_msg=f"{n_in} x {factor}")

@@ -171,14 +171,14 @@ def test_bad_settings_are_refused(options, message):
         CorruptionAccuracy.create(**options)
 
 
-def write_cifar10c(root, corruptions, n_per_severity=10000, n_written=8):
+def write_cifar10c(root, corruptions, n_per_severity=10000, n_written=8, folder="CIFAR-10-C"):
     """CIFAR-10-C files in their published layout: <corruption>.npy holds 5 x 10000 uint8
     HWC images (severity blocks in order), labels.npy the 10000 labels five times over.
 
     The files are memory-mapped and only the first ``n_written`` images of each severity are
     written, so they take little disk. Returns what was written per (corruption, severity).
     """
-    folder = root / "CIFAR-10-C"
+    folder = root / folder
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     labels = np.tile(rng.integers(0, 9, n_per_severity).astype(np.uint8), 5)  # never 9
@@ -200,12 +200,15 @@ def write_cifar10c(root, corruptions, n_per_severity=10000, n_written=8):
     return written, labels[:n_written]
 
 
-def test_cifar10c_files_are_read_through_robustbench(tmp_path):
+@pytest.mark.parametrize(
+    ("source", "folder"), [("cifar10-c", "CIFAR-10-C"), ("cifar100-c", "CIFAR-100-C")]
+)
+def test_corrupted_cifar_files_are_read_through_robustbench(tmp_path, source, folder):
     from locrob.adapters.robustbench import load_corrupted_cifar
 
-    written, labels = write_cifar10c(tmp_path, ["fog"])
+    written, labels = write_cifar10c(tmp_path, ["fog"], folder=folder)
     for severity in (1, 4):
-        x, y = load_corrupted_cifar("cifar10-c", "fog", severity, tmp_path, 8)
+        x, y = load_corrupted_cifar(source, "fog", severity, tmp_path, 8)
         assert x.dtype == torch.uint8 and x.shape == (8, 3, 32, 32)
         assert np.array_equal(x.permute(0, 2, 3, 1).numpy(), written["fog", severity])
         assert np.array_equal(y.numpy(), labels)
