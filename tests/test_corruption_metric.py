@@ -248,3 +248,5 @@ def test_metric_on_cifar10c_files_scores_the_files_images(tmp_path, fake_cifar10
     digits = locrob.load_dataset("digits")
     with pytest.raises(locrob.LocrobError, match="evaluate on --dataset cifar10"):
         locrob.evaluate(Lookup(), digits, [metric], device="cpu")
+    with pytest.raises(locrob.LocrobError, match=r"--split test .*\(train\)"):
+        locrob.evaluate(Lookup(), data, [metric], device="cpu", split="train")

@@ -186,11 +186,11 @@ class CorruptionAccuracy(Metric):
         from locrob.adapters.robustbench import load_corrupted_cifar
 
         expected = self.source.removesuffix("-c")
-        if data.name != expected:
+        if data.name != expected or context.split != "test":
             raise LocrobError(
                 f"{self.name}: {self.source} holds corrupted {expected} test images; evaluate "
-                f"on --dataset {expected} (split test) so the clean error is on the same images, "
-                f"not on '{data.name}'"
+                f"on --dataset {expected} --split test so the clean error is on the same images, "
+                f"not on '{data.name}' ({context.split})"
             )
         cells = [(c, s) for c in range(len(self.corruptions)) for s in range(len(self.severities))]
         for c, s in progress(cells, desc=self.source):
