@@ -102,9 +102,8 @@ def frost_textures(scale: float, h: int, w: int, device: str) -> tuple[torch.Ten
     """The frost photographs resized by ``scale``, zero-padded into one stack, and their sizes.
 
     The reference reads them with OpenCV and shrinks them with its bilinear resize
-    (``fx = fy = 0.2`` for CIFAR-10);
-    a photograph that would come out smaller than the image is enlarged to 1.1 times its size,
-    as imagecorruptions does.
+    (``fx = fy = 0.2`` for CIFAR-10). A photograph that would come out smaller than the image
+    is enlarged to 1.1 times the image's size instead, as imagecorruptions does.
     """
     from PIL import Image
 
