@@ -3,20 +3,19 @@
     python examples/compare_defenses.py                # digits, small-cnn, 10 epochs each
     python examples/compare_defenses.py --epochs 20 --device cuda
 
-PGD: L-inf, eps 8/255, step 2/255, 10 steps, through locrob's torchattacks adapter, on the
-test split. L2NN trains its own architecture (``--model l2nn``), the others small-cnn.
+PGD: L-inf, eps 8/255, step 2/255, 10 steps, random start, through the ``adversarial``
+metric (torchattacks), on the test split. L2NN trains its own architecture (``--model l2nn``),
+the others small-cnn.
 """
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-
 import locrob
-from locrob.adapters.torchattacks import pgd, run_attack
-from locrob.data.images import batches
-from locrob.runtime import eval_mode, resolve_device
+from locrob.metrics.adversarial import AdversarialAccuracy
+
+PGD_LINF = {"attack": "PGD", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "random_start": True}
 
 RUNS = {
     "vanilla": ("small-cnn", []),
@@ -28,21 +27,6 @@ RUNS = {
 }
 
 
-def accuracies(model: torch.nn.Module, data: locrob.ImageData, device: torch.device) -> tuple:
-    """Clean and PGD accuracy on the test split."""
-    attack = pgd(model, 8 / 255, 2 / 255, 10, "inf")
-    clean = robust = 0
-    x_test, y_test = data.split("test")
-    with eval_mode(model):
-        for x, y in batches(x_test, y_test, 500, device):
-            with torch.no_grad():
-                clean += int(model(x).argmax(1).eq(y).sum())
-            adversarial = run_attack(attack, x, y)
-            with torch.no_grad():
-                robust += int(model(adversarial).argmax(1).eq(y).sum())
-    return clean / len(y_test), robust / len(y_test)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="digits")
@@ -51,13 +35,15 @@ def main() -> None:
     args = parser.parse_args()
 
     data = locrob.load_dataset(args.data)
-    device = resolve_device(args.device)
     config = locrob.TrainConfig(epochs=args.epochs)
     print("| defense | model | train (s) | clean | PGD 8/255 |")
     print("|---|---|---|---|---|")
     for name, (model, defenses) in RUNS.items():
-        result = locrob.train(model, data, defenses=defenses, config=config, device=device)
-        clean, robust = accuracies(result.model, data, device)
+        result = locrob.train(model, data, defenses=defenses, config=config, device=args.device)
+        metrics = ["clean", AdversarialAccuracy(attacks=[PGD_LINF])]
+        report = locrob.evaluate(result.model, data, metrics, batch_size=500, device=args.device)
+        clean = report.metrics["clean"].summary["accuracy"]
+        robust = report.metrics["adversarial"].summary["PGD@0.03137"]
         print(
             f"| {name} | {model} | {result.seconds:.1f} | {100 * clean:.1f} % "
             f"| {100 * robust:.1f} % |",

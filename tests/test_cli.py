@@ -26,7 +26,7 @@ def test_version_and_plugins(locrob_cli):
     assert code == 0 and out.startswith("locrob ")
     code, out, _ = locrob_cli("plugins")
     assert code == 0
-    assert "clean  [locrob" in out and "metrics: clean" in out
+    assert "clean  [locrob" in out and "metrics: adversarial, clean" in out
 
 
 def _bad_npz(tmp_path, scale):
@@ -53,7 +53,7 @@ def _corrupt_checkpoint(tmp_path):
         (["--model", "small-cnn", "--dataset", "mnist"], "unknown dataset 'mnist'; known: cifar10"),
         (
             ["--model", "small-cnn", "--metrics", "clean,fgsm"],
-            "unknown metric 'fgsm'; known: clean",
+            "unknown metric 'fgsm'; known: adversarial, clean",
         ),
         (
             ["--model", "small-cnn", "--dataset", "cifar10", "--data-dir", "{tmp}"],

@@ -31,6 +31,7 @@ def test_builtins_load_through_the_entry_point_group():
     assert infos["clean"].hooks == ("register_metrics",)
     reg = locrob.registries()
     assert reg.metrics.names() == [
+        "adversarial",
         "clean",
         "corruptions",
         "local-robustness",
@@ -135,7 +136,7 @@ def test_unknown_names_list_the_known_ones():
         LocrobError, match=r"unknown dataset 'mnist'; known: cifar10, cifar100, digits, npz"
     ):
         locrob.load_dataset("mnist")
-    with pytest.raises(LocrobError, match="unknown metric 'nope'; known: clean"):
+    with pytest.raises(LocrobError, match="unknown metric 'nope'; known: adversarial, clean"):
         locrob.evaluate(torch.nn.Flatten(), "digits", ["nope"])
 
 
@@ -168,8 +169,8 @@ def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
     ).stdout
     assert "example  [locrob-example 0.1.0]  hooks: register_defenses, register_metrics" in listing
     assert (
-        "metrics: clean, corruptions, local-robustness, mean-confidence, noise, separation"
-        in listing
+        "metrics: adversarial, clean, corruptions, local-robustness, mean-confidence, noise, "
+        "separation" in listing
     )
     assert "defenses: input-noise" in listing
 

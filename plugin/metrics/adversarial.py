@@ -1,0 +1,102 @@
+"""``adversarial``: accuracy under torchattacks attacks, any attack by name with its options.
+
+Each entry of ``attacks`` is ``{"attack": "<torchattacks class>", **its keyword arguments}``
+(an optional ``"label"`` names its column). The defaults are PGD in L-inf (8/255, step 2/255)
+and in L2 (0.5, step 0.1), 10 steps each with a random start. ``worst_case`` counts an
+example as robust only if every attack fails on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from locrob.configurable import check
+from locrob.data.images import ImageData
+from locrob.evaluation import EvaluationContext
+from locrob.hookspecs import Register, hookimpl
+from locrob.metrics.base import Metric, MetricResult
+from locrob.runtime import mix_seed
+
+DEFAULT_ATTACKS = (
+    {"attack": "PGD", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "random_start": True},
+    {"attack": "PGDL2", "eps": 0.5, "alpha": 0.1, "steps": 10, "random_start": True},
+)
+
+
+def attack_label(spec: dict[str, Any]) -> str:
+    """A column name for an attack: its ``label``, or its class and ``eps`` (``PGD@0.03137``)."""
+    if "label" in spec:
+        return str(spec["label"])
+    eps = spec.get("eps")
+    return spec["attack"] if eps is None else f"{spec['attack']}@{eps:.4g}"
+
+
+@dataclass
+class AdversarialAccuracy(Metric):
+    """Top-1 accuracy on the adversarial examples of each attack, and over all of them."""
+
+    name = "adversarial"
+    attacks: list[dict[str, Any]] = field(
+        default_factory=lambda: [dict(a) for a in DEFAULT_ATTACKS]
+    )
+
+    def __post_init__(self) -> None:
+        check(len(self.attacks) > 0, self.name, "attacks needs at least one attack")
+        for spec in self.attacks:
+            check(
+                isinstance(spec, dict) and isinstance(spec.get("attack"), str),
+                self.name,
+                f'each attack is {{"attack": "<torchattacks class>", ...options}}, got {spec!r}',
+            )
+        labels = [attack_label(spec) for spec in self.attacks]
+        check(
+            len(set(labels)) == len(labels),
+            self.name,
+            f"two attacks share a label ({labels}); give each a distinct 'label'",
+        )
+
+    @hookimpl
+    def measure(
+        self, model: nn.Module, data: ImageData, context: EvaluationContext
+    ) -> MetricResult:
+        from locrob.adapters.torchattacks import make_attack, run_attack
+
+        x_all, _ = context.examples(data)
+        robust = torch.ones(len(x_all), dtype=torch.bool, device=context.device)
+        accuracy = {}
+        for k, spec in enumerate(self.attacks):
+            options = {key: value for key, value in spec.items() if key not in ("attack", "label")}
+            # built here, once the model is on its device: torchattacks reads it at construction
+            attack = make_attack(model, spec["attack"], **options)
+            hits = []
+            # torchattacks draws its random starts from the global stream: seed it per attack
+            # so each attack's result does not depend on the others, and restore it afterwards
+            with torch.random.fork_rng(devices=_cuda_devices(context.device)):
+                torch.manual_seed(mix_seed(context.seed, k))
+                for x, y in context.batches(data, desc=attack_label(spec)):
+                    adversarial = run_attack(attack, x, y)
+                    with torch.no_grad():
+                        hits.append(model(adversarial).argmax(1).eq(y))
+            correct = torch.cat(hits)
+            robust &= correct
+            accuracy[attack_label(spec)] = float(correct.float().mean())
+        return self.result(
+            {**accuracy, "worst_case": float(robust.float().mean())},
+            attacks=[dict(spec) for spec in self.attacks],
+            n=len(x_all),
+        )
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+@hookimpl
+def register_metrics(register: Register) -> None:
+    register("adversarial", AdversarialAccuracy)
