@@ -1,19 +1,27 @@
-"""RobustBench: the import shim and its CIFAR-10-C / CIFAR-100-C loader.
+"""RobustBench: the import shim, its model zoo as a model source, its CIFAR-10-C loader.
 
-``robustbench`` 1.1.1 imports ``autoattack``, but its dependency installs that module as
-``pyautoattack``; :func:`import_robustbench` aliases it once, here, before the import.
+Its traps, handled here: ``robustbench`` 1.1.1 imports ``autoattack``, but its dependency
+installs that module as ``pyautoattack`` (:func:`import_robustbench` aliases it once, before
+the import); ``load_model`` downloads from Google Drive when the checkpoint file is missing,
+which offline is a ``ConnectionError`` (checked first here, naming the file to place).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import torch
+from torch import nn
 
 from locrob.errors import LocrobError
+from locrob.hookspecs import Register, hookimpl
+
+MODEL_DIR_ENV = "LOCROB_MODEL_DIR"
 
 # source name -> (folder RobustBench expects under data_dir, Zenodo record, archive)
 CORRUPTED_CIFAR = {
@@ -73,3 +81,77 @@ def load_corrupted_cifar(
     loader = data.load_cifar10c if source == "cifar10-c" else data.load_cifar100c
     x, y = loader(n_examples, severity, str(data_dir), shuffle=False, corruptions=[corruption])
     return (x * 255).round().to(torch.uint8), y.long()
+
+
+def parse_zoo_spec(arg: str | None) -> tuple[str, str, str]:
+    """``[dataset/][threat_model/]name`` -> (dataset, threat model, name); cifar10 and Linf
+    by default, as RobustBench's own ``load_model``."""
+    parts = (arg or "").split("/")
+    if not parts[-1] or len(parts) > 3:
+        raise LocrobError(
+            "a RobustBench model spec is robustbench:[DATASET/][THREAT_MODEL/]NAME, like "
+            f"robustbench:cifar10/Linf/Wong2020Fast; got 'robustbench:{arg or ''}'"
+        )
+    defaults = ["cifar10", "Linf"]
+    dataset, threat = (defaults[: 3 - len(parts)] + parts[:-1])[-2:]
+    return dataset, threat, parts[-1]
+
+
+def zoo_checkpoint(model_dir: str | Path, dataset: str, threat: str, name: str) -> Path:
+    """Where RobustBench's ``load_model`` reads (or would download) the checkpoint."""
+    return Path(model_dir) / dataset / threat / f"{name}.pt"
+
+
+def load_zoo_model(
+    arg: str | None, *, model_dir: str | Path | None = None, **_: object
+) -> nn.Module:
+    """A RobustBench model zoo entry with its weights, through ``robustbench.utils.load_model``.
+
+    ``model_dir`` (or ``$LOCROB_MODEL_DIR``, else ``models``) holds
+    ``<dataset>/<threat_model>/<name>.pt`` as RobustBench lays it out. The model takes images
+    in [0, 1] (any normalization is inside it).
+    """
+    dataset, threat, name = parse_zoo_spec(arg)
+    zoo = import_robustbench("robustbench.model_zoo")
+    enums = import_robustbench("robustbench.model_zoo.enums")
+    try:
+        entries = zoo.model_dicts[enums.BenchmarkDataset(dataset)][enums.ThreatModel(threat)]
+    except (ValueError, KeyError):
+        datasets = ", ".join(d.value for d in zoo.model_dicts)
+        raise LocrobError(
+            f"RobustBench has no {dataset}/{threat} models; data sets: {datasets}; threat "
+            "models: Linf, L2, corruptions"
+        ) from None
+    if name not in entries:
+        close = difflib.get_close_matches(name, list(entries), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise LocrobError(
+            f"RobustBench has no {dataset}/{threat} model '{name}' ({len(entries)} there){hint}"
+        )
+    model_dir = Path(model_dir or os.environ.get(MODEL_DIR_ENV) or "models")
+    utils = import_robustbench("robustbench.utils")
+    timm_name = f"{name.lower().replace('-', '_')}_{dataset}_{threat.lower()}"
+    if utils.timm.is_model(timm_name):  # RobustBench serves these through timm's hub
+        try:
+            return utils.load_model(
+                name, model_dir=str(model_dir), dataset=dataset, threat_model=threat
+            )
+        except Exception as err:  # offline: whatever the hub client raises
+            raise LocrobError(
+                f"RobustBench model '{name}' comes from the Hugging Face hub as timm model "
+                f"'{timm_name}' and could not be fetched ({type(err).__name__}); put it in the "
+                "hub cache on a machine with internet access"
+            ) from None
+    path = zoo_checkpoint(model_dir, dataset, threat, name)
+    if not path.is_file():
+        raise LocrobError(
+            f"RobustBench checkpoint missing: {path}; place {name}.pt there (RobustBench "
+            f"downloads it from Google Drive, id {entries[name].get('gdrive_id')}), or point "
+            f"model_dir / ${MODEL_DIR_ENV} to the folder holding {dataset}/{threat}/"
+        )
+    return utils.load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat)
+
+
+@hookimpl
+def register_model_sources(register: Register) -> None:
+    register("robustbench", load_zoo_model)
