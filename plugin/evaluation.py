@@ -18,7 +18,7 @@ from locrob.metrics.base import Metric
 from locrob.models.probe import check_model
 from locrob.report import Report
 from locrob.runtime import eval_mode, on_device, progress, resolve_device
-from locrob.sources import data_options, load_dataset, load_model, model_info
+from locrob.sources import as_module, data_options, load_dataset, load_model, model_info
 
 
 @dataclass
@@ -88,7 +88,7 @@ def evaluate(
 ) -> Report:
     """Measure ``model`` on ``data`` with each metric and return one :class:`Report`.
 
-    ``model`` is an ``nn.Module`` taking images in [0, 1], or a spec for
+    ``model`` is an ``nn.Module`` taking images in [0, 1], an ART PyTorch classifier, or a spec for
     :func:`locrob.load_model`; ``data`` an :class:`ImageData`, a spec for
     :func:`locrob.load_dataset`, or ``(images, labels)``. ``name`` labels the model in tables
     and plots. The model is moved to ``device`` and left there, in its original mode.
@@ -98,6 +98,7 @@ def evaluate(
     if isinstance(model, str):
         info = model_info(model)
         model = load_model(model, **data_options(model, data))
+    model = as_module(model)
     if max_examples is not None and max_examples < 1:
         raise LocrobError(f"max_examples must be at least 1, got {max_examples}")
     if batch_size < 1:

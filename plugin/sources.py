@@ -40,6 +40,16 @@ def load_model(spec: str, **options: object) -> nn.Module:
     return model.eval()
 
 
+def as_module(model: object) -> object:
+    """What locrob measures for a model a caller passes: an ART classifier becomes the module
+    that computes it (through the ART adapter); anything else is returned as is."""
+    if type(model).__module__.split(".")[0] != "art":  # no import of ART or its adapter
+        return model
+    from locrob.adapters.art import art_module
+
+    return art_module(model)
+
+
 def load_dataset(
     spec: str, *, data_dir: str | Path | None = None, download: bool = False
 ) -> ImageData:

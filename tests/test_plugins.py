@@ -33,8 +33,10 @@ def test_builtins_load_through_the_entry_point_group():
     assert reg.metrics.names() == [
         "adversarial",
         "clean",
+        "clever",
         "corruptions",
         "local-robustness",
+        "loss-sensitivity",
         "noise",
         "separation",
     ]
@@ -169,8 +171,8 @@ def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
     ).stdout
     assert "example  [locrob-example 0.1.0]  hooks: register_defenses, register_metrics" in listing
     assert (
-        "metrics: adversarial, clean, corruptions, local-robustness, mean-confidence, noise, "
-        "separation" in listing
+        "metrics: adversarial, clean, clever, corruptions, local-robustness, loss-sensitivity, "
+        "mean-confidence, noise, separation" in listing
     )
     assert "defenses: input-noise" in listing
 

@@ -27,6 +27,7 @@ from locrob.alpha.search import search
 from locrob.alpha.settings import AlphaSettings, resolve
 from locrob.errors import LocrobError
 from locrob.runtime import eval_mode, on_device, resolve_device
+from locrob.sources import as_module
 
 Model = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 
@@ -101,12 +102,14 @@ def alpha_lim(
     then climbs the ratio by projected gradient ascent. x+e is clamped to ``clamp`` and the
     denominator is the effective perturbation clamp(x+e) - x, as in the authors' code.
 
+    ``model`` is an ``nn.Module``, a callable on tensors, or an ART PyTorch classifier.
     ``preset`` is ``"paper"`` (100 points x 1000 Gaussian draws) or ``"authors-code"``
     (1000 points x 100 uniform draws); ``options`` are the fields of
     :class:`locrob.alpha.settings.AlphaSettings` and override the preset.
     """
     settings = resolve(preset, radii, **options)
     dev = resolve_device(device)
+    model = as_module(model)
     points = as_points(x, settings)
     dtype = model_dtype(model)
     points = points.to(dev, dtype)
