@@ -175,6 +175,25 @@ def plot(
 
 
 @app.command()
+def leaderboard(
+    reports: Annotated[list[Path], typer.Argument(help="report.json files or their directories.")],
+    sort: Annotated[str, typer.Option(help="The column to rank by, like 'clean accuracy'.")],
+    out: Annotated[Path, typer.Option(help="Directory for leaderboard.md and leaderboard.html.")],
+    ascending: Annotated[bool, typer.Option(help="Rank lower values first (errors).")] = False,
+) -> None:
+    """Rank any number of reports by one column; write Markdown and HTML, RobustBench-style."""
+    from locrob.leaderboard import leaderboard_html, leaderboard_markdown
+    from locrob.report import load_report
+
+    loaded = [load_report(path) for path in reports]
+    table = leaderboard_markdown(loaded, sort, ascending)
+    write_text(out / "leaderboard.md", table)
+    write_text(out / "leaderboard.html", leaderboard_html(loaded, sort, ascending))
+    typer.echo(table, nl=False)
+    typer.echo(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.html'}")
+
+
+@app.command()
 def plugins() -> None:
     """List the loaded plugins (name, version, hooks) and what they registered."""
     from locrob import plugins as host

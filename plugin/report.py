@@ -120,21 +120,30 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def markdown_table(reports: Sequence[Report]) -> str:
-    """One row per report, one column per metric summary value (``clean accuracy``, ...)."""
+def summary_columns(reports: Sequence[Report]) -> list[tuple[str, str]]:
+    """Every (metric, summary key) of the reports, in first-seen order."""
     columns: list[tuple[str, str]] = []
     for report in reports:
         for name, result in report.metrics.items():
             for key in result.summary:
                 if (name, key) not in columns:
                     columns.append((name, key))
+    return columns
+
+
+def summary_value(report: Report, metric: str, key: str) -> float | None:
+    """One summary value of a report, or None where the report does not have it."""
+    result = report.metrics.get(metric)
+    return None if result is None else result.summary.get(key)
+
+
+def markdown_table(reports: Sequence[Report]) -> str:
+    """One row per report, one column per metric summary value (``clean accuracy``, ...)."""
+    columns = summary_columns(reports)
     header = ["model", "dataset", "split", "n", *[f"{m} {k}" for m, k in columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in reports:
-        values = [
-            _cell(r.metrics[m].summary[k]) if m in r.metrics and k in r.metrics[m].summary else ""
-            for m, k in columns
-        ]
+        values = [_cell(v) if (v := summary_value(r, m, k)) is not None else "" for m, k in columns]
         row = [r.label, str(r.dataset.get("name", "")), r.split, str(r.n_examples), *values]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,84 @@
+"""A RobustBench-style leaderboard from any number of reports: ranked Markdown and HTML."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from locrob.errors import LocrobError
+from locrob.report import Report, summary_columns, summary_value
+
+
+def _column_name(metric: str, key: str) -> str:
+    return f"{metric} {key}"
+
+
+def ranked(
+    reports: Sequence[Report], sort: str, ascending: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows, ranked by the column named ``sort`` (``"clean accuracy"``).
+
+    Higher ranks first unless ``ascending``; reports without that value come last, unranked.
+    """
+    columns = summary_columns(reports)
+    names = [_column_name(m, k) for m, k in columns]
+    if sort not in names:
+        raise LocrobError(f"no column '{sort}' to sort by; the reports have: {', '.join(names)}")
+    metric, key = columns[names.index(sort)]
+    with_value = [r for r in reports if summary_value(r, metric, key) is not None]
+    without = [r for r in reports if summary_value(r, metric, key) is None]
+    with_value.sort(key=lambda r: summary_value(r, metric, key), reverse=not ascending)
+    header = ["rank", "model", "dataset", "n", *names]
+    rows = []
+    for rank, report in enumerate([*with_value, *without], start=1):
+        values = [summary_value(report, m, k) for m, k in columns]
+        rows.append(
+            [
+                str(rank) if report in with_value else "",
+                report.label,
+                str(report.dataset.get("name", "")),
+                str(report.n_examples),
+                *("" if v is None else f"{v:.4g}" for v in values),
+            ]
+        )
+    return header, rows
+
+
+def leaderboard_markdown(reports: Sequence[Report], sort: str, ascending: bool = False) -> str:
+    """The leaderboard as a Markdown table."""
+    header, rows = ranked(reports, sort, ascending)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_html(reports: Sequence[Report], sort: str, ascending: bool = False) -> str:
+    """The leaderboard as a standalone HTML page, the sorted column highlighted."""
+    header, rows = ranked(reports, sort, ascending)
+    target = header.index(sort)
+
+    def cells(tag: str, row: list[str]) -> str:
+        return "".join(
+            f"<{tag}{' class=sorted' if i == target else ''}>{html.escape(v)}</{tag}>"
+            for i, v in enumerate(row)
+        )
+
+    body = "\n".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
+    order = "ascending" if ascending else "descending"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>locrob leaderboard</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+th {{ background: #f0f0f0; }}
+.sorted {{ background: #fff3c4; font-weight: bold; }}
+</style></head><body>
+<h1>Leaderboard</h1>
+<p>Ranked by <b>{html.escape(sort)}</b> ({order}).</p>
+<table>
+<tr>{cells("th", header)}</tr>
+{body}
+</table>
+</body></html>
+"""

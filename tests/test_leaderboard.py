@@ -1,0 +1,65 @@
+"""``locrob leaderboard``: reports ranked by one column, in Markdown and HTML."""
+
+from __future__ import annotations
+
+import pytest
+
+import locrob
+from locrob.leaderboard import leaderboard_html, leaderboard_markdown, ranked
+
+
+def report(name: str, **summaries: dict[str, float]) -> locrob.Report:
+    return locrob.Report(
+        model={"name": name},
+        dataset={"name": "digits"},
+        split="test",
+        n_examples=10,
+        metrics={m: locrob.MetricResult(m, s) for m, s in summaries.items()},
+    )
+
+
+REPORTS = [
+    report("a", clean={"accuracy": 0.90}, adversarial={"PGD": 0.40}),
+    report("b<i>", clean={"accuracy": 0.97}, adversarial={"PGD": 0.10}),
+    report("c", clean={"accuracy": 0.80}),
+]
+
+
+def test_ranks_by_the_column_with_missing_values_last_and_unranked():
+    header, rows = ranked(REPORTS, "adversarial PGD")
+    assert header == ["rank", "model", "dataset", "n", "clean accuracy", "adversarial PGD"]
+    assert [(r[0], r[1], r[5]) for r in rows] == [
+        ("1", "a", "0.4"),
+        ("2", "b<i>", "0.1"),
+        ("", "c", ""),
+    ]
+    _, rows = ranked(REPORTS, "clean accuracy", ascending=True)
+    assert [r[1] for r in rows] == ["c", "a", "b<i>"]
+
+
+def test_markdown_and_html_carry_the_same_table_escaped():
+    md = leaderboard_markdown(REPORTS, "clean accuracy")
+    assert md.splitlines()[2] == "| 1 | b<i> | digits | 10 | 0.97 | 0.1 |"
+    page = leaderboard_html(REPORTS, "clean accuracy")
+    assert "<td>b&lt;i&gt;</td>" in page and "<i>" not in page.split("<table>")[1]
+    assert page.count("<tr>") == 4 and "class=sorted" in page
+
+
+def test_unknown_column_lists_the_known_ones():
+    with pytest.raises(
+        locrob.LocrobError,
+        match="no column 'pgd' to sort by; the reports have: clean accuracy, adversarial PGD",
+    ):
+        ranked(REPORTS, "pgd")
+
+
+def test_leaderboard_command(tmp_path, locrob_cli):
+    for r in REPORTS:
+        r.save(tmp_path / r.label.replace("<", "").replace(">", ""))
+    dirs = [str(tmp_path / d) for d in ("a", "bi", "c")]
+    code, out, _ = locrob_cli(
+        "leaderboard", *dirs, "--sort", "clean accuracy", "--out", str(tmp_path / "lb")
+    )
+    assert code == 0, out
+    assert "| 1 | b<i> |" in out
+    assert (tmp_path / "lb" / "leaderboard.html").read_text().startswith("<!doctype html>")
