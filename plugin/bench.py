@@ -50,6 +50,12 @@ class AlphaBench:
     engine_ips: float
     inference_ips: float
     authors_ips: float
+    clever_s_per_point: float | None = None  # ART's clever_u, where measured
+
+    @property
+    def alpha_s_per_point(self) -> float:
+        """Seconds of the estimator per point (all its draws at all its radii)."""
+        return self.draws * self.radii / self.engine_ips
 
     @property
     def ratio(self) -> float:
@@ -60,7 +66,12 @@ class AlphaBench:
         return self.engine_ips / self.authors_ips
 
     def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "ratio": self.ratio, "speedup": self.speedup}
+        return {
+            **asdict(self),
+            "ratio": self.ratio,
+            "speedup": self.speedup,
+            "alpha_s_per_point": self.alpha_s_per_point,
+        }
 
 
 def _best_rate(run: Callable[[], int], device: torch.device, repeats: int = 2) -> float:
@@ -99,6 +110,7 @@ def bench_model(
     preset: str | None,
     forward_dtype: str,
     sizes: tuple[int, int, int] | None,
+    clever_points: int = 0,
 ) -> AlphaBench:
     """The figures of one architecture (random weights: speed does not depend on them)."""
     model = load_model(name).to(dev).eval()
@@ -137,6 +149,7 @@ def bench_model(
     engine_ips = _best_rate(engine, dev)
     inference_ips = _best_rate(inference, dev)
     authors_ips = _best_rate(lambda: authors_loop(model, x, radii, draws), dev, repeats=1)
+    clever = clever_seconds(model, x[:clever_points], dev) if clever_points else None
     return AlphaBench(
         name,
         str(dev),
@@ -148,7 +161,28 @@ def bench_model(
         engine_ips,
         inference_ips,
         authors_ips,
+        clever,
     )
+
+
+# ART's clever_u settings timed beside alpha_lim: its documented example sizes
+CLEVER = {"nb_batches": 10, "batch_size": 50, "radius": 2.0, "norm": 2}
+
+
+def clever_seconds(model: nn.Module, x: torch.Tensor, dev: torch.device) -> float | None:
+    """Seconds per point of ART's ``clever_u`` on ``model`` (None without ART installed)."""
+    try:
+        from art.metrics import clever_u
+
+        from locrob.adapters.art import to_art
+    except ImportError:
+        return None
+    classifier = to_art(model, tuple(x.shape[1:]), 10, dev)
+    points = x.float().cpu().numpy()
+    start = time.perf_counter()
+    for point in points:
+        clever_u(classifier, point, **CLEVER, verbose=False)
+    return (time.perf_counter() - start) / len(points)
 
 
 def bench_alpha(
@@ -157,11 +191,18 @@ def bench_alpha(
     preset: str | None = None,
     forward_dtype: str = "float32",
     sizes: tuple[int, int, int] | None = None,
+    clever_points: int = 1,
 ) -> list[AlphaBench]:
-    """Measure each model; ``sizes`` = (points, draws, radii) overrides the preset and defaults."""
+    """Measure each model; ``sizes`` = (points, draws, radii) overrides the preset and defaults.
+
+    ``clever_points`` points also time ART's ``clever_u`` (0 skips it).
+    """
     dev = resolve_device(device)
     images = load_dataset("digits").train_x
-    return [bench_model(name, dev, images, preset, forward_dtype, sizes) for name in models]
+    return [
+        bench_model(name, dev, images, preset, forward_dtype, sizes, clever_points)
+        for name in models
+    ]
 
 
 def alpha_table(rows: Sequence[AlphaBench]) -> str:
@@ -177,6 +218,20 @@ def alpha_table(rows: Sequence[AlphaBench]) -> str:
             f"{r.chunk} | {r.engine_ips:,.0f} | {r.inference_ips:,.0f} | {r.ratio:.2f} | "
             f"{r.authors_ips:,.0f} | {r.speedup:.2f}x |"
         )
+    timed = [r for r in rows if r.clever_s_per_point is not None]
+    if timed:
+        lines += [
+            "",
+            "| model | alpha_lim s/point (draws x radii) | ART clever_u s/point "
+            f"({CLEVER['nb_batches']} x {CLEVER['batch_size']} gradients) | clever_u / alpha_lim |",
+            "|---|---|---|---|",
+        ]
+        for r in timed:
+            clever, alpha = r.clever_s_per_point, r.alpha_s_per_point
+            lines.append(
+                f"| {r.model} | {alpha:.4f} ({r.draws} x {r.radii}) | {clever:.4f} "
+                f"| {clever / alpha:.1f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -279,10 +279,13 @@ def bench_alpha(
     points: Annotated[int | None, typer.Option(help="Points (with --draws and --radii).")] = None,
     draws: Annotated[int | None, typer.Option(help="Draws per point and radius.")] = None,
     radii: Annotated[int | None, typer.Option(help="Number of radii.")] = None,
+    clever_points: Annotated[
+        int, typer.Option(help="Points to time ART's clever_u on, beside alpha_lim (0: skip).")
+    ] = 1,
     device: Device = None,
     out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
 ) -> None:
-    """alpha_lim estimator throughput vs plain inference and vs the authors' loop structure."""
+    """alpha_lim estimator throughput vs plain inference, the authors' loop and ART's CLEVER."""
     from locrob.bench import alpha_table
     from locrob.bench import bench_alpha as run_bench
 
@@ -291,7 +294,12 @@ def bench_alpha(
         raise LocrobError("give --points, --draws and --radii together")
     sizes = (points, draws, radii) if points is not None else None
     rows = run_bench(
-        model or ["small-cnn", "preact-resnet18"], device, preset, forward_dtype, sizes
+        model or ["small-cnn", "preact-resnet18"],
+        device,
+        preset,
+        forward_dtype,
+        sizes,
+        clever_points,
     )
     typer.echo(alpha_table(rows), nl=False)
     if out is not None:

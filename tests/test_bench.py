@@ -19,6 +19,11 @@ def test_bench_alpha_figures_are_consistent():
     assert row.speedup == pytest.approx(row.engine_ips / row.authors_ips)
     table = alpha_table([row]).splitlines()
     assert table[0].startswith("| model | device |") and table[2].startswith("| small-cnn | cpu |")
+    # ART's clever_u timed on the same model and points, per point, beside alpha_lim's time
+    assert row.alpha_s_per_point == pytest.approx(3 * 2 / row.engine_ips)
+    assert row.clever_s_per_point > 0
+    assert table[-1].startswith("| small-cnn | ") and table[-1].endswith("x |")
+    assert "ART clever_u s/point (10 x 50 gradients)" in table[-3]
 
 
 def test_authors_loop_counts_every_forward():
