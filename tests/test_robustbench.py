@@ -55,3 +55,82 @@ def test_missing_and_unknown_models_are_clear_errors(tmp_path):
     with pytest.raises(locrob.LocrobError, match="no cifar10/Linfinity models"):
         locrob.load_model("robustbench:Linfinity/Wong2020Fast", model_dir=tmp_path)
     assert not list(tmp_path.iterdir())  # nothing downloaded or created
+
+
+class Memorizer(torch.nn.Module):
+    """Right on a fixed set of images (nearest stored image's label), smooth in between."""
+
+    def __init__(self, images, labels):
+        super().__init__()
+        self.register_buffer("keys", images.flatten(1))
+        self.register_buffer("onehot", torch.nn.functional.one_hot(labels, 10).float())
+
+    def forward(self, x):
+        d = torch.cdist(x.flatten(1), self.keys)
+        return torch.softmax(-d, dim=1) @ self.onehot * 10
+
+
+def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
+    fake_cifar10, tmp_path, monkeypatch
+):
+    from locrob.adapters.robustbench import benchmark_alongside
+
+    root, expected = fake_cifar10
+    x = torch.from_numpy(expected["test"][0].reshape(-1, 3, 32, 32)).float() / 255
+    y = torch.as_tensor(expected["test"][1])
+    model = Memorizer(x, y).eval()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    report = benchmark_alongside(
+        model,
+        ["clean"],
+        n_examples=6,
+        data_dir=root,
+        batch_size=6,
+        eps=8 / 255,
+        device="cpu",
+        name="memorizer",
+    )
+    rb = report.metrics["robustbench"]
+    assert rb.summary["clean_accuracy"] == report.metrics["clean"].summary["accuracy"] == 1.0
+    assert 0 <= rb.summary["autoattack_accuracy"] <= rb.summary["clean_accuracy"]
+    assert report.n_examples == 6
+    info = report.model["robustbench"]
+    assert info["clean_acc"] == 100.0 and info["eps"] == 8 / 255 and info["name"] == "memorizer"
+    assert info["autoattack_acc"] == f"{100 * rb.summary['autoattack_accuracy']:.2f}"
+    assert list(cwd.iterdir()) == []  # nothing written into the working directory
+    report.save(tmp_path / "out")
+    again = locrob.load_report(tmp_path / "out")
+    assert again.model["robustbench"] == info
+
+
+def test_benchmark_alongside_takes_corruptions_through_load_cifar10c(
+    fake_cifar10, tmp_path, monkeypatch
+):
+    from test_corruption_metric import write_cifar10c
+
+    from locrob.adapters.robustbench import benchmark_alongside
+
+    root, expected = fake_cifar10
+    write_cifar10c(root, ["fog"], n_written=6)
+    rb_eval = import_robustbench("robustbench.eval")
+    monkeypatch.setattr(rb_eval, "benchmark", lambda *a, **k: pytest.fail("crashing path used"))
+    monkeypatch.setattr(
+        rb_eval, "corruptions_evaluation", lambda *a, **k: pytest.fail("crashing path used")
+    )
+    x = torch.from_numpy(expected["test"][0].reshape(-1, 3, 32, 32)).float() / 255
+    model = Memorizer(x, torch.as_tensor(expected["test"][1])).eval()
+    report = benchmark_alongside(
+        model,
+        ["clean"],
+        threat_model="corruptions",
+        n_examples=6,
+        data_dir=root,
+        device="cpu",
+        metric_options={"corruptions": {"corruptions": ["fog"], "severities": [1]}},
+    )
+    corr = report.metrics["corruptions"]
+    assert corr.settings["source"] == "cifar10-c"
+    assert report.metrics["robustbench"].summary["corruptions_accuracy"] == corr.summary["accuracy"]
+    assert report.model["robustbench"]["corruptions_acc"] is not None
