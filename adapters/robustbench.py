@@ -112,13 +112,18 @@ def zoo_checkpoint(model_dir: str | Path, dataset: str, threat: str, name: str) 
 
 
 def load_zoo_model(
-    arg: str | None, *, model_dir: str | Path | None = None, **_: object
+    arg: str | None,
+    *,
+    model_dir: str | Path | None = None,
+    download: bool = False,
+    **_: object,
 ) -> nn.Module:
     """A RobustBench model zoo entry with its weights, through ``robustbench.utils.load_model``.
 
     ``model_dir`` (or ``$LOCROB_MODEL_DIR``, else ``models``) holds
-    ``<dataset>/<threat_model>/<name>.pt`` as RobustBench lays it out. The model takes images
-    in [0, 1] (any normalization is inside it).
+    ``<dataset>/<threat_model>/<name>.pt`` as RobustBench lays it out; a missing checkpoint is
+    an error naming that file, unless ``download=True`` lets RobustBench fetch it (and a failed
+    fetch is the same error). The model takes images in [0, 1] (normalization is inside it).
     """
     dataset, threat, name = parse_zoo_spec(arg)
     zoo = import_robustbench("robustbench.model_zoo")
@@ -152,13 +157,21 @@ def load_zoo_model(
                 "hub cache on a machine with internet access"
             ) from None
     path = zoo_checkpoint(model_dir, dataset, threat, name)
-    if not path.is_file():
-        raise LocrobError(
-            f"RobustBench checkpoint missing: {path}; place {name}.pt there (RobustBench "
-            f"downloads it from Google Drive, id {entries[name].get('gdrive_id')}), or point "
-            f"model_dir / ${MODEL_DIR_ENV} to the folder holding {dataset}/{threat}/"
-        )
-    return utils.load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat)
+    missing = LocrobError(
+        f"RobustBench checkpoint missing: {path}; place {name}.pt there (RobustBench "
+        f"downloads it from Google Drive, id {entries[name].get('gdrive_id')}, with "
+        f"download=True), or point model_dir / ${MODEL_DIR_ENV} to the folder holding "
+        f"{dataset}/{threat}/"
+    )
+    load = {"model_dir": str(model_dir), "dataset": dataset, "threat_model": threat}
+    if path.is_file():
+        return utils.load_model(name, **load)
+    if not download:
+        raise missing
+    try:
+        return utils.load_model(name, **load)
+    except Exception as err:  # gdown's and requests' errors alike: the fetch failed
+        raise missing from err
 
 
 def benchmark_alongside(

@@ -57,6 +57,17 @@ def test_missing_and_unknown_models_are_clear_errors(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing downloaded or created
 
 
+def test_a_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
+    utils = import_robustbench("robustbench.utils")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to drive.google.com")
+
+    monkeypatch.setattr(utils, "download_gdrive_new", offline)
+    with pytest.raises(locrob.LocrobError, match=r"checkpoint missing: .*Wong2020Fast\.pt"):
+        locrob.load_model("robustbench:Wong2020Fast", model_dir=tmp_path, download=True)
+
+
 class Memorizer(torch.nn.Module):
     """Right on a fixed set of images (nearest stored image's label), smooth in between."""
 
