@@ -194,6 +194,30 @@ def leaderboard(
 
 
 @app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Directory for the models, reports and figures.")],
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 10,
+    run: Annotated[
+        list[str] | None, typer.Option(help="Runs to include (default: all six; vanilla first).")
+    ] = None,
+    max_examples: Annotated[
+        int | None, typer.Option(help="Evaluate the first N test images.")
+    ] = None,
+    device: Device = None,
+) -> None:
+    """The paper's study on digits: six models, Table 2 and Figs. 1-5, in one command."""
+    from locrob.demo import DemoConfig, run_demo
+
+    config = DemoConfig(epochs=epochs, max_examples=max_examples)
+    if run:
+        config.runs = list(run)
+    written = run_demo(out, config, device)
+    typer.echo((out / "report.md").read_text(encoding="utf-8"), nl=False)
+    for path in written:
+        typer.echo(f"wrote: {path}")
+
+
+@app.command()
 def plugins() -> None:
     """List the loaded plugins (name, version, hooks) and what they registered."""
     from locrob import plugins as host

@@ -31,7 +31,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_main_job_command_names_real_commands():
     main_job = _blocks("bash")[0]
-    assert "locrob train" in main_job and "locrob evaluate --model checkpoint:" in main_job
+    assert "locrob demo --out" in main_job and "pip install -e '.[corruptions]'" in main_job
 
 
 def _plugin_block() -> str:
