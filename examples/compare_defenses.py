@@ -13,18 +13,8 @@ from __future__ import annotations
 import argparse
 
 import locrob
+from locrob.demo import PGD_COLUMN, PGD_LINF, RUNS
 from locrob.metrics.adversarial import AdversarialAccuracy
-
-PGD_LINF = {"attack": "PGD", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "random_start": True}
-
-RUNS = {
-    "vanilla": ("small-cnn", []),
-    "parseval": ("small-cnn", ["parseval"]),
-    "laplacian": ("small-cnn", ["laplacian"]),
-    "parseval+laplacian": ("small-cnn", ["parseval", "laplacian"]),
-    "l2nn": ("l2nn", ["l2nn"]),
-    "pgd": ("small-cnn", ["pgd"]),
-}
 
 
 def main() -> None:
@@ -43,7 +33,7 @@ def main() -> None:
         metrics = ["clean", AdversarialAccuracy(attacks=[PGD_LINF])]
         report = locrob.evaluate(result.model, data, metrics, batch_size=500, device=args.device)
         clean = report.metrics["clean"].summary["accuracy"]
-        robust = report.metrics["adversarial"].summary["PGD@0.03137"]
+        robust = report.metrics["adversarial"].summary[PGD_COLUMN]
         print(
             f"| {name} | {model} | {result.seconds:.1f} | {100 * clean:.1f} % "
             f"| {100 * robust:.1f} % |",

@@ -15,6 +15,8 @@ import torch
 import locrob
 from locrob import plugins
 
+# the example plugin's package, and the .dist-info pip would write when installing it
+PLUGIN_PACKAGE = Path(__file__).parents[1] / "examples" / "third_party_plugin"
 THIRD_PARTY = Path(__file__).parent / "third_party"
 os.environ["LOCROB_PROGRESS"] = "0"  # before any fixture, session-scoped ones included
 
@@ -84,6 +86,7 @@ def assert_reloads(model: torch.nn.Module, path: Path, data: locrob.ImageData) -
 @pytest.fixture
 def third_party(monkeypatch):
     """Put the example plugin's package and its .dist-info on sys.path, as pip would."""
+    monkeypatch.syspath_prepend(str(PLUGIN_PACKAGE))
     monkeypatch.syspath_prepend(str(THIRD_PARTY))
     yield THIRD_PARTY
     sys.modules.pop("locrob_example", None)

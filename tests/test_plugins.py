@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import PLUGIN_PACKAGE, THIRD_PARTY
 
 import locrob
 from locrob import hookspecs, plugins
@@ -161,7 +162,8 @@ def test_third_party_plugin_registers_by_entry_point_alone(third_party, digits, 
 
 
 def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(third_party), "LOCROB_PROGRESS": "0"}
+    path = os.pathsep.join([str(third_party), str(PLUGIN_PACKAGE)])
+    env = {**os.environ, "PYTHONPATH": path, "LOCROB_PROGRESS": "0"}
     listing = subprocess.run(
         [sys.executable, "-m", "locrob", "plugins"],
         env=env,
@@ -195,3 +197,12 @@ def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
     assert report["metrics"]["mean-confidence"]["summary"]["mean"] == pytest.approx(
         expected, abs=1e-5
     )
+
+
+def test_the_example_plugin_declares_the_entry_point_its_dist_info_records():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((PLUGIN_PACKAGE / "pyproject.toml").read_text())["project"]
+    recorded = (THIRD_PARTY / "locrob_example-0.1.0.dist-info" / "entry_points.txt").read_text()
+    assert project["name"] == "locrob-example" and project["version"] == "0.1.0"
+    for name, target in project["entry-points"]["locrob"].items():
+        assert f"{name} = {target}" in recorded
