@@ -1,10 +1,11 @@
-"""``locrob demo``: the paper's study end to end on the embedded digits.
+"""``locrob demo``: the paper's study end to end, on the embedded digits by default.
 
 Trains the six models the paper compares (Vanilla, Parseval, Laplacian, Parseval+Laplacian,
 L2NN, PGD adversarial training), evaluates each with the built-in metrics (clean, Gaussian
 noise over SNR, the 15 corruptions, PGD, α_lim curves), runs the separation analysis of the
 data, and writes ``report.md`` (a Table 2 analogue), ``report.json`` and the figures of
 Figs. 1-5. Trained models are kept under ``DIR/models`` and reused by a rerun.
+``examples/reproduce_cifar10.py`` runs the same study at the paper's scale on CIFAR-10.
 """
 
 from __future__ import annotations
@@ -54,13 +55,19 @@ FIGURES = {
 class DemoConfig:
     """How big the demo runs (the defaults take a few minutes on 2 CPU cores)."""
 
+    dataset: str = "digits"
+    data_dir: str | None = None
+    architecture: str = "small-cnn"  # for every run but L2NN, which has its own
     epochs: int = 10
+    lr: float = TrainConfig.lr
+    defense_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[str] = field(default_factory=lambda: list(RUNS))
     max_examples: int | None = None  # test images evaluated (None: all)
     alpha_points: int = 50
     alpha_draws: int = 100
     alpha_radii: list[float] = field(default_factory=lambda: [0.125 * k for k in range(1, 15)])
     corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    corruption_source: str = "generate"  # or "cifar10-c": the published files in data_dir
     seed: int = 0
 
     def metrics(self) -> tuple[list[Any], dict[str, dict[str, Any]]]:
@@ -72,7 +79,11 @@ class DemoConfig:
                 "radii": self.alpha_radii,
                 "at": [0.25, 0.5, 1.0],
             },
-            "corruptions": {"severities": self.corruption_severities},
+            "corruptions": {
+                "severities": self.corruption_severities,
+                "source": self.corruption_source,
+                "data_dir": self.data_dir or "data",
+            },
         }
         metrics = ["clean", "noise", "corruptions", AdversarialAccuracy(attacks=[PGD_LINF])]
         return [*metrics, "local-robustness"], options
@@ -83,23 +94,17 @@ def trained_model(
 ) -> nn.Module:
     """The model of run ``name``: reused from ``out/model.pt`` when that run is complete."""
     architecture, defenses = RUNS[name]
-    settings = TrainConfig(epochs=config.epochs, seed=config.seed)
+    if architecture == "small-cnn":
+        architecture = config.architecture
+    settings = TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed)
+    options = {d: config.defense_options[d] for d in defenses if d in config.defense_options}
+    run = {"defenses": defenses, "defense_options": options, "config": settings, "out": out}
     if (out / "model.pt").is_file():
         try:
-            return train(
-                architecture,
-                data,
-                defenses=defenses,
-                config=settings,
-                out=out,
-                resume=True,
-                device=device,
-            ).model
+            return train(architecture, data, **run, resume=True, device=device).model
         except LocrobError:  # saved with other settings: train again
             pass
-    return train(
-        architecture, data, defenses=defenses, config=settings, out=out, device=device
-    ).model
+    return train(architecture, data, **run, device=device).model
 
 
 def sigmoid_figure() -> Figure:
@@ -175,7 +180,7 @@ def run_demo(
     if config.runs[0] != "vanilla":
         raise LocrobError("the demo's first run must be 'vanilla': Table 2 is relative to it")
     out = Path(out)
-    data = load_dataset("digits")
+    data = load_dataset(config.dataset, data_dir=config.data_dir)
     metrics, options = config.metrics()
     reports = []
     for name in config.runs:
@@ -202,13 +207,13 @@ def run_demo(
             written.append(save_figure(registry.get(metric).plot(labelled), out / FIGURES[metric]))
     x, y = data.split("train")
     sep = separation(x, y, "inf", device=device)
-    written.append(save_figure(lipschitz_figure([("digits", sep)]), out / "fig1-separation.png"))
+    written.append(save_figure(lipschitz_figure([(data.name, sep)]), out / "fig1-separation.png"))
     written.append(
-        save_figure(robustness_figure("digits", sep), out / "fig3-separation-robustness.png")
+        save_figure(robustness_figure(data.name, sep), out / "fig3-separation-robustness.png")
     )
     markdown = "\n".join(
         [
-            "# locrob demo: the paper's study on digits",
+            f"# locrob demo: the paper's study on {data.name}",
             "",
             f"{len(reports)} models, {config.epochs} epochs each; {reports[0].n_examples} test "
             "images. Errors and accuracies in percent; relative mCE = 100 (corrupted - clean) / "

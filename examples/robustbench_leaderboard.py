@@ -1,0 +1,67 @@
+"""RobustBench zoo models evaluated alongside RobustBench itself, ranked in one leaderboard.
+
+    python examples/robustbench_leaderboard.py --model-dir models --data-dir data \\
+        --out runs/zoo Wong2020Fast Ding2020MMA Andriushchenko2020Understanding
+
+Each model is loaded through the ``robustbench:`` model source (checkpoints in
+``models/cifar10/Linf/<name>.pt``; ``--download`` lets RobustBench fetch missing ones), then
+:func:`locrob.adapters.robustbench.benchmark_alongside` measures RobustBench's clean and
+AutoAttack accuracy and locrob's metrics on the same first ``--n-examples`` test images.
+``leaderboard.md`` and ``leaderboard.html`` rank them by AutoAttack accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import locrob
+from locrob.adapters.robustbench import benchmark_alongside
+from locrob.atomic import write_text
+from locrob.leaderboard import leaderboard_html, leaderboard_markdown
+
+# small CIFAR-10 Linf entries of the zoo (5.8 M to 11 M weights)
+DEFAULT_MODELS = ["Ding2020MMA", "Wong2020Fast", "Andriushchenko2020Understanding"]
+SORT = "robustbench autoattack_accuracy"
+
+
+def main(argv: list[str] | None = None) -> list[locrob.Report]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=DEFAULT_MODELS)
+    parser.add_argument("--threat-model", default="Linf", choices=["Linf", "L2"])
+    parser.add_argument("--eps", type=float, default=8 / 255)
+    parser.add_argument("--n-examples", type=int, default=100)
+    parser.add_argument("--metrics", default="clean,local-robustness")
+    parser.add_argument("--model-dir", default="models")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--out", default="runs/zoo")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--download", action="store_true")
+    args = parser.parse_args(argv)
+
+    out, reports = Path(args.out), []
+    for name in args.models:
+        spec = f"robustbench:cifar10/{args.threat_model}/{name}"
+        model = locrob.load_model(spec, model_dir=args.model_dir, download=args.download)
+        report = benchmark_alongside(
+            model,
+            args.metrics.split(","),
+            threat_model=args.threat_model,
+            eps=args.eps,
+            n_examples=args.n_examples,
+            data_dir=args.data_dir,
+            device=args.device,
+            name=name,
+        )
+        report.model["spec"] = spec
+        report.save(out / name)
+        reports.append(report)
+    table = leaderboard_markdown(reports, SORT)
+    write_text(out / "leaderboard.md", table)
+    write_text(out / "leaderboard.html", leaderboard_html(reports, SORT))
+    print(table, end="")
+    return reports
+
+
+if __name__ == "__main__":
+    main()

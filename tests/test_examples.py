@@ -1,0 +1,89 @@
+"""The example scripts run end to end on the fake CIFAR-10 files, in tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import torch
+
+from locrob.adapters.robustbench import import_robustbench, zoo_checkpoint
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def script(name: str) -> dict:
+    return runpy.run_path(str(EXAMPLES / name), run_name="example")
+
+
+def test_reproduce_cifar10_runs_the_study_on_cifar10_with_preact_resnet18(fake_cifar10, tmp_path):
+    root, expected = fake_cifar10
+    out = tmp_path / "run"
+    script("reproduce_cifar10.py")["main"](
+        [
+            "--data-dir",
+            str(root),
+            "--out",
+            str(out),
+            "--runs",
+            "vanilla",
+            "--epochs",
+            "1",
+            "--alpha-points",
+            "2",
+            "--alpha-draws",
+            "2",
+        ]
+    )
+    assert "study on cifar10" in (out / "report.md").read_text()
+    summary = json.loads((out / "report.json").read_text())
+    vanilla = summary["models"]["vanilla"]
+    assert vanilla["n_examples"] == len(expected["test"][1])
+    assert vanilla["metrics"]["corruptions"]["settings"]["source"] == "generate"  # no C files
+    assert summary["config"]["architecture"] == "preact-resnet18"
+    assert summary["config"]["defense_options"] == {"laplacian": {"gamma": 0.01}}
+    assert len(summary["config"]["alpha_radii"]) == 30
+    checkpoint = torch.load(out / "models" / "vanilla" / "model.pt", weights_only=True)
+    assert json.loads(checkpoint["config"])["source"] == "preact-resnet18"
+
+
+def test_robustbench_leaderboard_ranks_zoo_models_evaluated_alongside(fake_cifar10, tmp_path):
+    root, _ = fake_cifar10
+    zoo = import_robustbench("robustbench.model_zoo")
+    enums = import_robustbench("robustbench.model_zoo.enums")
+    entries = zoo.model_dicts[enums.BenchmarkDataset("cifar10")][enums.ThreatModel("Linf")]
+    torch.manual_seed(0)
+    state = entries["Ding2020MMA"]["model"]().state_dict()
+    # every fake test label is below 9: a model that always says 9 leaves AutoAttack nothing
+    last_bias = [k for k, v in state.items() if k.endswith("bias") and v.shape == (10,)][-1]
+    state[last_bias] = torch.tensor([0.0] * 9 + [1e4])
+    path = zoo_checkpoint(tmp_path / "models", "cifar10", "Linf", "Ding2020MMA")
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state}, path)
+    reports = script("robustbench_leaderboard.py")["main"](
+        [
+            "Ding2020MMA",
+            "--model-dir",
+            str(tmp_path / "models"),
+            "--data-dir",
+            str(root),
+            "--n-examples",
+            "6",
+            "--metrics",
+            "clean",
+            "--out",
+            str(tmp_path / "zoo"),
+            "--device",
+            "cpu",
+        ]
+    )
+    (report,) = reports
+    assert report.metrics["robustbench"].summary == {
+        "clean_accuracy": 0.0,
+        "autoattack_accuracy": 0.0,
+    }
+    assert report.metrics["clean"].summary["accuracy"] == 0.0
+    board = (tmp_path / "zoo" / "leaderboard.md").read_text()
+    assert "| 1 | Ding2020MMA | cifar10 | 6 |" in board
+    assert (tmp_path / "zoo" / "leaderboard.html").is_file()
