@@ -12,6 +12,7 @@ AutoAttack with arguments the installed ``pyautoattack`` dropped, so its steps r
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
@@ -198,8 +199,6 @@ def benchmark_alongside(
     on CIFAR-10). One report holds both, with RobustBench's ``ModelInfo`` fields under
     ``report.model["robustbench"]``.
     """
-    import dataclasses
-
     from locrob.data.images import ImageData
     from locrob.evaluation import evaluate
     from locrob.metrics.base import MetricResult

@@ -18,6 +18,7 @@ forward pass of all points, a host sync), re-enacted here for the comparison.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -416,8 +417,6 @@ class CorruptionBench:
 
 
 def _import_imagecorruptions() -> Callable[..., np.ndarray]:
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its pkg_resources and scipy deprecation warnings
@@ -438,8 +437,6 @@ def bench_corruptions(
 ) -> list[CorruptionBench]:
     """Each corruption's rates: locrob on a batch of ``images`` (both presets) and
     imagecorruptions image by image on ``reference_images`` of them."""
-    import warnings
-
     from locrob.corruptions import NAMES, corrupt
 
     reference = _import_imagecorruptions()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from locrob import plugins
 from locrob.atomic import write_text
 from locrob.data.images import ImageData
 from locrob.errors import LocrobError
@@ -197,8 +198,6 @@ def run_demo(
         )
         report.save(out / "reports" / name)
         reports.append(report)
-
-    from locrob import plugins
 
     registry = plugins.registries().metrics
     written = [save_figure(sigmoid_figure(), out / "fig2-sigmoid.png")]

@@ -75,6 +75,14 @@ def cpu_generator(generator: torch.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def uniform(
+    shape: tuple[int, ...], low: float, high: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Uniform draws in [low, high) in float64 on the generator's device."""
+    u = torch.rand(shape, generator=generator, device=generator.device, dtype=torch.float64)
+    return low + (high - low) * u
+
+
 @dataclass(frozen=True)
 class Corruption:
     """A named corruption with parameters for each preset and severity.

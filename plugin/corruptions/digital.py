@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from locrob.corruptions.base import Corruption
+from locrob.corruptions.base import Corruption, uniform
 from locrob.corruptions.operators import (
     MIRROR,
     REFLECT,
@@ -21,7 +21,6 @@ from locrob.corruptions.operators import (
     pixel_grid,
     separable,
 )
-from locrob.corruptions.weather import uniform
 
 
 def brightness(x: torch.Tensor, lift: float, _: torch.Generator) -> torch.Tensor:

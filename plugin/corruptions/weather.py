@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from locrob.corruptions.base import Corruption
+from locrob.corruptions.base import Corruption, uniform
 from locrob.corruptions.blur import motion_blur_at
 from locrob.corruptions.operators import (
     clipped_zoom_matrix,
@@ -27,14 +27,6 @@ from locrob.errors import LocrobError
 
 # the reference draws np.random.randint(5) over its six files, so the sixth is never used
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
-
-
-def uniform(
-    shape: tuple[int, ...], low: float, high: float, generator: torch.Generator
-) -> torch.Tensor:
-    """Uniform draws in [low, high) in float64 on the generator's device."""
-    u = torch.rand(shape, generator=generator, device=generator.device, dtype=torch.float64)
-    return low + (high - low) * u
 
 
 def plasma_fractal(n: int, size: int, decay: float, generator: torch.Generator) -> torch.Tensor:
