@@ -164,8 +164,8 @@ def reference_corrupt(name: str, x: torch.Tensor, severity: int) -> np.ndarray:
                 for h in range(32 - delta, delta, -1):
                     for w in range(32 - delta, delta, -1):
                         dx, dy = rng.integers(-delta, delta, size=2)
-                        a, b = res[h, w].copy(), res[h + dy, w + dx].copy()
-                        res[h, w], res[h + dy, w + dx] = b, a
+                        # the reference's line, with numpy's view semantics: a copy
+                        res[h, w], res[h + dy, w + dx] = res[h + dy, w + dx], res[h, w]
             res = ndimage.gaussian_filter(res, (sigma, sigma, 0), mode="nearest")
         else:
             alpha, sigma, affine = (32 * p for p in params(name, severity))

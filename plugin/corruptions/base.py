@@ -69,12 +69,6 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device) -> 
     return torch.Generator(device).manual_seed(0 if seed is None else int(seed))
 
 
-def cpu_generator(generator: torch.Generator) -> torch.Generator:
-    """A CPU stream drawn from ``generator`` (for the steps that run on the host)."""
-    seed = torch.randint(2**62, (1,), generator=generator, device=generator.device)
-    return torch.Generator().manual_seed(int(seed))
-
-
 def uniform(
     shape: tuple[int, ...], low: float, high: float, generator: torch.Generator
 ) -> torch.Tensor:

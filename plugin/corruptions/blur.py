@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from locrob.corruptions.base import Corruption, cpu_generator
+from locrob.corruptions.base import Corruption
 from locrob.corruptions.operators import (
     MIRROR,
     clipped_zoom_matrix,
@@ -51,42 +51,68 @@ def defocus_blur(x: torch.Tensor, params: tuple[float, float], _: torch.Generato
     return correlate(x, disk_kernel(*params), MIRROR)
 
 
-def glass_permutation(
+def glass_offsets(
     n: int, h: int, w: int, delta: int, iterations: int, generator: torch.Generator
-) -> np.ndarray:
-    """Where each pixel of each image ends up after the reference's local pixel swaps.
+) -> torch.Tensor:
+    """The reference's random offsets: ``(n, iterations, positions, 2)`` pairs ``(dx, dy)``
+    drawn from ``[-delta, delta)``, one per pixel it visits, in its visiting order."""
+    positions = (h - 2 * delta) * (w - 2 * delta)
+    shape = (n, iterations, max(positions, 0), 2)
+    return torch.randint(-delta, delta, shape, generator=generator, device=generator.device)
 
-    For every pixel from the bottom-right corner inwards, the reference swaps it with a
-    neighbour at an offset drawn from ``[-delta, delta)`` on each axis. The swaps chain, so
-    they run in order; they are batched over images, and only indices move (in numpy, whose
-    per-call cost is a microsecond). Returns ``perm`` (n, h*w): output pixel ``p`` of image
-    ``i`` is input pixel ``perm[i, p]``.
+
+def glass_sources(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Tensor:
+    """Which input pixel each output pixel holds after the reference's pixel exchanges.
+
+    The reference visits pixels from ``(h - delta, w - delta)`` down to
+    ``(delta + 1, delta + 1)``, row by row, and writes ``x[h, w], x[h', w'] = x[h', w'],
+    x[h, w]`` on an H x W x 3 array. Both sides are views, so the first assignment copies
+    pixel ``(h', w')`` into ``(h, w)`` and the second copies that same pixel back onto
+    itself: each visit is a *copy* from the neighbour, not the swap its comment names, and a
+    copy can carry a pixel that an earlier visit already copied. Published CIFAR-10-C is
+    what this does, so it is what we do.
+
+    A visit reads the current value of its neighbour ``q``: the original one, unless ``q`` was
+    visited earlier in the same pass (inside the visited region and later in row-major order,
+    since visits run backwards). Following those links from each pixel to the first one that
+    reads an original value resolves a whole pass at once; the links are followed by pointer
+    doubling, so a pass costs a few gathers on the device instead of a Python step per pixel.
+    Returns ``(n, h*w)`` indices: output pixel ``p`` of image ``i`` is input pixel
+    ``sources[i, p]``.
     """
-    positions = [(i, j) for i in range(h - delta, delta, -1) for j in range(w - delta, delta, -1)]
-    shifts = torch.randint(
-        -delta, delta, (iterations, len(positions), 2, n), generator=generator
-    ).numpy()
-    perm = np.tile(np.arange(h * w), (n, 1))
-    images = np.arange(n)
-    for it in range(iterations):
-        for step, (i, j) in enumerate(positions):
-            dx, dy = shifts[it, step]
-            here, there = i * w + j, (i + dy) * w + (j + dx)
-            moved = perm[:, here].copy()
-            perm[:, here] = perm[images, there]
-            perm[images, there] = moved
-    return perm
-
+    n, iterations = offsets.shape[:2]
+    device = offsets.device
+    rows = torch.arange(h - delta, delta, -1, device=device)
+    cols = torch.arange(w - delta, delta, -1, device=device)
+    visit_r, visit_c = (t.reshape(-1) for t in torch.meshgrid(rows, cols, indexing="ij"))
+    visited = visit_r * w + visit_c  # linear index of each visit, in the reference's order
+    identity = torch.arange(h * w, device=device).expand(n, h * w)
+    sources = identity
+    for t in range(iterations):
+        dx, dy = offsets[:, t, :, 0], offsets[:, t, :, 1]
+        read_r, read_c = visit_r + dy, visit_c + dx
+        read = read_r * w + read_c
+        inside = (read_r > delta) & (read_r <= h - delta) & (read_c > delta) & (read_c <= w - delta)
+        earlier = inside & (read > visited)  # already overwritten in this pass
+        first = identity.scatter(1, visited.expand(n, -1), read)
+        link = identity.scatter(1, visited.expand(n, -1), torch.where(earlier, read, visited))
+        while True:  # pointer doubling: at most log2(chain length) + 1 rounds
+            jumped = link.gather(1, link)
+            if torch.equal(jumped, link):
+                break
+            link = jumped
+        sources = sources.gather(1, first.gather(1, link))
+    return sources
 
 def glass_blur(
     x: torch.Tensor, params: tuple[float, int, int], generator: torch.Generator
 ) -> torch.Tensor:
-    """Gaussian blur, 8-bit quantization, local pixel swaps, Gaussian blur again."""
+    """Gaussian blur, 8-bit quantization, the local pixel exchanges, Gaussian blur again."""
     sigma, delta, iterations = params
     n, c, h, w = x.shape
     blurred = torch.floor(gaussian_blur(x, sigma).clamp(0, 1) * 255) / 255
-    perm = glass_permutation(n, h, w, delta, iterations, cpu_generator(generator))
-    index = torch.from_numpy(perm).to(x.device).unsqueeze(1).expand(n, c, h * w)
+    offsets = glass_offsets(n, h, w, delta, iterations, generator)
+    index = glass_sources(offsets, h, w, delta).unsqueeze(1).expand(n, c, h * w)
     return gaussian_blur(blurred.flatten(2).gather(2, index).view_as(x), sigma)
 
 
