@@ -15,6 +15,11 @@ import locrob
 from locrob import hookspecs, plugins
 from locrob.errors import LocrobError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tomllib joined the standard library in 3.11; tomli is its backport (the test extra)
+    import tomli as tomllib
+
 
 def test_builtins_load_through_the_entry_point_group():
     infos = {info.name: info for info in plugins.host.plugins()}
@@ -200,7 +205,6 @@ def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
 
 
 def test_the_example_plugin_declares_the_entry_point_its_dist_info_records():
-    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((PLUGIN_PACKAGE / "pyproject.toml").read_text())["project"]
     recorded = (THIRD_PARTY / "locrob_example-0.1.0.dist-info" / "entry_points.txt").read_text()
     assert project["name"] == "locrob-example" and project["version"] == "0.1.0"

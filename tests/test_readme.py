@@ -15,6 +15,11 @@ import torch
 import locrob
 from locrob import plugins
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tomllib joined the standard library in 3.11; tomli is its backport (the test extra)
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -68,8 +73,6 @@ def test_ruff_is_clean():
 
 def test_every_subpackage_is_listed_for_installation():
     # Editable installs find unlisted subpackages; a wheel would silently drop them.
-    import tomllib
-
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = {
         ".".join(["locrob", *init.parent.relative_to(ROOT / "plugin").parts])
