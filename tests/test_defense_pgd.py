@@ -85,3 +85,20 @@ def test_attacks_refuse_inputs_outside_the_unit_range(trained):
         run_attack(attack, torch.full((2, 3, 32, 32), 2.0), torch.tensor([0, 1]))
     with pytest.raises(LocrobError, match="unknown torchattacks attack 'PDG'"):
         make_attack(trained.model, "PDG")
+
+
+def test_one_pgd_defense_trains_a_second_model_against_that_model(digits):
+    # The second model starts from other weights (another seed) than the first: attacking the
+    # first instead would give it other adversarial batches, hence other trained weights.
+    data = subset(digits, 100, 10)
+    shared = PGDTraining(steps=2)
+
+    def run(defense: PGDTraining, seed: int) -> dict[str, torch.Tensor]:
+        config = TrainConfig(epochs=1, batch_size=50, seed=seed)
+        result = locrob.train("small-cnn", data, defenses=[defense], config=config, device="cpu")
+        return result.model.state_dict()
+
+    run(shared, seed=1)
+    second = run(shared, seed=0)
+    alone = run(PGDTraining(steps=2), seed=0)
+    assert all(torch.equal(second[k], alone[k]) for k in alone)

@@ -7,8 +7,7 @@ with the model in eval mode and the mode is restored for the update.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,7 +28,6 @@ class PGDTraining(Defense):
     steps: int = 10
     norm: str = "inf"
     random_start: bool = True
-    _attack: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check(self.eps >= 0, self.name, f"eps must be >= 0, got {self.eps}")
@@ -49,9 +47,12 @@ class PGDTraining(Defense):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         from locrob.adapters.torchattacks import pgd, run_attack
 
-        if self._attack is None:  # built here: torchattacks reads the model's device at creation
-            self._attack = pgd(model, self.eps, self.step, self.steps, self.norm, self.random_start)
-        return run_attack(self._attack, x, y).detach(), y
+        # Built per batch, never cached: a torchattacks attack binds the model and reads its
+        # device when built, so a cached one would attack a stale model once this defense
+        # trains another model or the model moves; building costs a few attribute
+        # assignments against the `steps` forward and backward passes of the attack.
+        attack = pgd(model, self.eps, self.step, self.steps, self.norm, self.random_start)
+        return run_attack(attack, x, y).detach(), y
 
 
 @hookimpl
