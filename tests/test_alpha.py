@@ -10,7 +10,7 @@ from torch import nn
 
 import locrob
 from locrob.alpha.sampling import complement_largest
-from locrob.alpha.settings import PRESETS, authors_radii
+from locrob.alpha.settings import PRESETS, authors_radii, resolve
 from locrob.errors import LocrobError
 
 
@@ -195,6 +195,32 @@ def test_clamping_uses_the_effective_perturbation():
     assert torch.allclose(nominal.per_point, torch.ones(1, 4), atol=1e-6)
 
 
+def test_nominal_denominator_divides_by_the_radius():
+    # F(x) = x at the box's corner x = 0: clamping keeps the positive part e+ of e, so the
+    # effective ratio is exactly 1 and the nominal one is ||e+|| / r, which the reported
+    # perturbation (the effective clamp(x+e) - x = e+) gives in closed form.
+    x = torch.zeros(4, 3, 4, 4)
+    options = {"output": "logits", "n_draws": 50, "device": "cpu"}
+    effective = locrob.alpha_lim(Identity(), x, [0.1, 1.0], **options)
+    assert torch.allclose(effective.per_point, torch.ones_like(effective.per_point), atol=1e-6)
+    nominal = locrob.alpha_lim(Identity(), x, [0.1, 1.0], denominator="nominal", **options)
+    expected = nominal.perturbation.flatten(1).norm(dim=1) / nominal.radii.float()
+    assert torch.allclose(nominal.per_radius, expected, rtol=1e-5)
+    assert torch.all(nominal.per_point < 0.95) and torch.all(nominal.per_point > 0.5)
+    # the search climbs towards e in the positive orthant, where the nominal ratio is 1
+    search = locrob.alpha_lim(
+        Identity(), x, [1.0], denominator="nominal", method="search", **options
+    )
+    assert 0.99 < float(search.curve[0]) <= 1 + 1e-6
+    # without a box, both denominators are ||e|| = r
+    free = {**options, "clamp": None}
+    assert torch.allclose(
+        locrob.alpha_lim(Identity(), x, [0.5], denominator="nominal", **free).per_point,
+        locrob.alpha_lim(Identity(), x, [0.5], **free).per_point,
+        atol=1e-6,
+    )
+
+
 def test_small_radii_agree_between_fp32_and_fp64(cnn_points):
     model, x = cnn_points
     model64 = locrob.load_model("small-cnn", num_classes=10).double()
@@ -291,6 +317,11 @@ def test_presets_and_overrides():
     result = locrob.alpha_lim(model, points(3), preset="authors-code", n_draws=2, **LINEAR)
     assert result.settings["n_draws"] == 2 and result.settings["noise"] == "uniform"
     assert len(result.radii) == 30 and result.settings["n_points"] == 3
+    # what the paper leaves open, both presets take from the authors' code
+    for preset in PRESETS:
+        settings = resolve(preset, None)
+        assert (settings.clamp, settings.denominator) == ((0.0, 1.0), "effective")
+        assert (settings.norm, settings.output) == ("l2", "softmax")
 
 
 @pytest.mark.parametrize(
@@ -305,6 +336,7 @@ def test_presets_and_overrides():
         ({"radii": ["a"]}, "radii must be a list of numbers"),
         ({"radii": [0.5], "clamp": (0,)}, "clamp must be .low, high. or None"),
         ({"radii": [0.5], "output": "probits"}, "unknown output 'probits'"),
+        ({"radii": [0.5], "denominator": "r"}, "unknown denominator 'r'"),
         ({"radii": [0.5], "draws": 3}, "unknown alpha_lim setting draws"),
     ],
 )

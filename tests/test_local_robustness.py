@@ -127,3 +127,18 @@ def test_preset_values_reach_the_estimator(trained, digits):
     settings = report.metrics["local-robustness"].details["settings"]
     assert settings["noise"] == "uniform" and settings["directions"] == "fresh"
     assert torch.tensor(settings["radii"]).tolist() == [0.5]
+
+
+@pytest.mark.parametrize(
+    ("given", "clamp"), [({}, [0.0, 1.0]), ({"clamp": None, "denominator": "nominal"}, None)]
+)
+def test_the_ratio_options_reach_the_estimator(trained, digits, given, clamp):
+    options = {"n_points": 4, "n_draws": 3, "radii": [0.5, 1.0], **given}
+    report = locrob.evaluate(
+        trained.model, digits, ["local-robustness"], metric_options={"local-robustness": options}
+    )
+    result = report.metrics["local-robustness"].details
+    assert result["settings"]["clamp"] == clamp
+    assert result["settings"]["denominator"] == given.get("denominator", "effective")
+    direct = locrob.alpha_lim(trained.model, digits.train_x, device="cpu", **options)
+    assert result["curve"] == pytest.approx(direct.curve.tolist())

@@ -99,13 +99,17 @@ def alpha_lim(
     alpha_lim(F, r) = sup over x in R and ||e|| < r of ||F(x+e) - F(x)|| / ||e|| (paper,
     Definition 1), with F = ``output`` applied to the model's output. ``method="sample"``
     draws ``n_draws`` random directions of norm r per point and radius; ``method="search"``
-    then climbs the ratio by projected gradient ascent. x+e is clamped to ``clamp`` and the
-    denominator is the effective perturbation clamp(x+e) - x, as in the authors' code.
+    then climbs the ratio by projected gradient ascent. By default x+e is clamped to ``clamp``
+    and the denominator is the effective perturbation clamp(x+e) - x, as in the authors' code;
+    ``denominator="nominal"`` divides by ||e|| = r, and ``clamp=None`` with either gives the
+    paper's Definition 1 without a box.
 
     ``model`` is an ``nn.Module``, a callable on tensors, or an ART PyTorch classifier.
-    ``preset`` is ``"paper"`` (100 points x 1000 Gaussian draws) or ``"authors-code"``
-    (1000 points x 100 uniform draws); ``options`` are the fields of
-    :class:`locrob.alpha.settings.AlphaSettings` and override the preset.
+    ``preset`` is ``"paper"`` (the paper's 100 points x 1000 Gaussian draws; radii, norm,
+    output, clamp and denominator as in the authors' code, which the paper does not state) or
+    ``"authors-code"`` (the authors' ``r_alpha.py`` throughout: 1000 points x 100 uniform
+    draws); ``options`` are the fields of :class:`locrob.alpha.settings.AlphaSettings` and
+    override the preset.
     """
     settings = resolve(preset, radii, **options)
     dev = resolve_device(device)
@@ -123,6 +127,7 @@ def alpha_lim(
         forward_dtype(settings),
         dev,
         sums_to_one=settings.output == "softmax",
+        nominal=settings.denominator == "nominal",
     )
     start = time.perf_counter()
     with on_device(model, dev), eval_mode(model):

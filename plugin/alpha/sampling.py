@@ -39,6 +39,7 @@ class Evaluator:
     forward_dtype: torch.dtype | None
     device: torch.device
     sums_to_one: bool = False
+    nominal: bool = False  # divide by ||e|| = r, not by the effective ||clamp(x+e) - x||
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) as (n, d) rows in the compute precision."""
@@ -58,10 +59,17 @@ class Evaluator:
         return out.reshape(len(x), -1)
 
     def ratios(
-        self, x: torch.Tensor, eps: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        eps: torch.Tensor,
+        f_x: torch.Tensor,
+        radius: float,
+        top: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row, and the effective e."""
-        return self._ratios(x, self._clamped(x + eps), f_x, top)
+        """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row (or / ``radius``, the
+        nominal ||e||, when ``nominal``), and the effective e."""
+        r = torch.tensor(radius, dtype=self.compute_dtype, device=x.device)
+        return self._ratios(x, self._clamped(x + eps), f_x, top, r)
 
     def ratios_along(
         self,
@@ -76,7 +84,8 @@ class Evaluator:
         ``x`` (m, ...) are the points, ``d`` (R or 1, m, ...) their directions and ``r`` the
         radii shaped (R, 1, ...); x + r d is one fused pass and one forward batch of R m images.
         """
-        return self._ratios(x, self._clamped(torch.addcmul(x, r, d)), f_x, top)[0]
+        nominal = r.view(-1, 1)
+        return self._ratios(x, self._clamped(torch.addcmul(x, r, d)), f_x, top, nominal)[0]
 
     def perturbed(self, x: torch.Tensor, d: torch.Tensor, r: float) -> torch.Tensor:
         """The effective perturbation clamp(x + r d) - x, computed as the sampling does."""
@@ -87,9 +96,15 @@ class Evaluator:
         return moved.clamp_(*self.clamp) if self.clamp is not None else moved
 
     def _ratios(
-        self, x: torch.Tensor, moved: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        moved: torch.Tensor,
+        f_x: torch.Tensor,
+        top: torch.Tensor | None,
+        nominal: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # ``moved`` may carry extra leading axes (radii) over ``x``, ``f_x`` and ``top``.
+        # ``moved`` may carry extra leading axes (radii) over ``x``, ``f_x`` and ``top``;
+        # ``nominal`` (the radius) broadcasts against the ratios' shape.
         lead = moved.ndim - x.ndim + 1
         delta = moved - x
         out = self.outputs(moved.reshape(-1, *moved.shape[lead:]))
@@ -98,6 +113,8 @@ class Evaluator:
             top = f_x.argmax(dim=-1, keepdim=True) if top is None else top
             diff = complement_largest(diff, top.expand(*diff.shape[:-1], 1))
         num = row_norms(diff, self.p_out, lead)
+        if self.nominal:
+            return num / nominal, delta
         # A denominator below TINY is raised to it, which can only lower the ratio.
         return num / row_norms(delta, self.p_in, lead).clamp_min(TINY), delta
 
@@ -210,7 +227,7 @@ def tuned_chunk(ev: Evaluator, x: torch.Tensor, largest: int, evaluations: int) 
             synchronize(ev.device)
             start = time.perf_counter()
             for _ in range(2):
-                ev.ratios(batch, d, f_b, top)
+                ev.ratios(batch, d, f_b, 1.0, top)
             synchronize(ev.device)
             rates[size] = 2 * size / (time.perf_counter() - start)
         cache[key] = max(rates, key=rates.__getitem__)

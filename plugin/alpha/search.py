@@ -48,7 +48,7 @@ def _ascend(
     for step in range(settings.search_steps + 1):
         eps = eps.detach().requires_grad_(step < settings.search_steps)
         with torch.set_grad_enabled(eps.requires_grad):
-            ratio, delta = ev.ratios(x, eps, f_x)
+            ratio, delta = ev.ratios(x, eps, f_x, r)
         improved = ratio.detach() > best
         best = torch.where(improved, ratio.detach(), best)
         best_eps = torch.where(improved.view(view), delta.detach(), best_eps)

@@ -20,6 +20,7 @@ OUTPUTS: dict[str, OutputFn] = {
 }
 METHODS = ("sample", "search")
 DIRECTIONS = ("fresh", "shared")
+DENOMINATORS = ("effective", "nominal")
 FORWARD_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -37,6 +38,13 @@ class AlphaSettings:
     small models where noise generation costs as much as the forward pass; the radii are then
     correlated, each one still a max over ``n_draws`` random directions. ``"fresh"`` draws new
     directions at every radius, as the authors' loop does (both presets use it).
+
+    ``clamp`` and ``denominator`` decide which ratio is measured. With the default
+    ``clamp=(0, 1)`` and ``denominator="effective"`` (the authors' ``r_alpha.py``), x+e is
+    clamped to the image box and divided by the effective ||clamp(x+e) - x||.
+    ``denominator="nominal"`` divides by ||e|| = r instead; ``clamp=None`` leaves x+e where it
+    is. The paper's Definition 1 (no box, ||F(x+e) - F(x)|| / ||e||) is ``clamp=None``, for
+    which both denominators coincide.
     """
 
     radii: list[float] = field(default_factory=authors_radii)
@@ -49,6 +57,7 @@ class AlphaSettings:
     noise: str = "gaussian"
     directions: str = "shared"
     clamp: tuple[float, float] | None = (0.0, 1.0)
+    denominator: str = "effective"
     seed: int = 0
     forward_dtype: str = "float32"
     memory_budget_mb: float | None = None
@@ -72,6 +81,7 @@ class AlphaSettings:
         _one_of("method", self.method, METHODS)
         _one_of("noise", self.noise, NOISES)
         _one_of("directions", self.directions, DIRECTIONS)
+        _one_of("denominator", self.denominator, DENOMINATORS)
         _one_of("forward_dtype", self.forward_dtype, tuple(FORWARD_DTYPES))
         if self.output not in OUTPUTS and not callable(self.output):
             _one_of("output", self.output, tuple(OUTPUTS))
@@ -114,8 +124,14 @@ class AlphaSettings:
         return data
 
 
+# Where each preset setting comes from. The paper (Sec. 4, Fig. 5) states only the counts and
+# the Gaussian noise; everything else it leaves open is taken from the authors' r_alpha.py:
+# the radii 1.75 k / 30, the L2 norm on both sides, F = softmax, draws rescaled to norm
+# exactly r, fresh directions at every radius, x+e clamped to [0, 1] and the effective
+# perturbation as denominator (the AlphaSettings defaults for clamp and denominator). For the
+# paper's Definition 1 on the open ball, add clamp=None.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's text (Fig. 5): 100 training examples x 1000 Gaussian draws.
+    # The paper's text: 100 training examples x 1000 Gaussian draws; the rest as r_alpha.py.
     "paper": {
         "n_points": 100,
         "n_draws": 1000,
@@ -123,7 +139,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "directions": "fresh",
         "radii": authors_radii(),
     },
-    # The authors' r_alpha.py: first 1000 training images x 100 uniform draws.
+    # The authors' r_alpha.py throughout: first 1000 training images x 100 uniform draws.
     "authors-code": {
         "n_points": 1000,
         "n_draws": 100,

@@ -40,6 +40,8 @@ class LocalRobustness(Metric):
     n_draws: int | None = None
     noise: str | None = None
     directions: str | None = None
+    clamp: list[float] | None = field(default_factory=lambda: [0.0, 1.0])  # null: no box
+    denominator: str = "effective"
     forward_dtype: str = "float32"
     split: str = "train"
     at: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
@@ -65,7 +67,8 @@ class LocalRobustness(Metric):
             "directions": self.directions,
             "forward_dtype": self.forward_dtype,
         }
-        return {k: v for k, v in given.items() if v is not None}
+        given = {k: v for k, v in given.items() if v is not None}
+        return {**given, "clamp": self.clamp, "denominator": self.denominator}
 
     @hookimpl
     def measure(
