@@ -104,6 +104,7 @@ def glass_sources(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Te
         sources = sources.gather(1, first.gather(1, link))
     return sources
 
+
 def glass_blur(
     x: torch.Tensor, params: tuple[float, int, int], generator: torch.Generator
 ) -> torch.Tensor:
