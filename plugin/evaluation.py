@@ -56,6 +56,12 @@ def make_metrics(
     return instantiate(metrics, options, plugins.registries().metrics, Metric)
 
 
+def measured_split(metric: Metric, context: EvaluationContext) -> str:
+    """The split ``metric`` measures: its own ``split`` setting if it has one, else the run's."""
+    own = getattr(metric, "split", None)
+    return own if isinstance(own, str) else context.split
+
+
 def as_data(data: ImageData | str | tuple[Any, Any]) -> ImageData:
     """An :class:`ImageData` from itself, a dataset spec, or ``(images, labels)``.
 
@@ -116,6 +122,10 @@ def evaluate(
     missing = [m.name for m in active if m.name not in results]
     if missing:
         raise LocrobError(f"metric(s) {', '.join(missing)} returned no result under their own name")
+    for metric in active:
+        result = results[metric.name]
+        if result.split is None:  # a metric that recorded its split itself knows it best
+            result.split = measured_split(metric, context)
     return Report(
         model={**info, "name": name or info["name"]},
         dataset=data.describe(),

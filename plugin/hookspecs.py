@@ -128,4 +128,5 @@ class EvaluationSpec:
     def measure(
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> MetricResult:
-        """Measure the model on ``context.split`` of ``data`` and return a typed result."""
+        """Measure the model on ``context.split`` of ``data`` (or on the metric's own ``split``
+        setting, where it has one) and return a typed result."""

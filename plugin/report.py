@@ -14,7 +14,9 @@ from locrob.errors import LocrobError
 from locrob.metrics.base import MetricResult
 
 SCHEMA = "locrob-report"
-SCHEMA_VERSION = 1
+# 2: each metric's result records the split it measured (version 1 had only the report's)
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def _now() -> str:
@@ -23,7 +25,11 @@ def _now() -> str:
 
 @dataclass
 class Report:
-    """One model evaluated on one data set by several metrics."""
+    """One model evaluated on one data set by several metrics.
+
+    ``split`` is the evaluation's split; a metric that measured another one (``local-robustness``
+    and ``separation`` measure the training set by default) records it in its result.
+    """
 
     model: dict[str, Any]
     dataset: dict[str, Any]
@@ -46,6 +52,10 @@ class Report:
         """How the model is named in tables and plots."""
         return str(self.model.get("name") or self.model.get("spec", "model"))
 
+    def split_of(self, metric: str) -> str:
+        """The split ``metric`` measured: the one its result records, else the report's."""
+        return self.metrics[metric].split or self.split
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -58,24 +68,31 @@ class Report:
             "n_examples": self.n_examples,
             "settings": self.settings,
             "seconds": self.seconds,
-            "metrics": {name: r.to_dict() for name, r in self.metrics.items()},
+            "metrics": {
+                name: {**r.to_dict(), "split": self.split_of(name)}
+                for name, r in self.metrics.items()
+            },
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise LocrobError("not a locrob report (no 'schema': 'locrob-report' field)")
-        if data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version")
+        if version not in READABLE_VERSIONS:
             raise LocrobError(
-                f"report schema version {data.get('schema_version')} is not {SCHEMA_VERSION}, "
-                "the version this locrob reads"
+                f"report schema version {version} is not one this locrob reads "
+                f"({', '.join(map(str, READABLE_VERSIONS))})"
             )
+        metrics = {k: MetricResult.from_dict(k, v) for k, v in data["metrics"].items()}
+        if version == 1:
+            _splits_from_settings(metrics)
         return cls(
             model=data["model"],
             dataset=data["dataset"],
             split=data["split"],
             n_examples=data["n_examples"],
-            metrics={k: MetricResult.from_dict(k, v) for k, v in data["metrics"].items()},
+            metrics=metrics,
             settings=data.get("settings", {}),
             seconds=data.get("seconds", 0.0),
             created=data["created"],
@@ -89,6 +106,15 @@ class Report:
         path = write_text(out / "report.json", text + "\n")
         write_text(out / "report.md", markdown_table([self]))
         return path
+
+
+def _splits_from_settings(metrics: dict[str, MetricResult]) -> None:
+    """Give version-1 results the split they measured: a metric with a ``split`` setting
+    measured that one (its settings were recorded), the others the report's."""
+    for result in metrics.values():
+        own = result.settings.get("split")
+        if isinstance(own, str):
+            result.split = own
 
 
 def load_report(path: str | Path) -> Report:
@@ -137,6 +163,16 @@ def summary_value(report: Report, metric: str, key: str) -> float | None:
     return None if result is None else result.summary.get(key)
 
 
+def split_cell(report: Report) -> str:
+    """The split measured, or each split with its metrics: ``test: clean; train: separation``."""
+    metrics_by_split: dict[str, list[str]] = {}
+    for name in report.metrics:
+        metrics_by_split.setdefault(report.split_of(name), []).append(name)
+    if len(metrics_by_split) <= 1:
+        return next(iter(metrics_by_split), report.split)
+    return "; ".join(f"{split}: {', '.join(names)}" for split, names in metrics_by_split.items())
+
+
 def markdown_table(reports: Sequence[Report]) -> str:
     """One row per report, one column per metric summary value (``clean accuracy``, ...)."""
     columns = summary_columns(reports)
@@ -144,6 +180,6 @@ def markdown_table(reports: Sequence[Report]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in reports:
         values = [_cell(v) if (v := summary_value(r, m, k)) is not None else "" for m, k in columns]
-        row = [r.label, str(r.dataset.get("name", "")), r.split, str(r.n_examples), *values]
+        row = [r.label, str(r.dataset.get("name", "")), split_cell(r), str(r.n_examples), *values]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

@@ -190,3 +190,42 @@ def test_class_count_comes_from_the_class_names():
 def test_models_that_do_not_fit_the_data(model, message):
     with pytest.raises(LocrobError, match=message):
         locrob.evaluate(model, _data(), ["clean"])
+
+
+def _split_report() -> locrob.Report:
+    """clean on the test split; local-robustness on its default (train) and separation on test,
+    both by their own ``split`` setting."""
+    options = {
+        "local-robustness": {"n_points": 4, "n_draws": 4, "radii": [0.1], "at": [0.1]},
+        "separation": {"split": "test"},
+    }
+    return locrob.evaluate(
+        Fixed(), _data(), ["clean", "local-robustness", "separation"], metric_options=options
+    )
+
+
+def test_each_metric_records_the_split_it_measured_through_a_round_trip(tmp_path):
+    report = _split_report()
+    expected = {"clean": "test", "local-robustness": "train", "separation": "test"}
+    assert {name: r.split for name, r in report.metrics.items()} == expected
+    path = report.save(tmp_path)
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 2
+    assert {name: m["split"] for name, m in data["metrics"].items()} == expected
+    again = locrob.load_report(tmp_path)
+    assert {name: r.split for name, r in again.metrics.items()} == expected
+    assert again.to_dict() == report.to_dict()
+    row = (tmp_path / "report.md").read_text().splitlines()[2]
+    assert "| test: clean, separation; train: local-robustness |" in row
+
+
+def test_a_version_1_report_loads_with_each_metric_split_from_its_settings(tmp_path):
+    # Version 1 recorded the report's split only; a metric's split setting was in its settings.
+    data = _split_report().to_dict()
+    data["schema_version"] = 1
+    for result in data["metrics"].values():
+        del result["split"]
+    (tmp_path / "report.json").write_text(json.dumps(data))
+    report = locrob.load_report(tmp_path)
+    assert [report.split_of(name) for name in report.metrics] == ["test", "train", "test"]
+    assert report.to_dict()["schema_version"] == SCHEMA_VERSION == 2

@@ -18,13 +18,16 @@ class MetricResult:
     """A metric's outcome.
 
     ``summary`` holds the scalars that tables and leaderboards show (``{"accuracy": 0.97}``);
-    ``details`` holds anything else JSON-able (curves, per-class numbers).
+    ``details`` holds anything else JSON-able (curves, per-class numbers). ``split`` is the
+    split of the data set measured (``"train"`` or ``"test"``), recorded by the evaluation
+    runner; ``None`` means the split of the report holding the result.
     """
 
     name: str
     summary: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
 
     def __post_init__(self) -> None:
         where = f"metric '{self.name}'"
@@ -38,7 +41,12 @@ class MetricResult:
         self.settings = jsonable(dict(self.settings), f"{where} settings")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary, "details": self.details, "settings": self.settings}
+        return {
+            "summary": self.summary,
+            "details": self.details,
+            "settings": self.settings,
+            "split": self.split,
+        }
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> MetricResult:
@@ -47,6 +55,7 @@ class MetricResult:
             dict(data["summary"]),
             dict(data.get("details", {})),
             dict(data.get("settings", {})),
+            data.get("split"),
         )
 
 
@@ -60,7 +69,9 @@ class Metric(Configurable):
         def measure(self, model, data, context) -> MetricResult: ...
 
     ``context.examples(data)`` gives the images and labels to measure on, and
-    ``context.batches(data)`` iterates them as float batches on the device.
+    ``context.batches(data)`` iterates them as float batches on the device. A metric that
+    measures a split of its own choosing instead (``local-robustness`` and ``separation``:
+    the training set) names it in a ``split`` setting, which the runner records in its result.
     """
 
     kind: ClassVar[str] = "metric"
