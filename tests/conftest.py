@@ -83,6 +83,45 @@ def assert_reloads(model: torch.nn.Module, path: Path, data: locrob.ImageData) -
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
 
 
+class TopLeftGray(torch.nn.Module):
+    """A linear classifier of one number: the gray level (channel mean) of the top-left pixel.
+
+    An L-inf perturbation of size eps moves that number by at most eps, so an answer whose
+    gray level lies more than eps from the decision threshold survives every attack.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(1, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x[:, :, 0, 0].mean(1, keepdim=True))
+
+
+def one_robust_one_fragile(images: torch.Tensor, labels: torch.Tensor, eps: float) -> TopLeftGray:
+    """A :class:`TopLeftGray` right on two of ``images`` (floats in [0, 1]) only, one robust.
+
+    It gives the darkest image's label below a threshold and the brightest's above it, set
+    eps / 4 below the brightest, so the darkest lies more than eps from it (checked) and keeps
+    its answer under attack, while darkening the brightest's pixel by eps (its largest channel
+    holds at least eps, so its gray level drops by eps / 3 at least) flips its answer. With
+    distinct labels, every other image is wrong: clean accuracy 2 / n, robust accuracy 1 / n.
+    """
+    gray = images[:, :, 0, 0].mean(1).double()
+    dark, bright = int(gray.argmin()), int(gray.argmax())
+    threshold = float(gray[bright]) - eps / 4
+    assert threshold - float(gray[dark]) > eps and float(gray[bright]) >= eps, "images unfit"
+    gain = 10.0  # small enough that softmax does not saturate near the threshold
+    model = TopLeftGray()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.fill_(-1.0)  # the other classes: below both named ones for every input
+        for label, sign in ((int(labels[dark]), -1.0), (int(labels[bright]), 1.0)):
+            model.fc.weight[label, 0] = sign * gain
+            model.fc.bias[label] = -sign * gain * threshold
+    return model.eval()
+
+
 @pytest.fixture
 def third_party(monkeypatch):
     """Put the example plugin's package and its .dist-info on sys.path, as pip would."""

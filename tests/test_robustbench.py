@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import one_robust_one_fragile
 
 import locrob
 from locrob.adapters.robustbench import import_robustbench, parse_zoo_spec, zoo_checkpoint
@@ -68,17 +69,18 @@ def test_a_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
         locrob.load_model("robustbench:Wong2020Fast", model_dir=tmp_path, download=True)
 
 
-class Memorizer(torch.nn.Module):
-    """Right on a fixed set of images (nearest stored image's label), smooth in between."""
+class Lookup(torch.nn.Module):
+    """Right exactly on the stored images (their stored labels), class 9 everywhere else."""
 
     def __init__(self, images, labels):
         super().__init__()
         self.register_buffer("keys", images.flatten(1))
-        self.register_buffer("onehot", torch.nn.functional.one_hot(labels, 10).float())
+        self.register_buffer("onehot", torch.nn.functional.one_hot(labels.long(), 10).float())
 
     def forward(self, x):
-        d = torch.cdist(x.flatten(1), self.keys)
-        return torch.softmax(-d, dim=1) @ self.onehot * 10
+        hit = ((x.flatten(1)[:, None] - self.keys[None]).abs().amax(2) < 1e-6).float()
+        never = torch.nn.functional.one_hot(torch.tensor(9), 10).float()
+        return torch.where(hit.any(1, keepdim=True), hit @ self.onehot, never)
 
 
 def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
@@ -89,7 +91,8 @@ def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
     root, expected = fake_cifar10
     x = torch.from_numpy(expected["test"][0].reshape(-1, 3, 32, 32)).float() / 255
     y = torch.as_tensor(expected["test"][1])
-    model = Memorizer(x, y).eval()
+    # right on 2 of the 6 images, robustly on 1 of them: AutoAttack must break exactly one
+    model = one_robust_one_fragile(x, y, 8 / 255)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -101,15 +104,18 @@ def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
         batch_size=6,
         eps=8 / 255,
         device="cpu",
-        name="memorizer",
+        name="gray",
     )
     rb = report.metrics["robustbench"]
-    assert rb.summary["clean_accuracy"] == report.metrics["clean"].summary["accuracy"] == 1.0
-    assert 0 <= rb.summary["autoattack_accuracy"] <= rb.summary["clean_accuracy"]
+    assert rb.summary == {
+        "clean_accuracy": pytest.approx(2 / 6),
+        "autoattack_accuracy": pytest.approx(1 / 6),
+    }
+    assert report.metrics["clean"].summary["accuracy"] == pytest.approx(2 / 6)
     assert report.n_examples == 6
     info = report.model["robustbench"]
-    assert info["clean_acc"] == 100.0 and info["eps"] == 8 / 255 and info["name"] == "memorizer"
-    assert info["autoattack_acc"] == f"{100 * rb.summary['autoattack_accuracy']:.2f}"
+    assert info["clean_acc"] == 33.33 and info["autoattack_acc"] == "16.67"
+    assert info["eps"] == 8 / 255 and info["name"] == "gray"
     assert list(cwd.iterdir()) == []  # nothing written into the working directory
     report.save(tmp_path / "out")
     again = locrob.load_report(tmp_path / "out")
@@ -124,14 +130,20 @@ def test_benchmark_alongside_takes_corruptions_through_load_cifar10c(
     from locrob.adapters.robustbench import benchmark_alongside
 
     root, expected = fake_cifar10
-    write_cifar10c(root, ["fog"], n_written=6)
+    written, labels = write_cifar10c(root, ["fog"], n_written=6)
     rb_eval = import_robustbench("robustbench.eval")
     monkeypatch.setattr(rb_eval, "benchmark", lambda *a, **k: pytest.fail("crashing path used"))
     monkeypatch.setattr(
         rb_eval, "corruptions_evaluation", lambda *a, **k: pytest.fail("crashing path used")
     )
-    x = torch.from_numpy(expected["test"][0].reshape(-1, 3, 32, 32)).float() / 255
-    model = Memorizer(x, torch.as_tensor(expected["test"][1])).eval()
+    # right on every clean image (labels 0 to 5) and on the first 3 of the 6 fog images; the
+    # others are labelled below 9, so class 9 is wrong on them
+    x = torch.from_numpy(expected["test"][0]).float() / 255
+    fog = torch.from_numpy(written["fog", 1][:3]).permute(0, 3, 1, 2).float() / 255
+    keys = torch.cat([x, fog])
+    model = Lookup(
+        keys, torch.cat([torch.from_numpy(expected["test"][1]), torch.from_numpy(labels[:3])])
+    )
     report = benchmark_alongside(
         model,
         ["clean"],
@@ -143,5 +155,10 @@ def test_benchmark_alongside_takes_corruptions_through_load_cifar10c(
     )
     corr = report.metrics["corruptions"]
     assert corr.settings["source"] == "cifar10-c"
-    assert report.metrics["robustbench"].summary["corruptions_accuracy"] == corr.summary["accuracy"]
-    assert report.model["robustbench"]["corruptions_acc"] is not None
+    assert corr.details["accuracy"] == [[0.5]]
+    assert report.metrics["robustbench"].summary == {
+        "clean_accuracy": 1.0,
+        "corruptions_accuracy": 0.5,
+    }
+    assert report.model["robustbench"]["corruptions_acc"] == "50.00"
+    assert report.model["robustbench"]["clean_acc"] == 100.0
