@@ -83,6 +83,20 @@ def assert_reloads(model: torch.nn.Module, path: Path, data: locrob.ImageData) -
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
 
 
+class Lookup(torch.nn.Module):
+    """Right exactly on the stored images (their stored labels), class 9 everywhere else."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("keys", images.flatten(1))
+        self.register_buffer("onehot", torch.nn.functional.one_hot(labels.long(), 10).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hit = ((x.flatten(1)[:, None] - self.keys[None]).abs().amax(2) < 1e-6).float()
+        never = torch.nn.functional.one_hot(torch.tensor(9), 10).float()
+        return torch.where(hit.any(1, keepdim=True), hit @ self.onehot, never)
+
+
 class TopLeftGray(torch.nn.Module):
     """A linear classifier of one number: the gray level (channel mean) of the top-left pixel.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import subset
+from conftest import Lookup, subset
 
 import locrob
 from locrob.corruptions import corrupt
@@ -132,6 +132,46 @@ def test_baseline_and_vanilla_reports_give_mce_and_relative_mce(levels, tmp_path
         )
 
 
+def _save_corruptions_report(path, clean_error: float, errors: dict[str, list[float]]) -> str:
+    report = locrob.Report(
+        model={"name": "reference"},
+        dataset={"name": "tiny"},
+        split="test",
+        n_examples=8,
+        metrics={"corruptions": result(clean_error, errors)},
+    )
+    report.save(path)
+    return str(path)
+
+
+def test_mce_and_relative_mce_against_other_models_reports(tmp_path):
+    # A model right on the 8 clean images only (labels 0-7, class 9 elsewhere): every
+    # corrupted image differs from its clean one, so its error is 1 in every cell, 0 clean.
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 3, 8, 8), dtype=np.uint8))
+    data = locrob.ImageData("tiny", x, torch.arange(8), x, torch.arange(8))
+    model = Lookup(x.float() / 255, torch.arange(8))
+    # baseline errors at severities 1 and 2: fog sums to 0.8, gaussian_noise to 1.0
+    baseline = {"gaussian_noise": [0.5, 0.5], "fog": [0.2, 0.6]}
+    # vanilla: 10 % clean error, 50 % corrupted: corruption adds 40 points
+    vanilla = {"fog": [0.4, 0.6], "gaussian_noise": [0.5, 0.5]}
+    options = {
+        "corruptions": ["fog", "gaussian_noise"],
+        "severities": [1, 2],
+        "baseline": _save_corruptions_report(tmp_path / "b", 0.2, baseline),
+        "vanilla": _save_corruptions_report(tmp_path / "v", 0.1, vanilla),
+    }
+    report = locrob.evaluate(
+        model, data, ["corruptions"], metric_options={"corruptions": options}, device="cpu"
+    )
+    summary = report.metrics["corruptions"].summary
+    assert report.metrics["corruptions"].details["accuracy"] == [[0.0, 0.0], [0.0, 0.0]]
+    assert summary["clean_error"] == 0 and summary["corruption_error"] == 1
+    # mCE = mean over corruptions of (2 / baseline sum): fog 2 / 0.8, noise 2 / 1.0
+    assert summary["mCE"] == pytest.approx(100 * (2 / 0.8 + 2 / 1.0) / 2)  # 225
+    # relative mCE = 100 (1 - 0) / (0.5 - 0.1)
+    assert summary["relative_mCE"] == pytest.approx(250)
+
+
 def test_plot_command_writes_table_2_and_the_heat_map(trained, digits, tmp_path, locrob_cli):
     small = subset(digits, 10, 30)
     options = {"corruptions": {"corruptions": ["fog", "contrast"], "severities": [1, 5]}}
@@ -226,27 +266,20 @@ def test_metric_on_cifar10c_files_scores_the_files_images(tmp_path, fake_cifar10
     written, labels = write_cifar10c(tmp_path / "c", ["fog", "snow"], n_written=6)
     data = locrob.load_dataset("cifar10", data_dir=root)
 
-    class Lookup(torch.nn.Module):
-        """Right on the CIFAR-10-C images of fog severity 2; class 9 (always wrong) elsewhere."""
-
-        def forward(self, x):
-            key = torch.from_numpy(written["fog", 2]).permute(0, 3, 1, 2).float() / 255
-            hit = (x[:, None] - key[None]).abs().flatten(2).amax(2) < 1e-6
-            right = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), 10).float()
-            never = torch.nn.functional.one_hot(torch.tensor(9), 10).float()
-            return torch.where(hit.any(1, keepdim=True), hit.float() @ right, never)
-
+    # right on the CIFAR-10-C images of fog severity 2; class 9 (always wrong) elsewhere
+    fog_2 = torch.from_numpy(written["fog", 2]).permute(0, 3, 1, 2).float() / 255
+    model = Lookup(fog_2, torch.from_numpy(labels))
     metric = CorruptionAccuracy(
         corruptions=["fog", "snow"],
         severities=[1, 2],
         source="cifar10-c",
         data_dir=str(tmp_path / "c"),
     )
-    res = locrob.evaluate(Lookup(), data, [metric], device="cpu").metrics["corruptions"]
+    res = locrob.evaluate(model, data, [metric], device="cpu").metrics["corruptions"]
     assert res.details["accuracy"] == [[0.0, 1.0], [0.0, 0.0]]
     assert res.details["n"] == len(expected["test"][1])
     digits = locrob.load_dataset("digits")
     with pytest.raises(locrob.LocrobError, match="evaluate on --dataset cifar10"):
-        locrob.evaluate(Lookup(), digits, [metric], device="cpu")
+        locrob.evaluate(model, digits, [metric], device="cpu")
     with pytest.raises(locrob.LocrobError, match=r"--split test .*\(train\)"):
-        locrob.evaluate(Lookup(), data, [metric], device="cpu", split="train")
+        locrob.evaluate(model, data, [metric], device="cpu", split="train")

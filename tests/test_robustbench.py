@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import one_robust_one_fragile
+from conftest import Lookup, one_robust_one_fragile
 
 import locrob
 from locrob.adapters.robustbench import import_robustbench, parse_zoo_spec, zoo_checkpoint
@@ -67,20 +67,6 @@ def test_a_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(utils, "download_gdrive_new", offline)
     with pytest.raises(locrob.LocrobError, match=r"checkpoint missing: .*Wong2020Fast\.pt"):
         locrob.load_model("robustbench:Wong2020Fast", model_dir=tmp_path, download=True)
-
-
-class Lookup(torch.nn.Module):
-    """Right exactly on the stored images (their stored labels), class 9 everywhere else."""
-
-    def __init__(self, images, labels):
-        super().__init__()
-        self.register_buffer("keys", images.flatten(1))
-        self.register_buffer("onehot", torch.nn.functional.one_hot(labels.long(), 10).float())
-
-    def forward(self, x):
-        hit = ((x.flatten(1)[:, None] - self.keys[None]).abs().amax(2) < 1e-6).float()
-        never = torch.nn.functional.one_hot(torch.tensor(9), 10).float()
-        return torch.where(hit.any(1, keepdim=True), hit @ self.onehot, never)
 
 
 def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
