@@ -140,7 +140,6 @@ def test_corruptions_on_cuda_match_the_cpu_or_their_statistics(preset):
         for severity in (1, 5):
             gpu = corrupt(x.to(CUDA), name, severity, preset=preset, seed=3)
             assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
-            assert float(gpu.min()) >= 0 and float(gpu.max()) <= 1, name
             assert torch.equal(gpu, corrupt(x.to(CUDA), name, severity, preset=preset, seed=3))
             cpu = corrupt(x, name, severity, preset=preset, seed=3)
             if name in DETERMINISTIC:

@@ -95,7 +95,11 @@ def test_l2nn_trains_with_the_defense_and_stays_nonexpansive(digits):
         config=TrainConfig(epochs=2, batch_size=50),
         device="cpu",
     )
-    assert all(h["margin"] >= 0 for h in run.history)
+    # A barely trained nonexpansive network's logit gaps are small, so the hinge stays near its
+    # margin 0.1 and the term near weight x margin = 0.01; it enters the loss.
+    for h in run.history:
+        assert 0.005 < h["margin"] < 0.05
+        assert h["loss"] == pytest.approx(h["cross_entropy"] + h["margin"])
     net = run.model.double()
     assert operator_norm(net[1], (1, 3, 32, 32)) <= BOUND
 
