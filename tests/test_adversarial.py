@@ -20,18 +20,22 @@ def test_pgd_through_the_metric_equals_a_direct_torchattacks_call(trained, digit
     res = report.metrics["adversarial"]
     model = trained.model.eval()
     x, y = small.test_x.float() / 255, small.test_y
+    survived = torch.ones(64, dtype=torch.bool)
     for k, (cls, eps, step) in enumerate(
         [(torchattacks.PGD, 8 / 255, 2 / 255), (torchattacks.PGDL2, 0.5, 0.1)]
     ):
         torch.manual_seed(mix_seed(5, k))
         attack = cls(model, eps=eps, alpha=step, steps=10, random_start=True)
-        hits = [
-            model(attack(x[i : i + 32], y[i : i + 32])).argmax(1).eq(y[i : i + 32])
-            for i in range(0, 64, 32)
-        ]
-        expected = float(torch.cat(hits).float().mean())
-        assert res.summary[f"{cls.__name__}@{eps:.4g}"] == expected
-    assert res.summary["worst_case"] <= min(v for k, v in res.summary.items() if k != "worst_case")
+        hits = torch.cat(
+            [
+                model(attack(x[i : i + 32], y[i : i + 32])).argmax(1).eq(y[i : i + 32])
+                for i in range(0, 64, 32)
+            ]
+        )
+        assert res.summary[f"{cls.__name__}@{eps:.4g}"] == float(hits.float().mean())
+        survived &= hits
+    # worst case: the examples that both attacks leave right, not the lower of the two rates
+    assert res.summary["worst_case"] == float(survived.float().mean())
     clean = locrob.evaluate(trained.model, small, ["clean"], device="cpu")
     assert res.summary["PGD@0.03137"] < clean.metrics["clean"].summary["accuracy"]
 
