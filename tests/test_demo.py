@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import locrob
 from locrob.demo import DemoConfig, run_demo
@@ -42,7 +43,9 @@ def test_demo_writes_table_2_figures_and_reuses_its_models(tmp_path):
     assert list(summary["models"]) == ["vanilla", "parseval", "pgd"]
     vanilla = summary["models"]["vanilla"]["metrics"]
     assert set(vanilla) == {"clean", "noise", "corruptions", "adversarial", "local-robustness"}
-    assert summary["separation"]["n_pairs"] > 0
+    # every distinct-class pair of the training split: (N^2 - sum of class sizes^2) / 2
+    sizes = torch.bincount(locrob.load_dataset("digits").train_y)
+    assert summary["separation"]["n_pairs"] == (sizes.sum() ** 2 - (sizes**2).sum()) // 2
     # a rerun reuses the trained models and reproduces the same table
     checkpoint = tmp_path / "models" / "pgd" / "model.pt"
     stamp = checkpoint.stat().st_mtime_ns
