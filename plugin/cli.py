@@ -294,10 +294,16 @@ app.add_typer(bench_app, name="bench")
 def bench_alpha(
     model: Annotated[
         list[str] | None,
-        typer.Option(help="Architectures to measure (default: small-cnn, preact-resnet18)."),
+        typer.Option(
+            help="Architectures to measure (default: linear, small-cnn, preact-resnet18)."
+        ),
     ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="Size the run by a preset (paper, authors-code).")
+        str | None,
+        typer.Option(
+            help="Only this preset (default, paper, authors-code); by default every preset. "
+            "Full size on a GPU, scaled down on a CPU; --points, --draws and --radii override."
+        ),
     ] = None,
     forward_dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     points: Annotated[int | None, typer.Option(help="Points (with --draws and --radii).")] = None,
@@ -310,21 +316,15 @@ def bench_alpha(
     out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
 ) -> None:
     """alpha_lim estimator throughput vs plain inference, the authors' loop and ART's CLEVER."""
-    from locrob.bench import alpha_table
+    from locrob.bench import ALPHA_MODELS, ALPHA_PRESETS, alpha_table
     from locrob.bench import bench_alpha as run_bench
 
     given = (points, draws, radii)
     if any(v is not None for v in given) and not all(v is not None for v in given):
         raise LocrobError("give --points, --draws and --radii together")
     sizes = (points, draws, radii) if points is not None else None
-    rows = run_bench(
-        model or ["small-cnn", "preact-resnet18"],
-        device,
-        preset,
-        forward_dtype,
-        sizes,
-        clever_points,
-    )
+    presets = ALPHA_PRESETS if preset is None else [None if preset == "default" else preset]
+    rows = run_bench(model or ALPHA_MODELS, device, presets, forward_dtype, sizes, clever_points)
     typer.echo(alpha_table(rows), nl=False)
     if out is not None:
         write_text(

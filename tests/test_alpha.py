@@ -289,11 +289,12 @@ def test_draws_do_not_depend_on_the_chunk_size(cnn_points):
             model, x, [0.5, 1.0], n_draws=10, directions="fresh", chunk_size=chunk, device="cpu"
         )
 
-    a, b = run(7), run(60)
+    a, b, c = run(7), run(60), run(1)  # 1: one radius per forward pass
     # the same directions; only fp32 convolution at other batch sizes differs (~1e-5)
-    assert torch.allclose(a.per_point, b.per_point, rtol=1e-4)
-    assert torch.equal(a.argmax_point, b.argmax_point)
-    assert torch.equal(a.perturbation, b.perturbation)
+    for other in (b, c):
+        assert torch.allclose(a.per_point, other.per_point, rtol=1e-4)
+        assert torch.equal(a.argmax_point, other.argmax_point)
+        assert torch.equal(a.perturbation, other.perturbation)
 
 
 @pytest.mark.parametrize("directions", ["fresh", "shared"])
@@ -427,10 +428,32 @@ def test_seeds_give_unrelated_draws():
     from locrob.alpha.geometry import Draws
 
     cpu = torch.device("cpu")
-    draws = [Draws(seed, (8,), 2.0, "gaussian", cpu).get(0, 0, 4) for seed in (-1, -2, 0, 1)]
+    draws = [Draws(seed, (8,), 2.0, "gaussian", cpu).get(0, 4) for seed in (-1, -2, 0, 1)]
     for i in range(4):
         for j in range(i + 1, 4):
             assert not torch.allclose(draws[i], draws[j])
+
+
+@pytest.mark.parametrize("width", [1, 3, 30])
+def test_draws_are_addressed_not_chunked_or_threaded(width):
+    from locrob.alpha.geometry import Draws
+
+    def draws():
+        return Draws(7, (3, 4, 4), 2.0, "uniform", torch.device("cpu"), width)
+
+    whole = draws().get(0, 70)
+    assert whole.shape == (70, width, 3, 4, 4)
+    assert torch.allclose(whole.flatten(2).norm(dim=2), torch.ones(70, width))
+    pieces = draws()
+    assert torch.equal(torch.cat([pieces.get(a, b) for a, b in [(0, 5), (5, 6), (6, 70)]]), whole)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # units drawn one after another instead of in worker threads
+        assert torch.equal(draws().get(0, 70), whole)
+    finally:
+        torch.set_num_threads(threads)
+    picked = draws().at([0, 69, 33], [0, width - 1, width // 2])
+    assert torch.equal(picked, whole[[0, 69, 33], [0, width - 1, width // 2]])
 
 
 def test_search_at_a_tiny_radius_stays_below_the_true_value():

@@ -16,9 +16,11 @@ from locrob.alpha.geometry import Draws
 from locrob.alpha.result import AlphaResult, running_max
 from locrob.alpha.sampling import (
     Evaluator,
+    Sampler,
     activation_bytes,
     best_perturbations,
     check_finite,
+    chunk_limit,
     chunk_size,
     forward_dtype,
     sample,
@@ -133,28 +135,32 @@ def alpha_lim(
     with on_device(model, dev), eval_mode(model):
         per_example = activation_bytes(model, points[:1])
         # each pair holds its input, perturbation, perturbed input and the activations
-        images = len(points) * settings.n_draws * len(settings.radii)
-        chunk = chunk_size(settings, ev, points, 3 * per_example, images)
-        f_x = clean_outputs(ev, points, chunk)
-        noise = ev.noise_floor(points, f_x, f_x.argmax(dim=1, keepdim=True))
-        draws = Draws(settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, dev)
         radii = settings.radii
+        images = len(points) * settings.n_draws * len(radii)
+        limit = chunk_limit(settings, 3 * per_example, images, dev)
+        f_x = clean_outputs(ev, points, limit)
+        top = f_x.argmax(dim=1, keepdim=True)
+        noise = ev.noise_floor(points, f_x, top)
+        width = len(radii) if settings.directions == "fresh" else 1
+        draws = Draws(
+            settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, dev, width
+        )
+        r = torch.tensor(radii, dtype=dtype, device=dev)
+        sampler = Sampler(ev, points, f_x, top, r, draws, settings.n_draws)
+        chunk = chunk_size(settings, sampler, limit, images)
         with torch.no_grad():
-            sampled = sample(ev, points, f_x, radii, settings, draws, chunk)
+            sampled = sample(sampler, chunk)
             argmax_point = sampled.per_point.argmax(dim=1)
             best = sampled.best_pair.gather(1, argmax_point.view(-1, 1)).squeeze(1)
             perturbation = torch.cat(
-                [
-                    best_perturbations(ev, points, radii, settings, draws, k, best[k : k + 1])
-                    for k in range(len(radii))
-                ]
+                [best_perturbations(sampler, radii, k, best[k : k + 1]) for k in range(len(radii))]
             )
         per_point, evaluations = sampled.per_point, sampled.evaluations
         sampling_curve = None
         if settings.method == "search":
             sampling_curve = running_max(sampled.per_point.amax(dim=1)).cpu()
             per_point, more = search(
-                ev, points, f_x, radii, settings, sampled, draws, chunk, argmax_point, perturbation
+                sampler, radii, settings, sampled, chunk, argmax_point, perturbation
             )
             evaluations += more
     per_radius = per_point.amax(dim=1)

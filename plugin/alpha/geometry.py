@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -40,62 +42,105 @@ def normalize(d: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class Draws:
-    """Random unit directions addressed by (slot, index): the same direction for the same
-    address whatever the chunking, memory budget or batch order.
+    """Random unit directions addressed by (index, column): the same direction for the same
+    address whatever the chunking, memory budget, batch order or thread count.
 
-    Indices are grouped in blocks; each block is drawn from a generator seeded by
-    (seed, slot, block), so a chunk generates only the blocks it touches. Blocks are 16 draws
-    on a CPU (chunks there are small) and 256 on a GPU (fewer kernel launches), so results are
-    reproducible per device type.
+    Each index holds ``width`` directions (one per radius when every radius draws its own,
+    one shared by all radii otherwise). Consecutive indices are grouped in units of about 16
+    directions on a CPU and 256 on a GPU (fewer kernel launches); a unit is drawn at once from a
+    generator seeded by (seed, stream, unit), written straight into the chunk's buffer when
+    the chunk covers it, so results are reproducible per device type. On a CPU the units of a
+    chunk are drawn in parallel threads: random generation, not the model, bounds the cost of
+    small models, and torch draws on one core per generator.
     """
 
     def __init__(
-        self, seed: int, shape: tuple[int, ...], p: float, noise: str, device: torch.device
+        self,
+        seed: int,
+        shape: tuple[int, ...],
+        p: float,
+        noise: str,
+        device: torch.device,
+        width: int = 1,
+        stream: int = 0,
     ) -> None:
         self.seed, self.shape, self.p, self.noise, self.device = seed, shape, p, noise, device
-        self.block = 256 if device.type == "cuda" else 16
+        self.width, self.stream = width, stream
+        self.unit = max(1, (256 if device.type == "cuda" else 16) // width)  # indices per unit
         self.generator = torch.Generator(device)
-        # the blocks of the previous call, per slot: consecutive chunks often share a block
-        self._recent: dict[int, dict[int, torch.Tensor]] = {}
+        # the last unit drawn whole: consecutive chunks smaller than a unit share it
+        self._last: tuple[int, torch.Tensor] | None = None
 
-    def _fill(self, out: torch.Tensor, slot: int, block: int) -> None:
-        self.generator.manual_seed(mix_seed(self.seed, slot, block))
+    def sibling(self, stream: int, width: int = 1) -> Draws:
+        """Another stream of the same seed, shape and noise (unrelated directions)."""
+        return Draws(self.seed, self.shape, self.p, self.noise, self.device, width, stream)
+
+    def _fill(self, out: torch.Tensor, unit: int, generator: torch.Generator) -> None:
+        """Draw unit ``unit`` into ``out`` (unit, width, *shape) as unit directions (normalized
+        at once, while the draws are still in this core's cache)."""
+        generator.manual_seed(mix_seed(self.seed, self.stream, unit))
         if self.noise == "gaussian":
-            out.normal_(generator=self.generator)
+            out.normal_(generator=generator)
         else:
-            out.uniform_(-1.0, 1.0, generator=self.generator)
+            out.uniform_(-1.0, 1.0, generator=generator)
+        normalize(out.view(-1, *self.shape), self.p)
 
-    def _blocks(self, slot: int, blocks: Sequence[int], keep: bool) -> dict[int, torch.Tensor]:
-        """The normalized blocks of ``slot``, generating only those not kept from last time."""
-        recent = self._recent.get(slot, {})
-        missing = [b for b in blocks if b not in recent]
-        found = {b: recent[b] for b in blocks if b in recent}
-        if missing:
-            size = self.block
-            raw = torch.empty(len(missing) * size, *self.shape, device=self.device)
-            for j, b in enumerate(missing):
-                self._fill(raw[j * size : (j + 1) * size], slot, b)
-            normalize(raw, self.p)
-            found.update({b: raw[j * size : (j + 1) * size] for j, b in enumerate(missing)})
-        if keep:
-            self._recent[slot] = found
-        return found
+    def _fill_all(self, jobs: list[tuple[torch.Tensor, int]]) -> None:
+        if len(jobs) > 1 and self.device.type == "cpu" and torch.get_num_threads() > 1:
+            list(_pool().map(lambda job: self._fill(*job, _thread_generator()), jobs))
+        else:
+            for out, unit in jobs:
+                self._fill(out, unit, self.generator)
 
-    def get(self, slot: int, start: int, stop: int) -> torch.Tensor:
-        """Directions for indices ``start..stop-1`` of ``slot``."""
-        first, last = start // self.block, (stop - 1) // self.block
-        found = self._blocks(slot, range(first, last + 1), keep=True)
-        rows = torch.cat([found[b] for b in range(first, last + 1)])
-        offset = first * self.block
-        return rows[start - offset : stop - offset]
+    def _unit(self, unit: int) -> torch.Tensor:
+        if self._last is None or self._last[0] != unit:
+            out = torch.empty(self.unit, self.width, *self.shape, device=self.device)
+            self._fill(out, unit, self.generator)
+            self._last = (unit, out)
+        return self._last[1]
 
-    def at(self, slots: Sequence[int], indices: Sequence[int]) -> torch.Tensor:
-        """The directions at the addresses ``(slots[j], indices[j])``, one row each."""
-        rows = []
-        for slot, index in zip(slots, indices, strict=True):
-            block = self._blocks(slot, [index // self.block], keep=False)[index // self.block]
-            rows.append(block[index % self.block])
+    def get(self, start: int, stop: int) -> torch.Tensor:
+        """Directions of indices ``start..stop-1``: shape (stop - start, width, *shape)."""
+        size, first, last = self.unit, start // self.unit, (stop - 1) // self.unit
+        if first == last:  # a view of one unit, no copy
+            return self._unit(first)[start - first * size : stop - first * size]
+        out = torch.empty(stop - start, self.width, *self.shape, device=self.device)
+        whole = []
+        for u in range(first, last + 1):
+            lo, hi = max(start, u * size), min(stop, (u + 1) * size)
+            if hi - lo == size:  # a whole unit: drawn in place
+                whole.append((out[lo - start : hi - start], u))
+            else:
+                out[lo - start : hi - start] = self._unit(u)[lo - u * size : hi - u * size]
+        self._fill_all(whole)
+        return out
+
+    def at(self, indices: Sequence[int], columns: Sequence[int]) -> torch.Tensor:
+        """The directions at the addresses ``(indices[j], columns[j])``, one row each."""
+        rows = [
+            self._unit(index // self.unit)[index % self.unit, column]
+            for index, column in zip(indices, columns, strict=True)
+        ]
         return torch.stack(rows)
+
+
+_threads = threading.local()
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _thread_generator() -> torch.Generator:
+    """A CPU generator per worker thread (each unit reseeds it)."""
+    if not hasattr(_threads, "generator"):
+        _threads.generator = torch.Generator()
+    return _threads.generator
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Worker threads for drawing on a CPU, one per torch thread, made once per count."""
+    workers = torch.get_num_threads()
+    if workers not in _pools:
+        _pools[workers] = ThreadPoolExecutor(workers, "locrob-draws")
+    return _pools[workers]
 
 
 def to_sphere(eps: torch.Tensor, p: float, radius: float) -> torch.Tensor:

@@ -69,7 +69,7 @@ class Evaluator:
         """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row (or / ``radius``, the
         nominal ||e||, when ``nominal``), and the effective e."""
         r = torch.tensor(radius, dtype=self.compute_dtype, device=x.device)
-        return self._ratios(x, self._clamped(x + eps), f_x, top, r)
+        return self._ratios(x, self._clamped(x + eps), f_x, top, r, lead=1)
 
     def ratios_along(
         self,
@@ -79,13 +79,16 @@ class Evaluator:
         f_x: torch.Tensor,
         top: torch.Tensor,
     ) -> torch.Tensor:
-        """The sampling path: ratios at e = r d for every radius at once, shape (R, m).
+        """The sampling path: ratios at e = r d for every radius at once, shape (m, R).
 
-        ``x`` (m, ...) are the points, ``d`` (R or 1, m, ...) their directions and ``r`` the
-        radii shaped (R, 1, ...); x + r d is one fused pass and one forward batch of R m images.
+        ``x`` (m, ...) are the points, ``d`` (m, R or 1, ...) their directions and ``r`` the
+        R radii; x + r d is one fused pass and one forward batch of m R images, pair-major.
         """
-        nominal = r.view(-1, 1)
-        return self._ratios(x, self._clamped(torch.addcmul(x, r, d)), f_x, top, nominal)[0]
+        x, f_x, top = x.unsqueeze(1), f_x.unsqueeze(1), top.unsqueeze(1)
+        shape = (len(x), len(r), *x.shape[2:])
+        # x expanded, not broadcast: torch's broadcasting path is 2-3x slower on a CPU
+        moved = torch.addcmul(x.expand(shape), r.view(1, -1, *[1] * (x.ndim - 2)), d)
+        return self._ratios(x, self._clamped(moved), f_x, top, r.view(1, -1), lead=2)[0]
 
     def perturbed(self, x: torch.Tensor, d: torch.Tensor, r: float) -> torch.Tensor:
         """The effective perturbation clamp(x + r d) - x, computed as the sampling does."""
@@ -102,10 +105,10 @@ class Evaluator:
         f_x: torch.Tensor,
         top: torch.Tensor | None,
         nominal: torch.Tensor,
+        lead: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # ``moved`` may carry extra leading axes (radii) over ``x``, ``f_x`` and ``top``;
-        # ``nominal`` (the radius) broadcasts against the ratios' shape.
-        lead = moved.ndim - x.ndim + 1
+        # the first ``lead`` axes of ``moved`` index the ratios; ``x``, ``f_x``, ``top`` and
+        # ``nominal`` (the radius) broadcast against them
         delta = moved - x
         out = self.outputs(moved.reshape(-1, *moved.shape[lead:]))
         diff = out.view(*moved.shape[:lead], -1) - f_x
@@ -200,36 +203,89 @@ TUNE_START = 16
 _tuned: weakref.WeakKeyDictionary[object, dict[tuple, int]] = weakref.WeakKeyDictionary()
 
 
+@dataclass
+class Sampler:
+    """One chunk of the sampling: the ratios of a range of (point, draw) pairs at every radius.
+
+    Pair ``point * n_draws + draw`` is the address of its directions in ``draws`` (one column
+    per radius, or one shared by all), so a chunk's directions do not depend on the chunking.
+    """
+
+    ev: Evaluator
+    x: torch.Tensor
+    f_x: torch.Tensor
+    top: torch.Tensor
+    radii: torch.Tensor  # (R,) in the compute precision
+    draws: Draws
+    n_draws: int
+
+    @property
+    def pairs(self) -> int:
+        return len(self.x) * self.n_draws
+
+    def __call__(self, start: int, stop: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points of pairs ``start..stop-1`` and their ratios, shape (R, stop - start),
+        in forward passes of at most ``batch`` images when a pair's radii exceed it."""
+        points = torch.arange(start, stop, device=self.ev.device) // self.n_draws
+        d = self.draws.get(start, stop).to(self.ev.compute_dtype)
+        x, f_x, top = self.x[points], self.f_x[points], self.top[points]
+        n_radii, shared = len(self.radii), d.shape[1] == 1
+        group = max(1, min(n_radii, batch // len(points)))  # radii per forward pass
+        parts = [
+            self.ev.ratios_along(
+                x, d if shared else d[:, k : k + group], self.radii[k : k + group], f_x, top
+            )
+            for k in range(0, n_radii, group)
+        ]
+        return points, (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).t()
+
+
 @torch.no_grad()
-def tuned_chunk(ev: Evaluator, x: torch.Tensor, largest: int, evaluations: int) -> int:
-    """The fastest batch size among 16, 32, 64, ... up to ``largest``, by timing the ratio step.
+def tuned_chunk(sampler: Sampler, largest: int, evaluations: int) -> int:
+    """The fastest forward batch among 16, 32, 64, ... up to ``largest`` images, by timing
+    whole sampling chunks (directions, perturbation, forward pass, differences).
 
     The best batch is not the largest: on a CPU, batches whose activations stay in cache run
-    faster. The choice is cached per model, input shape, precision and device. It does not
-    change which directions are drawn (they are addressed by pair index), only fp32 rounding.
-    Runs too small to repay the timing (under 16 forwards of the largest candidate) skip it.
+    faster; but every chunk also pays a fixed cost in Python and kernel launches, which only
+    timing the real step sees. The choice is cached per model, input shape, precision, device
+    and number of radii. It does not change which directions are drawn (they are addressed by
+    pair index), only fp32 rounding. Runs too small to repay the timing (under 16 forwards of
+    a candidate) skip the candidates they cannot repay; with none left to compare, a CPU takes
+    the smallest and a GPU the largest.
     """
-    if largest <= TUNE_START or evaluations < 16 * largest:
-        return largest
-    key = (tuple(x.shape[1:]), ev.compute_dtype, ev.forward_dtype, str(ev.device), largest)
+    ev, n_radii = sampler.ev, len(sampler.radii)
+    candidates = [TUNE_START]
+    while candidates[-1] * 2 <= largest and candidates[-1] * 2 * 16 <= evaluations:
+        candidates.append(candidates[-1] * 2)
+    if largest <= TUNE_START or len(candidates) == 1:
+        return largest if ev.device.type == "cuda" else min(largest, TUNE_START)
+    x = sampler.x
+    key = (
+        tuple(x.shape[1:]),
+        ev.compute_dtype,
+        ev.forward_dtype,
+        str(ev.device),
+        largest,
+        n_radii,
+        sampler.draws.width,
+        candidates[-1],
+    )
     cache = _tuned.setdefault(ev.model, {}) if _weakrefable(ev.model) else {}
     if key not in cache:
-        candidates = [TUNE_START]
-        while candidates[-1] * 2 <= largest:
-            candidates.append(candidates[-1] * 2)
-        rates = {}
+        rates, position = {}, 0
         for size in candidates:
-            # time the whole ratio step (perturb, forward, differences), not the bare forward
-            batch = x[torch.arange(size, device=x.device) % len(x)]
-            f_b = ev.outputs(batch)  # also the warm-up (allocator, kernel selection)
-            top = f_b.argmax(dim=1, keepdim=True)
-            d = torch.full_like(batch, 1e-3)
+            pairs = min(sampler.pairs, max(1, size // n_radii))
+            # consecutive chunks, so that a unit of directions is shared as in the real run
+            rounds = 1 + max(2, sampler.draws.unit // pairs)
+            for i in range(rounds):
+                if i == 1:  # the first chunk is the warm-up (allocator, kernel selection)
+                    synchronize(ev.device)
+                    begin = time.perf_counter()
+                position = position if position + pairs <= sampler.pairs else 0
+                sampler(position, position + pairs, size)
+                position += pairs
             synchronize(ev.device)
-            start = time.perf_counter()
-            for _ in range(2):
-                ev.ratios(batch, d, f_b, 1.0, top)
-            synchronize(ev.device)
-            rates[size] = 2 * size / (time.perf_counter() - start)
+            rates[size] = (rounds - 1) * pairs * n_radii / (time.perf_counter() - begin)
         cache[key] = max(rates, key=rates.__getitem__)
     return cache[key]
 
@@ -242,15 +298,17 @@ def _weakrefable(obj: object) -> bool:
     return True
 
 
-def chunk_size(
-    settings: AlphaSettings, ev: Evaluator, x: torch.Tensor, per_example: int, total: int
-) -> int:
-    """Images per forward pass (pairs x radii): the explicit ``chunk_size``, else the fastest
-    batch within the memory budget. ``total`` is the number of images of the whole run."""
+def chunk_limit(settings: AlphaSettings, per_example: int, total: int, device: torch.device) -> int:
+    """The explicit ``chunk_size``, else the largest batch within the memory budget."""
     if settings.chunk_size is not None:
         return min(settings.chunk_size, total)
-    largest = budget_chunk(settings, per_example, total, ev.device)
-    return tuned_chunk(ev, x, largest, total)
+    return budget_chunk(settings, per_example, total, device)
+
+
+def chunk_size(settings: AlphaSettings, sampler: Sampler, limit: int, total: int) -> int:
+    """Images per forward pass (pairs x radii): the explicit ``chunk_size``, else the fastest
+    batch up to ``limit``. ``total`` is the number of images of the whole run."""
+    return limit if settings.chunk_size is not None else tuned_chunk(sampler, limit, total)
 
 
 def pair_chunks(n_points: int, n_draws: int, size: int) -> Iterator[tuple[int, int]]:
@@ -259,14 +317,6 @@ def pair_chunks(n_points: int, n_draws: int, size: int) -> Iterator[tuple[int, i
     total = n_points * n_draws
     for start in range(0, total, size):
         yield start, min(start + size, total)
-
-
-SHARED_SLOT = -1  # the draw slot of directions shared by every radius
-
-
-def slot(settings: AlphaSettings, k: int) -> int:
-    """The draw slot of radius ``k``: its own, or the one every radius shares."""
-    return SHARED_SLOT if settings.directions == "shared" else k
 
 
 @dataclass
@@ -278,43 +328,27 @@ class Sampled:
     evaluations: int
 
 
-def sample(
-    ev: Evaluator,
-    x: torch.Tensor,
-    f_x: torch.Tensor,
-    radii: Sequence[float],
-    settings: AlphaSettings,
-    draws: Draws,
-    batch: int,
-    desc: str = "alpha_lim",
-) -> Sampled:
+def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim") -> Sampled:
     """Max ratio per (radius, point) over ``n_draws`` random directions at each radius.
 
-    Each forward pass holds a chunk of pairs at every radius (``batch`` images in all), so
-    the Python work per chunk is shared by all radii. Only the index of each point's best
+    Each forward pass holds a chunk of pairs at every radius (``batch`` images in all; one
+    pair's radii are split over several passes where they exceed it), so the Python work per
+    chunk is shared by all radii. Only the index of each point's best
     pair is kept, not its perturbation: directions are addressed by pair index, so
     :func:`best_perturbations` regenerates the few that are needed.
     """
-    n, n_radii, n_draws = len(x), len(radii), settings.n_draws
+    ev, n, n_radii = sampler.ev, len(sampler.x), len(sampler.radii)
     per_point = torch.zeros(n_radii, n, dtype=ev.compute_dtype, device=ev.device)
     best_pair = torch.full((n_radii, n), -1, dtype=torch.long, device=ev.device)
-    top = f_x.argmax(dim=1, keepdim=True)
-    r = torch.tensor(radii, dtype=ev.compute_dtype, device=ev.device).view(-1, *[1] * x.ndim)
     offsets = (torch.arange(n_radii, device=ev.device) * n).view(-1, 1)  # flat (radius, point)
-    slots = sorted({slot(settings, k) for k in range(n_radii)})
-    bar = progress(total=n * n_draws * n_radii, desc=desc, unit="img", unit_scale=True)
-    for start, stop in pair_chunks(n, n_draws, max(1, batch // n_radii)):
-        pairs = torch.arange(start, stop, device=ev.device)
-        points = pairs // n_draws
-        parts = [draws.get(s, start, stop) for s in slots]
-        d = (
-            parts[0][None] if len(parts) == 1 else torch.stack(parts)
-        )  # (1 or R, m, ...), no copy when shared
-        ratio = ev.ratios_along(x[points], d.to(ev.compute_dtype), r, f_x[points], top[points])
+    bar = progress(total=sampler.pairs * n_radii, desc=desc, unit="img", unit_scale=True)
+    for start, stop in pair_chunks(n, sampler.n_draws, max(1, batch // n_radii)):
+        points, ratio = sampler(start, stop, batch)
         flat = (offsets + points).flatten()
         # NaN propagates through amax, and Inf stays: both are found after the loop
         per_point.view(-1).scatter_reduce_(0, flat, ratio.flatten(), reduce="amax")
         # pairs that reach their point's running max; later pairs have larger indices
+        pairs = torch.arange(start, stop, device=ev.device)
         hits = torch.where(ratio >= per_point[:, points], pairs, -1)
         best_pair.view(-1).scatter_reduce_(0, flat, hits.flatten(), reduce="amax")
         bar.update((stop - start) * n_radii)
@@ -322,23 +356,19 @@ def sample(
     bad = ~torch.isfinite(per_point)
     if bool(bad.any()):
         k, i = bad.nonzero()[0].tolist()
-        raise LocrobError(f"the model returned NaN or Inf at point {i} (radius {radii[k]:.4g})")
-    return Sampled(per_point, best_pair, n * n_draws * n_radii)
+        radius = float(sampler.radii[k])
+        raise LocrobError(f"the model returned NaN or Inf at point {i} (radius {radius:.4g})")
+    return Sampled(per_point, best_pair, sampler.pairs * n_radii)
 
 
 def best_perturbations(
-    ev: Evaluator,
-    x: torch.Tensor,
-    radii: Sequence[float],
-    settings: AlphaSettings,
-    draws: Draws,
-    k: int,
-    pairs: torch.Tensor,
+    sampler: Sampler, radii: Sequence[float], k: int, pairs: torch.Tensor
 ) -> torch.Tensor:
     """Regenerate the effective perturbations of ``pairs`` at radius ``k``."""
+    column = k if sampler.draws.width > 1 else 0  # fresh directions per radius, or shared
     pair_list = pairs.tolist()
-    d = draws.at([slot(settings, k)] * len(pair_list), pair_list)
-    return ev.perturbed(x[pairs // settings.n_draws], d, radii[k])
+    d = sampler.draws.at(pair_list, [column] * len(pair_list))
+    return sampler.ev.perturbed(sampler.x[pairs // sampler.n_draws], d, radii[k])
 
 
 def forward_dtype(settings: AlphaSettings) -> torch.dtype | None:

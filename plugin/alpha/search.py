@@ -20,12 +20,12 @@ from collections.abc import Sequence
 
 import torch
 
-from locrob.alpha.geometry import Draws, project, row_norms, to_sphere
-from locrob.alpha.sampling import Evaluator, Sampled, best_perturbations
+from locrob.alpha.geometry import project, row_norms, to_sphere
+from locrob.alpha.sampling import Evaluator, Sampled, Sampler, best_perturbations
 from locrob.alpha.settings import AlphaSettings
 from locrob.runtime import progress
 
-SEARCH_SLOT = 1_000_000
+SEARCH_STREAM = 1_000_000  # streams of the restarts, one per radius
 
 
 def _to_box(ev: Evaluator, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -66,13 +66,10 @@ def _ascend(
 
 
 def search(
-    ev: Evaluator,
-    x: torch.Tensor,
-    f_x: torch.Tensor,
+    sampler: Sampler,
     radii: Sequence[float],
     settings: AlphaSettings,
     sampled: Sampled,
-    draws: Draws,
     chunk: int,
     argmax_point: torch.Tensor,
     perturbation: torch.Tensor,
@@ -80,6 +77,7 @@ def search(
     """Per-(radius, point) maxima after ascent, and the number of forward passes (each with a
     backward pass but the last). ``argmax_point`` and ``perturbation`` (the sampling's) are
     updated in place where the search beats the sampling maximum."""
+    ev, x, f_x = sampler.ev, sampler.x, sampler.f_x
     n = len(x)
     restarts = settings.search_restarts
     per_point = sampled.per_point.clone()
@@ -87,10 +85,10 @@ def search(
     size = max(1, chunk // 3)
     bar = progress(total=len(radii) * n * restarts, desc="alpha_lim search", unit="start")
     for k, r in enumerate(radii):
-        starts = [best_perturbations(ev, x, radii, settings, draws, k, sampled.best_pair[k])]
-        if restarts > 1:  # slots beyond the radii's, so starts never repeat a sampled draw
-            fresh = draws.get(SEARCH_SLOT + k, 0, (restarts - 1) * n)
-            starts.append(fresh.to(ev.compute_dtype) * r)
+        starts = [best_perturbations(sampler, radii, k, sampled.best_pair[k])]
+        if restarts > 1:  # other streams than the sampling's: starts never repeat a draw
+            fresh = sampler.draws.sibling(SEARCH_STREAM + k).get(0, (restarts - 1) * n)
+            starts.append(fresh.squeeze(1).to(ev.compute_dtype) * r)
         starts = torch.cat(starts)
         point_of = torch.arange(restarts * n, device=ev.device) % n
         found = torch.empty(restarts * n, dtype=ev.compute_dtype, device=ev.device)
