@@ -43,10 +43,10 @@ def row(
     return [name, "unknown" if truth is None else f"{truth:.4g}", *map(cell, values)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     draws = [10, 30] if args.quick else [100, 1000]
     n_points = 4 if args.quick else 20
     rows = []

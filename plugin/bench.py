@@ -40,7 +40,7 @@ ALPHA_PRESETS = (None, *PRESETS)
 CPU_SIZES = {
     "linear": {None: (100, 40, 5), "paper": (100, 20, 30), "authors-code": (1000, 2, 30)},
     "small-cnn": {None: (100, 40, 5), "paper": (100, 4, 30), "authors-code": (1000, 1, 30)},
-    "preact-resnet18": {None: (8, 8, 4), "paper": (16, 1, 30), "authors-code": (32, 1, 30)},
+    "preact-resnet18": {None: (8, 16, 4), "paper": (16, 1, 30), "authors-code": (32, 1, 30)},
 }
 DEFAULT_SIZE = (16, 16, 4)
 

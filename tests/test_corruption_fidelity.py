@@ -486,7 +486,7 @@ def test_corruptions_are_reproducible_from_the_seed_and_vary_with_it():
         assert not torch.equal(corrupt(x, name, 3, seed=7), corrupt(x, name, 3, seed=8)), name
 
 
-def test_every_builtin_keeps_shape_dtype_and_range_on_rgb_and_grey(subtests=None):
+def test_every_builtin_keeps_shape_and_dtype_and_stays_finite_on_rgb_and_grey():
     for channels, size in ((3, 32), (1, 8)):
         x = smooth_images(3, channels=channels, size=size)
         for name in registries().corruptions.names():
@@ -495,7 +495,6 @@ def test_every_builtin_keeps_shape_dtype_and_range_on_rgb_and_grey(subtests=None
                 for dtype in (torch.float32, torch.float64):
                     out = corruption(x.to(dtype), severity, seed=1)
                     assert out.shape == x.shape and out.dtype == dtype, (name, severity)
-                    assert float(out.min()) >= 0 and float(out.max()) <= 1, (name, severity)
                     assert torch.isfinite(out).all(), (name, severity)
 
 

@@ -92,3 +92,20 @@ def test_robustbench_leaderboard_ranks_zoo_models_evaluated_alongside(
     board = (tmp_path / "zoo" / "leaderboard.md").read_text()
     assert "| 1 | Ding2020MMA | cifar10 | 6 | 0.3333 | 0.3333 | 0.1667 |" in board
     assert (tmp_path / "zoo" / "leaderboard.html").is_file()
+
+
+def test_alpha_tightness_table_shows_sampling_far_below_sigma_max_at_image_size(capsys):
+    script("alpha_tightness.py")["main"](["--quick"])
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| linear") or line.startswith("| small-cnn")
+    }
+    assert len(rows) == 4
+
+    def percent(cell: str) -> int:  # "0.0598 (10%)" -> 10
+        return int(cell.split("(")[1].rstrip("%) |"))
+
+    small, large = rows["linear map, 16 -> 10"], rows["linear map, 3072 -> 10"]
+    assert percent(small[2]) > 50 and percent(large[2]) < 20  # sampling: most vs a tenth
+    assert percent(large[4]) >= 99  # the search reaches sigma_max

@@ -180,10 +180,11 @@ def activation_bytes(model: Callable[[torch.Tensor], torch.Tensor], x1: torch.Te
 
 
 def default_budget_bytes(device: torch.device) -> int:
-    """Working memory for one chunk: a quarter of the GPU's memory, or 256 MiB on a CPU."""
+    """Working memory for one chunk: a quarter of the GPU's memory, or 1 GiB on a CPU (where
+    larger models run faster at 16 to 64 images per batch than at the 10 that 256 MiB allows)."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory // 4
-    return 256 * 2**20
+    return 2**30
 
 
 def budget_chunk(
