@@ -201,6 +201,7 @@ def budget_chunk(
 
 MAX_CHUNK = 8192
 TUNE_START = 16
+TUNE_SHARE = 128
 _tuned: weakref.WeakKeyDictionary[object, dict[tuple, int]] = weakref.WeakKeyDictionary()
 
 
@@ -250,13 +251,13 @@ def tuned_chunk(sampler: Sampler, largest: int, evaluations: int) -> int:
     faster; but every chunk also pays a fixed cost in Python and kernel launches, which only
     timing the real step sees. The choice is cached per model, input shape, precision, device
     and number of radii. It does not change which directions are drawn (they are addressed by
-    pair index), only fp32 rounding. Runs too small to repay the timing (under 16 forwards of
-    a candidate) skip the candidates they cannot repay; with none left to compare, a CPU takes
-    the smallest and a GPU the largest.
+    pair index), only fp32 rounding. Timing a candidate costs a few of its batches, so only
+    candidates up to 1/``TUNE_SHARE`` of the run are tried (tuning stays under ~5 % of it);
+    with none to compare, a CPU takes the smallest and a GPU the largest.
     """
     ev, n_radii = sampler.ev, len(sampler.radii)
     candidates = [TUNE_START]
-    while candidates[-1] * 2 <= largest and candidates[-1] * 2 * 16 <= evaluations:
+    while candidates[-1] * 2 <= largest and candidates[-1] * 2 * TUNE_SHARE <= evaluations:
         candidates.append(candidates[-1] * 2)
     if largest <= TUNE_START or len(candidates) == 1:
         return largest if ev.device.type == "cuda" else min(largest, TUNE_START)
