@@ -68,7 +68,7 @@ class Draws:
         self.width, self.stream = width, stream
         self.unit = max(1, (256 if device.type == "cuda" else 16) // width)  # indices per unit
         self.generator = torch.Generator(device)
-        # the last unit drawn whole: consecutive chunks smaller than a unit share it
+        # the last unit drawn on its own: consecutive chunks smaller than a unit share it
         self._last: tuple[int, torch.Tensor] | None = None
 
     def sibling(self, stream: int, width: int = 1) -> Draws:
