@@ -14,7 +14,7 @@ from locrob import hookspecs, plugins
 from locrob.configurable import instantiate
 from locrob.data.images import ImageData, batches
 from locrob.errors import LocrobError
-from locrob.metrics.base import Metric
+from locrob.metrics.base import Metric, split_setting
 from locrob.models.probe import check_model
 from locrob.report import Report
 from locrob.runtime import eval_mode, on_device, progress, resolve_device
@@ -58,8 +58,7 @@ def make_metrics(
 
 def measured_split(metric: Metric, context: EvaluationContext) -> str:
     """The split ``metric`` measures: its own ``split`` setting if it has one, else the run's."""
-    own = getattr(metric, "split", None)
-    return own if isinstance(own, str) else context.split
+    return split_setting(metric.settings()) or context.split
 
 
 def as_data(data: ImageData | str | tuple[Any, Any]) -> ImageData:

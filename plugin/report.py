@@ -11,7 +11,7 @@ from typing import Any
 
 from locrob.atomic import write_text
 from locrob.errors import LocrobError
-from locrob.metrics.base import MetricResult
+from locrob.metrics.base import MetricResult, split_setting
 
 SCHEMA = "locrob-report"
 # 2: each metric's result records the split it measured (version 1 had only the report's)
@@ -112,9 +112,7 @@ def _splits_from_settings(metrics: dict[str, MetricResult]) -> None:
     """Give version-1 results the split they measured: a metric with a ``split`` setting
     measured that one (its settings were recorded), the others the report's."""
     for result in metrics.values():
-        own = result.settings.get("split")
-        if isinstance(own, str):
-            result.split = own
+        result.split = split_setting(result.settings)
 
 
 def load_report(path: str | Path) -> Report:

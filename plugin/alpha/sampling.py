@@ -68,8 +68,7 @@ class Evaluator:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row (or / ``radius``, the
         nominal ||e||, when ``nominal``), and the effective e."""
-        r = torch.tensor(radius, dtype=self.compute_dtype, device=x.device)
-        return self._ratios(x, self._clamped(x + eps), f_x, top, r, lead=1)
+        return self._ratios(x, self._clamped(x + eps), f_x, top, radius, lead=1)
 
     def ratios_along(
         self,
@@ -104,7 +103,7 @@ class Evaluator:
         moved: torch.Tensor,
         f_x: torch.Tensor,
         top: torch.Tensor | None,
-        nominal: torch.Tensor,
+        nominal: torch.Tensor | float,
         lead: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # the first ``lead`` axes of ``moved`` index the ratios; ``x``, ``f_x``, ``top`` and
@@ -225,10 +224,13 @@ class Sampler:
     def pairs(self) -> int:
         return len(self.x) * self.n_draws
 
-    def __call__(self, start: int, stop: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The points of pairs ``start..stop-1`` and their ratios, shape (R, stop - start),
+    def __call__(
+        self, start: int, stop: int, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pairs ``start..stop-1``, their points and their ratios, shape (R, stop - start),
         in forward passes of at most ``batch`` images when a pair's radii exceed it."""
-        points = torch.arange(start, stop, device=self.ev.device) // self.n_draws
+        pairs = torch.arange(start, stop, device=self.ev.device)
+        points = pairs // self.n_draws
         d = self.draws.get(start, stop).to(self.ev.compute_dtype)
         x, f_x, top = self.x[points], self.f_x[points], self.top[points]
         n_radii, shared = len(self.radii), d.shape[1] == 1
@@ -239,7 +241,7 @@ class Sampler:
             )
             for k in range(0, n_radii, group)
         ]
-        return points, (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).t()
+        return pairs, points, (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).t()
 
 
 @torch.no_grad()
@@ -345,12 +347,11 @@ def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim") -> Sampled:
     offsets = (torch.arange(n_radii, device=ev.device) * n).view(-1, 1)  # flat (radius, point)
     bar = progress(total=sampler.pairs * n_radii, desc=desc, unit="img", unit_scale=True)
     for start, stop in pair_chunks(n, sampler.n_draws, max(1, batch // n_radii)):
-        points, ratio = sampler(start, stop, batch)
+        pairs, points, ratio = sampler(start, stop, batch)
         flat = (offsets + points).flatten()
         # NaN propagates through amax, and Inf stays: both are found after the loop
         per_point.view(-1).scatter_reduce_(0, flat, ratio.flatten(), reduce="amax")
         # pairs that reach their point's running max; later pairs have larger indices
-        pairs = torch.arange(start, stop, device=ev.device)
         hits = torch.where(ratio >= per_point[:, points], pairs, -1)
         best_pair.view(-1).scatter_reduce_(0, flat, hits.flatten(), reduce="amax")
         bar.update((stop - start) * n_radii)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -11,6 +12,12 @@ from locrob.jsonable import jsonable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+
+def split_setting(settings: Mapping[str, Any]) -> str | None:
+    """The split a metric chose for itself (its ``split`` setting), if it has one."""
+    own = settings.get("split")
+    return own if isinstance(own, str) else None
 
 
 @dataclass
