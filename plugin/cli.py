@@ -203,12 +203,13 @@ def demo(
     max_examples: Annotated[
         int | None, typer.Option(help="Evaluate the first N test images.")
     ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the training and evaluation runs.")] = 0,
     device: Device = None,
 ) -> None:
     """The paper's study on digits: six models, Table 2 and Figs. 1-5, in one command."""
     from locrob.demo import DemoConfig, run_demo
 
-    config = DemoConfig(epochs=epochs, max_examples=max_examples)
+    config = DemoConfig(epochs=epochs, max_examples=max_examples, seed=seed)
     if run:
         config.runs = list(run)
     written = run_demo(out, config, device)

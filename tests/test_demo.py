@@ -59,3 +59,18 @@ def test_demo_refuses_unknown_runs_and_a_missing_vanilla(tmp_path, locrob_cli):
         run_demo(tmp_path, DemoConfig(runs=["vanilla", "dropout"]))
     code, _, err = locrob_cli("demo", "--out", str(tmp_path), "--run", "pgd")
     assert code == 2 and "first run must be 'vanilla'" in err
+
+
+def test_demo_command_passes_its_seed(tmp_path, locrob_cli, monkeypatch):
+    seen = []
+
+    def record(out, config, device=None):
+        seen.append(config)
+        (out / "report.md").parent.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text("table\n")
+        return []
+
+    monkeypatch.setattr("locrob.demo.run_demo", record)
+    code, out, _ = locrob_cli("demo", "--out", str(tmp_path), "--seed", "3", "--epochs", "2")
+    assert code == 0 and out == "table\n"
+    assert (seen[0].seed, seen[0].epochs) == (3, 2)
