@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from locrob.atomic import no_empty_dirs_left
 from locrob.errors import LocrobError
 from locrob.hookspecs import Register, hookimpl
 
@@ -123,8 +124,9 @@ def load_zoo_model(
 
     ``model_dir`` (or ``$LOCROB_MODEL_DIR``, else ``models``) holds
     ``<dataset>/<threat_model>/<name>.pt`` as RobustBench lays it out; a missing checkpoint is
-    an error naming that file, unless ``download=True`` lets RobustBench fetch it (and a failed
-    fetch is the same error). The model takes images in [0, 1] (normalization is inside it).
+    an error naming that file, unless ``download=True`` lets RobustBench fetch it (a failed
+    fetch is an error too, and leaves no empty folders). The model takes images in [0, 1]
+    (normalization is inside it).
     """
     dataset, threat, name = parse_zoo_spec(arg)
     zoo = import_robustbench("robustbench.model_zoo")
@@ -158,21 +160,26 @@ def load_zoo_model(
                 "hub cache on a machine with internet access"
             ) from None
     path = zoo_checkpoint(model_dir, dataset, threat, name)
-    missing = LocrobError(
-        f"RobustBench checkpoint missing: {path}; place {name}.pt there (RobustBench "
-        f"downloads it from Google Drive, id {entries[name].get('gdrive_id')}, with "
-        f"download=True), or point model_dir / ${MODEL_DIR_ENV} to the folder holding "
-        f"{dataset}/{threat}/"
+    place = (
+        f"place {name}.pt there (Google Drive id {entries[name].get('gdrive_id')}) or point "
+        f"model_dir / ${MODEL_DIR_ENV} to the folder holding {dataset}/{threat}/"
     )
     load = {"model_dir": str(model_dir), "dataset": dataset, "threat_model": threat}
     if path.is_file():
         return utils.load_model(name, **load)
     if not download:
-        raise missing
+        raise LocrobError(
+            f"RobustBench checkpoint missing: {path}; {place}, or let RobustBench download it: "
+            "pass --download (locrob evaluate, the example scripts) or download=True (Python)"
+        )
     try:
-        return utils.load_model(name, **load)
+        with no_empty_dirs_left(path.parent):
+            return utils.load_model(name, **load)
     except Exception as err:  # gdown's and requests' errors alike: the fetch failed
-        raise missing from err
+        raise LocrobError(
+            f"RobustBench checkpoint missing: {path}, and downloading it failed "
+            f"({type(err).__name__}); {place}"
+        ) from err
 
 
 def benchmark_alongside(
@@ -189,16 +196,19 @@ def benchmark_alongside(
     metric_options: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
     name: str | None = None,
+    download: bool = False,
 ) -> Report:
     """RobustBench's own evaluation and locrob's metrics on the same model and examples.
 
     The examples are RobustBench's: the first ``n_examples`` test images its loader returns
-    from ``data_dir``. For ``Linf`` / ``L2``, clean and AutoAttack (standard) accuracy at ``eps``,
+    from ``data_dir`` (CIFAR files absent there are an error, unless ``download=True``). For
+    ``Linf`` / ``L2``, clean and AutoAttack (standard) accuracy at ``eps``,
     as RobustBench's ``benchmark`` measures them; for ``corruptions`` locrob's ``corruptions``
     metric reads the CIFAR-10-C files through ``load_cifar10c`` (RobustBench's own path crashes
     on CIFAR-10). One report holds both, with RobustBench's ``ModelInfo`` fields under
     ``report.model["robustbench"]``.
     """
+    from locrob.data.cifar import cifar_split
     from locrob.data.images import ImageData
     from locrob.evaluation import evaluate
     from locrob.metrics.base import MetricResult
@@ -207,8 +217,17 @@ def benchmark_alongside(
 
     enums = import_robustbench("robustbench.model_zoo.enums")
     data_mod = import_robustbench("robustbench.data")
-    bench_ds, threat = enums.BenchmarkDataset(dataset), enums.ThreatModel(threat_model)
+    try:
+        bench_ds, threat = enums.BenchmarkDataset(dataset), enums.ThreatModel(threat_model)
+    except ValueError as err:
+        raise LocrobError(
+            f"RobustBench benchmarks no {dataset}/{threat_model} ({err}); data sets: "
+            f"{', '.join(d.value for d in enums.BenchmarkDataset)}; threat models: Linf, L2, "
+            "corruptions"
+        ) from None
     model, dev = as_module(model), resolve_device(device)
+    if dataset in ("cifar10", "cifar100"):  # RobustBench's loader would always download
+        cifar_split(dataset, data_dir, train=False, download=download)
     x, y = data_mod.load_clean_dataset(
         bench_ds, n_examples, str(data_dir), data_mod.PREPROCESSINGS[None]
     )
@@ -225,11 +244,7 @@ def benchmark_alongside(
     else:
         if "corruptions" not in metrics:
             metrics.append("corruptions")
-        options["corruptions"] = {
-            "source": f"{dataset}-c",
-            "data_dir": str(data_dir),
-            **options.get("corruptions", {}),
-        }
+        options["corruptions"] = {"source": f"{dataset}-c", **options.get("corruptions", {})}
         summary = {}
     report = evaluate(
         model,
@@ -240,6 +255,7 @@ def benchmark_alongside(
         device=dev,
         seed=seed,
         name=name,
+        data_dir=data_dir,
     )
     if not summary:  # corruptions: the clean and corrupted accuracy locrob measured
         result = report.metrics["corruptions"].summary

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import locrob
+from locrob.cli import errors_as_messages
 
 
 def linear_map(inputs: int, outputs: int, seed: int = 0) -> tuple[nn.Module, float]:
@@ -45,7 +47,9 @@ def row(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and 1 training epoch (a smoke test)"
+    )
     args = parser.parse_args(argv)
     draws = [10, 30] if args.quick else [100, 1000]
     n_points = 4 if args.quick else 20
@@ -78,4 +82,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_as_messages(Path(__file__).name):
+        main()

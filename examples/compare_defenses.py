@@ -11,18 +11,29 @@ the others small-cnn.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import locrob
+from locrob.cli import errors_as_messages
 from locrob.demo import PGD_COLUMN, PGD_LINF, RUNS
 from locrob.metrics.adversarial import AdversarialAccuracy
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=locrob.TrainConfig.epochs)
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--data", default="digits", help="data set spec: digits, cifar10, npz:<path>, ..."
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=locrob.TrainConfig.epochs,
+        help="training epochs per defense (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)"
+    )
+    args = parser.parse_args(argv)
 
     data = locrob.load_dataset(args.data)
     config = locrob.TrainConfig(epochs=args.epochs)
@@ -42,4 +53,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_as_messages(Path(__file__).name):
+        main()

@@ -18,6 +18,7 @@ from pathlib import Path
 import locrob
 from locrob.adapters.robustbench import benchmark_alongside
 from locrob.atomic import write_text
+from locrob.cli import errors_as_messages
 from locrob.leaderboard import leaderboard_html, leaderboard_markdown
 
 # small CIFAR-10 Linf entries of the zoo (5.8 M to 11 M weights)
@@ -27,16 +28,47 @@ SORT = "robustbench autoattack_accuracy"
 
 def main(argv: list[str] | None = None) -> list[locrob.Report]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=DEFAULT_MODELS)
-    parser.add_argument("--threat-model", default="Linf", choices=["Linf", "L2"])
-    parser.add_argument("--eps", type=float, default=8 / 255)
-    parser.add_argument("--n-examples", type=int, default=100)
-    parser.add_argument("--metrics", default="clean,local-robustness")
-    parser.add_argument("--model-dir", default="models")
-    parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--out", default="runs/zoo")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--download", action="store_true")
+    parser.add_argument(
+        "models",
+        nargs="*",
+        default=DEFAULT_MODELS,
+        help=f"CIFAR-10 zoo model names (default: {' '.join(DEFAULT_MODELS)})",
+    )
+    parser.add_argument(
+        "--threat-model", default="Linf", choices=["Linf", "L2"], help="the zoo's threat model"
+    )
+    parser.add_argument(
+        "--eps", type=float, default=8 / 255, help="AutoAttack's radius (default: 8/255)"
+    )
+    parser.add_argument(
+        "--n-examples", type=int, default=100, help="first test images used (default: 100)"
+    )
+    parser.add_argument(
+        "--metrics",
+        default="clean,local-robustness",
+        help="comma-separated locrob metrics (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-dir",
+        default="models",
+        help="folder holding cifar10/<threat model>/<name>.pt (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="data",
+        help="folder holding cifar-10-batches-py/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", default="runs/zoo", help="folder for the reports and the leaderboard"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)"
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="let RobustBench fetch missing checkpoints and torchvision CIFAR-10",
+    )
     args = parser.parse_args(argv)
 
     out, reports = Path(args.out), []
@@ -52,6 +84,7 @@ def main(argv: list[str] | None = None) -> list[locrob.Report]:
             data_dir=args.data_dir,
             device=args.device,
             name=name,
+            download=args.download,
         )
         report.model["spec"] = spec
         report.save(out / name)
@@ -64,4 +97,5 @@ def main(argv: list[str] | None = None) -> list[locrob.Report]:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_as_messages(Path(__file__).name):
+        main()

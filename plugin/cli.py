@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from locrob.atomic import write_text
 from locrob.errors import LocrobError
+
+if TYPE_CHECKING:
+    from locrob.report import Report
 
 # click's base exception, from the click typer runs on (recent typer vendors its own copy)
 CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -40,7 +45,11 @@ Download = Annotated[
 
 
 def parse_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``["pgd.eps=0.03", "pgd.norm=L2"]`` -> ``{"pgd": {"eps": 0.03, "norm": "L2"}}``."""
+    """``["pgd.eps=0.03", "pgd.norm=L2"]`` -> ``{"pgd": {"eps": 0.03, "norm": "L2"}}``.
+
+    Values are read as JSON, else kept as text; the plugin then checks them against its option
+    types (``radii=0.5`` becomes ``[0.5]``, ``corruptions=fog`` becomes ``["fog"]``).
+    """
     parsed: dict[str, dict[str, Any]] = {}
     for item in items or []:
         target, eq, raw = item.partition("=")
@@ -121,15 +130,25 @@ def evaluate(
     name: Annotated[str | None, typer.Option(help="The model's label in tables.")] = None,
     device: Device = None,
     data_dir: DataDir = None,
-    download: Download = False,
+    download: Annotated[
+        bool,
+        typer.Option(
+            help="Let torchvision download CIFAR files into --data-dir, and a model source "
+            "that can (robustbench:) fetch missing weights."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a model with metric plugins; write a JSON report and a Markdown table."""
     from locrob.evaluation import evaluate as run_evaluation
     from locrob.plots import save_plots
-    from locrob.report import markdown_table
+    from locrob.report import check_same_subject, markdown_table, merge_saved, saved_report
     from locrob.sources import load_dataset
 
     data = load_dataset(dataset, data_dir=data_dir, download=download)
+    saved = saved_report(out)  # checked before the run, so that a refusal wastes no measuring
+    if saved is not None:
+        given = {"spec": model, "dataset": data.describe(), "split": split, "seed": seed}
+        check_same_subject(saved, out, **given, **({"name": name} if name else {}))
     report = run_evaluation(
         model,
         data,
@@ -141,13 +160,32 @@ def evaluate(
         device=device,
         seed=seed,
         name=name,
+        data_dir=data_dir,
+        download=download,
     )
+    # metrics measured before into --out stay, and its figures are redrawn from the whole report
+    report = merge_saved(saved, report, out)
+    figures = save_plots([report], out, replaces=report.figures)
+    report.figures = [figure.name for figure in figures]
     path = report.save(out)
-    figures = save_plots([report], out)
     typer.echo(markdown_table([report]), nl=False)
     typer.echo(f"report: {path}")
     for figure in figures:
         typer.echo(f"figure: {figure}")
+
+
+def compared_reports(paths: list[Path]) -> list[Report]:
+    """The reports to compare: folders without one are skipped, and each environment field in
+    which the reports differ is a warning, one line each on stderr."""
+    from locrob.report import environment_differences, load_reports
+
+    loaded, skipped = load_reports(paths)
+    if skipped:
+        names = ", ".join(map(str, skipped))
+        typer.echo(f"locrob: skipped the folder(s) without a report.json: {names}", err=True)
+    for difference in environment_differences(loaded):
+        typer.echo(f"locrob: warning: {difference}", err=True)
+    return [report for _, report in loaded]
 
 
 @app.command()
@@ -161,9 +199,9 @@ def plot(
     against the first report).
     """
     from locrob.plots import save_plots, save_tables
-    from locrob.report import load_report, markdown_table
+    from locrob.report import markdown_table
 
-    loaded = [load_report(path) for path in reports]
+    loaded = compared_reports(reports)
     table = markdown_table(loaded)
     write_text(out / "reports.md", table)
     typer.echo(table, nl=False)
@@ -183,9 +221,8 @@ def leaderboard(
 ) -> None:
     """Rank any number of reports by one column; write Markdown and HTML, RobustBench-style."""
     from locrob.leaderboard import leaderboard_html, leaderboard_markdown
-    from locrob.report import load_report
 
-    loaded = [load_report(path) for path in reports]
+    loaded = compared_reports(reports)
     table = leaderboard_markdown(loaded, sort, ascending)
     write_text(out / "leaderboard.md", table)
     write_text(out / "leaderboard.html", leaderboard_html(loaded, sort, ascending))
@@ -203,15 +240,23 @@ def demo(
     max_examples: Annotated[
         int | None, typer.Option(help="Evaluate the first N test images.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the training and evaluation runs.")] = 0,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Seeds to train and evaluate each model from; repeat for several (default: "
+            "0, 1 and 2). The table gives mean ± std over them."
+        ),
+    ] = None,
     device: Device = None,
 ) -> None:
     """The paper's study on digits: six models, Table 2 and Figs. 1-5, in one command."""
     from locrob.demo import DemoConfig, run_demo
 
-    config = DemoConfig(epochs=epochs, max_examples=max_examples, seed=seed)
+    config = DemoConfig(epochs=epochs, max_examples=max_examples)
     if run:
         config.runs = list(run)
+    if seed:
+        config.seeds = list(seed)
     written = run_demo(out, config, device)
     typer.echo((out / "report.md").read_text(encoding="utf-8"), nl=False)
     for path in written:
@@ -220,13 +265,14 @@ def demo(
 
 @app.command()
 def plugins() -> None:
-    """List the loaded plugins (name, version, hooks) and what they registered."""
-    from locrob import plugins as host
+    """List the loaded plugins (name, version, hooks) and what they registered; a name that
+    several plugins register is marked with them (every other command refuses it)."""
+    from locrob.plugins import host
 
-    for info in host.host.plugins():
+    for info in host.plugins():
         version = f" {info.version}" if info.version else ""
         typer.echo(f"{info.name}  [{info.distribution}{version}]  hooks: {', '.join(info.hooks)}")
-    reg = host.registries()
+    reg = host.registrations()
     typer.echo("")
     for label, registry in (
         ("metrics", reg.metrics),
@@ -235,7 +281,12 @@ def plugins() -> None:
         ("datasets", reg.dataset_sources),
         ("corruptions", reg.corruptions),
     ):
-        typer.echo(f"{label}: {', '.join(registry.names()) or '(none)'}")
+        clashes = registry.clashes()
+        names = [
+            f"{name} (CLASH: {host.owners(clashes[name])})" if name in clashes else name
+            for name in registry.names()
+        ]
+        typer.echo(f"{label}: {', '.join(names) or '(none)'}")
 
 
 @app.command()
@@ -418,15 +469,28 @@ def root(
     """Local robustness, corruption robustness and defenses for image classifiers."""
 
 
+@contextmanager
+def errors_as_messages(prog: str) -> Iterator[None]:
+    """Turn a :class:`LocrobError` raised inside into ``PROG: error: MESSAGE`` on stderr and
+    exit status 2, as argparse reports a usage mistake: what ``locrob`` and the example
+    scripts print instead of a traceback."""
+    try:
+        yield
+    except LocrobError as err:
+        typer.echo(f"{prog}: error: {err}", err=True)
+        sys.exit(2)
+
+
 def main() -> None:
     """Console entry point: a :class:`LocrobError` or a usage mistake becomes one line on
-    stderr and exit status 2."""
+    stderr and exit status 2; plain ``locrob`` prints the help."""
     try:
-        code = app(standalone_mode=False)
-    except LocrobError as err:
-        typer.echo(f"locrob: error: {err}", err=True)
-        sys.exit(2)
+        with errors_as_messages("locrob"):
+            code = app(standalone_mode=False)
     except CLICK_ERROR as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # the help is its message (or printed)
+            typer.echo(err.format_message(), nl=False)
+            sys.exit(0)
         hint = " (see --help)" if err.exit_code == 2 else ""
         typer.echo(f"locrob: error: {err.format_message()}{hint}", err=True)
         sys.exit(err.exit_code)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import numbers
+import types
+import typing
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Union
 
 from locrob.errors import LocrobError
 from locrob.registry import Registry
@@ -15,10 +20,40 @@ class Configurable:
 
     ``create(**options)`` checks option names against the fields and gives a one-line
     error listing the accepted ones; subclasses check values in ``__post_init__``.
+
+    Types are checked on one path, however the instance is made (``create`` from ``-o``
+    options, a config, or the class called directly): before the subclass's own
+    ``__post_init__`` runs, every setting is coerced to its field annotation by
+    :func:`coerce` (a scalar where a list is expected becomes a list of one). To make that
+    hold without each subclass calling ``super().__post_init__()``, ``__init_subclass__``
+    wraps a subclass's own ``__post_init__`` so the coercion runs first; a subclass without
+    one inherits the base's, which only coerces. ``__post_init__`` is left to check values
+    (ranges, names), never types.
     """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "plugin"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is None or getattr(own, "coerces_settings", False):
+            return
+
+        @functools.wraps(own)
+        def post_init(self: Configurable, *init_vars: Any) -> None:  # InitVar fields, if any
+            self._coerce_settings()
+            own(self, *init_vars)
+
+        post_init.coerces_settings = True  # type: ignore[attr-defined]
+        cls.__post_init__ = post_init  # type: ignore[method-assign]
+
+    def __post_init__(self) -> None:
+        self._coerce_settings()
+
+    def _coerce_settings(self) -> None:
+        for name, hint in option_types(type(self)).items():
+            setattr(self, name, coerce(getattr(self, name), hint, type(self), name))
 
     @classmethod
     def option_names(cls) -> list[str]:
@@ -28,7 +63,8 @@ class Configurable:
 
     @classmethod
     def create(cls, **options: Any) -> Configurable:
-        """An instance with ``options`` applied; unknown option names are an error."""
+        """An instance with ``options`` applied; unknown option names are an error, values are
+        coerced to the fields' types (see the class docstring)."""
         accepted = cls.option_names()
         unknown = sorted(set(options) - set(accepted))
         if unknown:
@@ -52,6 +88,176 @@ def check(condition: bool, owner: str, message: str) -> None:
     """Raise a :class:`LocrobError` naming ``owner`` unless ``condition`` holds."""
     if not condition:
         raise LocrobError(f"{owner}: {message}")
+
+
+@functools.cache
+def option_types(cls: type[Configurable]) -> dict[str, Any]:
+    """Each option of ``cls`` and its field annotation, resolved (``from __future__ import
+    annotations`` leaves them as strings)."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError) as err:
+        raise LocrobError(
+            f"{cls.kind} '{cls.name}': the types of its options cannot be resolved ({err}); "
+            "import the names its annotations use at module level"
+        ) from None
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+
+class _Mismatch(Exception):
+    """A value not of the expected type; :func:`coerce` turns it into a LocrobError."""
+
+
+_SEQUENCES = (list, tuple, Sequence)
+_MAPPINGS = (dict, Mapping)
+_UNIONS = (Union, types.UnionType)
+
+
+def coerce(value: Any, hint: Any, owner: type[Configurable], option: str) -> Any:
+    """``value`` as option ``option`` of ``owner`` annotated ``hint`` wants it.
+
+    Supported: bool, int, float (an int is accepted, a bool is not a number), str, None,
+    ``X | None`` and other unions (first member that fits), ``Literal``, ``list[X]``,
+    ``tuple[X, ...]``, ``tuple[X, Y]``, ``Sequence[X]`` (a scalar, a string or a dict included,
+    becomes a list of one), ``dict[K, V]`` and ``Mapping[K, V]``, ``Any``, and plain classes
+    (an instance check). Anything else is a :class:`LocrobError` naming the option, the type
+    it expects and an example.
+    """
+    try:
+        return _coerce(value, hint)
+    except _Mismatch:
+        declared = next(f for f in dataclasses.fields(owner) if f.name == option)
+        raise LocrobError(
+            f"{owner.kind} '{owner.name}' option '{option}' expects {describe_type(hint)}, like "
+            f"{_example(declared, hint)}; got {value!r}"
+        ) from None
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is object:
+        return value
+    if origin in _UNIONS:
+        for member in args:
+            try:
+                return _coerce(value, member)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        # type as well as value: True == 1, but true is not the literal 1
+        if any(value == arg and type(value) is type(arg) for arg in args):
+            return value
+        raise _Mismatch
+    if hint is None or hint is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if isinstance(value, bool) and hint in (int, float):
+        raise _Mismatch
+    if hint is int and isinstance(value, numbers.Integral):
+        return int(value)
+    if hint is float and isinstance(value, numbers.Real):
+        return value if isinstance(value, int) else float(value)
+    container = origin or hint
+    if container in _SEQUENCES:
+        many = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+        items = list(value) if many else [value]
+        if container is tuple and args and args[-1] is not Ellipsis:
+            if len(items) != len(args):
+                raise _Mismatch
+            return tuple(_coerce(v, a) for v, a in zip(items, args, strict=True))
+        coerced = [_coerce(v, args[0] if args else Any) for v in items]
+        return tuple(coerced) if container is tuple else coerced
+    if container in _MAPPINGS:
+        if not isinstance(value, Mapping):
+            raise _Mismatch
+        key, item = args or (Any, Any)
+        return {_coerce(k, key): _coerce(v, item) for k, v in value.items()}
+    if isinstance(container, type):
+        if isinstance(value, container):
+            return value
+        raise _Mismatch
+    return value  # an annotation this check does not understand (a TypeVar, a Protocol...)
+
+
+_NAMES: dict[Any, tuple[str, str]] = {
+    bool: ("true or false", "booleans"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    type(None): ("null", "nulls"),
+}
+
+
+def describe_type(hint: Any, plural: bool = False) -> str:
+    """``list[float] | None`` -> ``"a list of numbers (or a number) or null"``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is None:
+        hint = type(None)
+    if hint in _NAMES:
+        return _NAMES[hint][plural]
+    if origin in _UNIONS:
+        return " or ".join(describe_type(member, plural) for member in args)
+    if origin is Literal:
+        return ("values among " if plural else "one of ") + ", ".join(map(json.dumps, args))
+    container = origin or hint
+    if container in _SEQUENCES:
+        if container is tuple and args and args[-1] is not Ellipsis:
+            same = len(set(args)) == 1  # tuple[float, float]: "a list of 2 numbers"
+            items = describe_type(args[0], True) if same else "values"
+            return ("lists" if plural else "a list") + f" of {len(args)} {items}"
+        item = args[0] if args else Any
+        if item is Any:
+            return "lists" if plural else "a list"
+        if plural:
+            return f"lists of {describe_type(item, True)}"
+        return f"a list of {describe_type(item, True)} (or {describe_type(item)})"
+    if container in _MAPPINGS:
+        return "dicts" if plural else "a dict"
+    if hint is Any or hint is object:
+        return "values" if plural else "any value"
+    label = getattr(container, "__name__", str(hint))
+    return f"{label} values" if plural else f"a {label}"
+
+
+def _example(field: dataclasses.Field[Any], hint: Any) -> str:
+    """An accepted value as ``-o`` reads it (JSON): the field's default, else one by type."""
+    if field.default is not dataclasses.MISSING:
+        default = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        default = None
+    if default is None:
+        default = _typical(hint)
+    text = json.dumps(default, default=str)
+    if len(text) > 60 and isinstance(default, (list, tuple)) and default:
+        text = json.dumps(list(default[:1]), default=str)  # long lists: their first item
+    return text
+
+
+def _typical(hint: Any) -> Any:
+    """A value of type ``hint`` (for the example in an error message)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    typical = {bool: True, int: 1, float: 0.5, str: "text"}
+    if hint in typical:
+        return typical[hint]
+    if origin in _UNIONS:
+        members = [m for m in args if m is not type(None)]
+        return _typical(members[0]) if members else None
+    if origin is Literal:
+        return args[0]
+    container = origin or hint
+    if container in _SEQUENCES:
+        if container is tuple and args and args[-1] is not Ellipsis:
+            return [_typical(a) for a in args]
+        return [_typical(args[0] if args else Any)]
+    if container in _MAPPINGS:
+        return {"key": _typical(args[1] if args else Any)}
+    return "value"
 
 
 def instantiate(

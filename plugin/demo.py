@@ -11,7 +11,7 @@ Figs. 1-5. Trained models are kept under ``DIR/models`` and reused by a rerun.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from locrob.data.images import ImageData
 from locrob.errors import LocrobError
 from locrob.evaluation import evaluate
 from locrob.metrics.adversarial import AdversarialAccuracy
+from locrob.metrics.base import MetricResult
 from locrob.metrics.corruptions import relative_mce
 from locrob.pair_distances import lipschitz_figure, robustness_figure, separation
 from locrob.plots import labelled_results, save_figure
@@ -69,7 +70,8 @@ class DemoConfig:
     alpha_radii: list[float] = field(default_factory=lambda: [0.125 * k for k in range(1, 15)])
     corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     corruption_source: str = "generate"  # or "cifar10-c": the published files in data_dir
-    seed: int = 0
+    # each model is trained and evaluated once per seed; the table gives mean ± std over them
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     def metrics(self) -> tuple[list[Any], dict[str, dict[str, Any]]]:
         """The metrics evaluated on every model, and their options."""
@@ -91,13 +93,14 @@ class DemoConfig:
 
 
 def trained_model(
-    name: str, data: ImageData, config: DemoConfig, out: Path, device: str | None
+    name: str, data: ImageData, config: DemoConfig, seed: int, out: Path, device: str | None
 ) -> nn.Module:
-    """The model of run ``name``: reused from ``out/model.pt`` when that run is complete."""
+    """The model of run ``name`` trained from ``seed``: reused from ``out/model.pt`` when that
+    run is complete."""
     architecture, defenses = RUNS[name]
     if architecture == "small-cnn":
         architecture = config.architecture
-    settings = TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed)
+    settings = TrainConfig(epochs=config.epochs, lr=config.lr, seed=seed)
     options = {d: config.defense_options[d] for d in defenses if d in config.defense_options}
     run = {"defenses": defenses, "defense_options": options, "config": settings, "out": out}
     if (out / "model.pt").is_file():
@@ -126,7 +129,7 @@ def sigmoid_figure() -> Figure:
         clamp=None,
         device="cpu",
     ).curve
-    fig = Figure(figsize=(9.0, 3.4))
+    fig = Figure(figsize=(9.0, 3.4), layout="constrained")
     left, right = fig.subplots(1, 2)
     left.plot(radii, curve.tolist())
     left.set_xlabel("r")
@@ -136,38 +139,128 @@ def sigmoid_figure() -> Figure:
     grid = torch.linspace(-0.5, 1.5, 801)
     right.plot(grid, (grid > 0.5).float(), label="F: mediator hyperplane at 1/2")
     right.plot([0, 1], [0, 1], "o", color="black", label="training points 0 and 1")
-    for point in (0.0, 1.0):
-        right.axvspan(point - 0.5, point + 0.5, alpha=0.08, color="tab:green")
+    # F is constant on the ball of radius 1/2 around each training point: α_lim(F, 1/2) = 0
+    for point, label in ((0.0, "balls of radius r = 1/2 around them"), (1.0, None)):
+        right.axvspan(point - 0.5, point + 0.5, alpha=0.1, color="tab:green", label=label)
     right.set_title("α_lim(F, 1/2) = 0, yet F is not Lipschitz (Fig. 2 right)", fontsize=9)
     right.set_xlabel("x")
-    right.legend(fontsize=7)
+    right.set_ylabel("F(x)")
+    right.legend(fontsize=7, loc="center right")
     return fig
 
 
-def table(reports: list[Report]) -> str:
-    """The Table 2 analogue: errors in percent, relative mCE against the first model."""
-    vanilla = reports[0].metrics["corruptions"]
-    lines = [
-        "| model | clean error | corrupted error | relative mCE | PGD 8/255 accuracy "
-        "| noise accuracy at 0 dB | α_lim at r = 0.5 | α_lim at r = 1 |",
-        "|---|---|---|---|---|---|---|---|",
+COLUMNS = [
+    "clean error",
+    "corrupted error",
+    "relative mCE",
+    "PGD 8/255 accuracy",
+    "noise accuracy at 0 dB",
+    "α_lim at r = 0.5",
+    "α_lim at r = 1",
+]
+
+
+def row(report: Report, vanilla: Report) -> dict[str, float | None]:
+    """One model's Table 2 values (errors and accuracies in percent), relative mCE against
+    ``vanilla`` trained from the same seed; None where a value does not exist."""
+    m = report.metrics
+    corr, alpha = m["corruptions"].summary, m["local-robustness"].summary
+    noise = m["noise"].summary.get("accuracy@0dB")
+    try:
+        relative: float | None = relative_mce(m["corruptions"], vanilla.metrics["corruptions"])
+    except LocrobError:  # vanilla lost nothing to corruption: no reference to divide by
+        relative = None
+    values = [
+        100 * corr["clean_error"],
+        100 * corr["corruption_error"],
+        relative,
+        100 * m["adversarial"].summary[PGD_COLUMN],
+        None if noise is None else 100 * noise,
+        alpha["alpha@0.5"],
+        alpha["alpha@1"],
     ]
-    for report in reports:
-        m = report.metrics
-        corr, alpha = m["corruptions"].summary, m["local-robustness"].summary
-        noise = m["noise"].summary.get("accuracy@0dB")
-        try:
-            relative = f"{relative_mce(m['corruptions'], vanilla):.0f}"
-        except LocrobError:  # vanilla lost nothing to corruption: no reference to divide by
-            relative = "n/a"
-        lines.append(
-            f"| {report.label} | {100 * corr['clean_error']:.1f} "
-            f"| {100 * corr['corruption_error']:.1f} | {relative} "
-            f"| {100 * m['adversarial'].summary[PGD_COLUMN]:.1f} "
-            f"| {'' if noise is None else f'{100 * noise:.1f}'} "
-            f"| {alpha['alpha@0.5']:.3g} | {alpha['alpha@1']:.3g} |"
+    return dict(zip(COLUMNS, values, strict=True))
+
+
+def spread(values: list[float | None]) -> dict[str, Any] | None:
+    """Mean and sample standard deviation over seeds (std 0 for one seed); None if any is."""
+    if any(v is None for v in values):
+        return None
+    t = torch.tensor(values, dtype=torch.float64)
+    std = float(t.std()) if len(t) > 1 else 0.0
+    return {"mean": float(t.mean()), "std": std, "values": values}
+
+
+def summarize(runs: dict[str, list[Report]]) -> dict[str, dict[str, dict[str, Any] | None]]:
+    """Per model and column, the mean ± std over seeds of :func:`row` (seed k's model against
+    vanilla's seed k)."""
+    vanilla = runs["vanilla"]
+    return {
+        name: {
+            column: spread([row(r, v)[column] for r, v in zip(reports, vanilla, strict=True)])
+            for column in COLUMNS
+        }
+        for name, reports in runs.items()
+    }
+
+
+def seeds_note(seeds: list[int]) -> str:
+    """How to read the table's cells for these seeds."""
+    if len(seeds) == 1:
+        return (
+            f"One seed ({seeds[0]}): no spread measured, so no difference in the table is "
+            "known to be more than seed noise; give several seeds to measure it."
         )
+    return (
+        f"Each model trained and evaluated from seeds {', '.join(map(str, seeds))}; each cell "
+        "is the mean ± the standard deviation over them (n - 1 in the denominator), and a "
+        "difference smaller than the spread is not a finding. The figures show the means."
+    )
+
+
+def table(summary: dict[str, dict[str, dict[str, Any] | None]]) -> str:
+    """The Table 2 analogue as Markdown: mean ± std over seeds per cell."""
+
+    def cell(value: dict[str, Any] | None, column: str) -> str:
+        if value is None:
+            return "n/a"
+        digits = 3 if column.startswith("α_lim") else 1
+        fmt = f"{{:.{digits}g}}" if digits == 3 else "{:.1f}"
+        if column == "relative mCE":
+            fmt = "{:.0f}"
+        text = fmt.format(value["mean"])
+        return text if len(value["values"]) == 1 else f"{text} ± {fmt.format(value['std'])}"
+
+    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, columns in summary.items():
+        lines.append(f"| {name} | " + " | ".join(cell(columns[c], c) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def mean_result(results: list[MetricResult]) -> MetricResult:
+    """The seeds' results of one metric averaged number by number (summary and details,
+    lists element by element), for the figures; anything not a number is the first seed's."""
+
+    def mean(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, bool) or not all(type(v) is type(first) for v in values):
+            return first
+        if isinstance(first, (int, float)):
+            return sum(values) / len(values)
+        if isinstance(first, dict) and all(v.keys() == first.keys() for v in values):
+            return {k: mean([v[k] for v in values]) for k in first}
+        if isinstance(first, list) and all(len(v) == len(first) for v in values):
+            return [mean(list(items)) for items in zip(*values, strict=True)]
+        return first
+
+    first = results[0]
+    return MetricResult(
+        first.name,
+        mean([r.summary for r in results]),
+        mean([r.details for r in results]),
+        first.settings,
+        first.split,
+    )
 
 
 def run_demo(
@@ -180,24 +273,35 @@ def run_demo(
         raise LocrobError(f"unknown demo run(s) {', '.join(unknown)}; known: {', '.join(RUNS)}")
     if config.runs[0] != "vanilla":
         raise LocrobError("the demo's first run must be 'vanilla': Table 2 is relative to it")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise LocrobError(f"the demo needs one or more distinct seeds, got {config.seeds}")
     out = Path(out)
     data = load_dataset(config.dataset, data_dir=config.data_dir)
     metrics, options = config.metrics()
-    reports = []
+    runs: dict[str, list[Report]] = {}
     for name in config.runs:
-        model = trained_model(name, data, config, out / "models" / name, device)
-        report = evaluate(
-            model,
-            data,
-            metrics,
-            metric_options=options,
-            name=name,
-            max_examples=config.max_examples,
-            device=device,
-            seed=config.seed,
-        )
-        report.save(out / "reports" / name)
-        reports.append(report)
+        for seed in config.seeds:
+            where = f"{name}/seed-{seed}"
+            model = trained_model(name, data, config, seed, out / "models" / where, device)
+            report = evaluate(
+                model,
+                data,
+                metrics,
+                metric_options=options,
+                name=name,
+                max_examples=config.max_examples,
+                device=device,
+                seed=seed,
+            )
+            report.save(out / "reports" / where)
+            runs.setdefault(name, []).append(report)
+    summary = summarize(runs)
+    # the figures show each model's results averaged over the seeds
+    reports = [
+        replace(group[0], metrics={m: mean_result([g.metrics[m] for g in group]) for m in names})
+        for group in runs.values()
+        for names in [list(group[0].metrics)]
+    ]
 
     registry = plugins.registries().metrics
     written = [save_figure(sigmoid_figure(), out / "fig2-sigmoid.png")]
@@ -215,10 +319,11 @@ def run_demo(
             f"# locrob demo: the paper's study on {data.name}",
             "",
             f"{len(reports)} models, {config.epochs} epochs each; {reports[0].n_examples} test "
-            "images. Errors and accuracies in percent; relative mCE = 100 (corrupted - clean) / "
-            "(the same for vanilla), Table 2's formula.",
+            f"images. {seeds_note(config.seeds)} Errors and accuracies in percent; relative "
+            "mCE = 100 (corrupted - clean) / (the same for vanilla of the same seed), Table 2's "
+            "formula.",
             "",
-            table(reports),
+            table(summary),
             f"Distinct-class training pairs: {sep.n_pairs}; the closest pair is "
             f"{sep.min_distance():.3g} apart in L∞ (pixels in [0, 1]).",
             "",
@@ -229,8 +334,13 @@ def run_demo(
     written.append(write_text(out / "report.md", markdown))
     summary = {
         "schema": "locrob-demo",
+        "schema_version": 2,
         "config": asdict(config),
-        "models": {r.label: r.to_dict() for r in reports},
+        "table": summary,
+        "models": {
+            name: {str(seed): r.to_dict() for seed, r in zip(config.seeds, group, strict=True)}
+            for name, group in runs.items()
+        },
         "separation": sep.to_dict(),
     }
     written.append(write_text(out / "report.json", json.dumps(summary, indent=2) + "\n"))

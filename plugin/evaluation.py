@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,24 +13,37 @@ from torch import nn
 
 from locrob import hookspecs, plugins
 from locrob.configurable import instantiate
+from locrob.data.cifar import DEFAULT_DATA_DIR
 from locrob.data.images import ImageData, batches
 from locrob.errors import LocrobError
 from locrob.metrics.base import Metric, split_setting
 from locrob.models.probe import check_model
-from locrob.report import Report
+from locrob.report import Report, environment
 from locrob.runtime import eval_mode, on_device, progress, resolve_device
-from locrob.sources import as_module, data_options, load_dataset, load_model, model_info
+from locrob.sources import (
+    as_module,
+    data_options,
+    load_dataset,
+    load_model,
+    model_info,
+    warn_if_untrained,
+)
 
 
 @dataclass
 class EvaluationContext:
-    """Settings shared by every metric of one evaluation run."""
+    """Settings shared by every metric of one evaluation run.
+
+    ``data_dir`` is the run's data folder (``--data-dir``): metrics that read files of their
+    own (CIFAR-10-C) look there unless an option of theirs names another folder.
+    """
 
     device: torch.device
     split: str = "test"
     batch_size: int = 256
     max_examples: int | None = None
     seed: int = 0
+    data_dir: Path = DEFAULT_DATA_DIR
 
     def examples(self, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and labels measured: the first ``max_examples`` of ``split``."""
@@ -90,6 +104,8 @@ def evaluate(
     device: str | torch.device | None = None,
     seed: int = 0,
     name: str | None = None,
+    data_dir: str | Path | None = None,
+    download: bool = False,
 ) -> Report:
     """Measure ``model`` on ``data`` with each metric and return one :class:`Report`.
 
@@ -97,18 +113,27 @@ def evaluate(
     :func:`locrob.load_model`; ``data`` an :class:`ImageData`, a spec for
     :func:`locrob.load_dataset`, or ``(images, labels)``. ``name`` labels the model in tables
     and plots. The model is moved to ``device`` and left there, in its original mode.
+    ``data_dir`` is where metrics reading files of their own find them (default ``data``).
+    ``download`` lets a model source that can fetch missing weights (``robustbench:``) do so.
     """
     data = as_data(data)
     info = {"spec": type(model).__name__, "name": type(model).__name__}
     if isinstance(model, str):
         info = model_info(model)
-        model = load_model(model, **data_options(model, data))
+        model = load_model(model, **data_options(model, data, download=download))
     model = as_module(model)
     if max_examples is not None and max_examples < 1:
         raise LocrobError(f"max_examples must be at least 1, got {max_examples}")
     if batch_size < 1:
         raise LocrobError(f"batch_size must be at least 1, got {batch_size}")
-    context = EvaluationContext(resolve_device(device), split, batch_size, max_examples, seed)
+    context = EvaluationContext(
+        resolve_device(device),
+        split,
+        batch_size,
+        max_examples,
+        seed,
+        Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR,
+    )
     n_examples = len(context.examples(data)[1])
     active = make_metrics(metrics, metric_options)
 
@@ -125,6 +150,7 @@ def evaluate(
         result = results[metric.name]
         if result.split is None:  # a metric that recorded its split itself knows it best
             result.split = measured_split(metric, context)
+    warn_if_untrained(info)  # after the run, beside its results (or not at all if it fails)
     return Report(
         model={**info, "name": name or info["name"]},
         dataset=data.describe(),
@@ -133,4 +159,5 @@ def evaluate(
         metrics={m.name: results[m.name] for m in active},
         settings={"batch_size": batch_size, "seed": seed, "device": str(context.device)},
         seconds=round(time.perf_counter() - start, 3),
+        environment=environment(context.device),
     )

@@ -8,17 +8,19 @@ d ~ 2r when also delta < d (Fig. 3). Both curves need only the distribution of d
 pair distances, computed here in tiles over the upper triangle, never as an N x N matrix.
 
 For uint8 images in L-inf the distances are integers 0..255 and the histogram is exact; they are
-computed by a fused integer kernel that ``torch.compile`` builds once (``torch.cdist`` when
-compilation is off, ``LOCROB_COMPILE=0``, or unavailable: as exact, several times slower). For
-L2, or float images, distances fall into a fine histogram whose bin width is the stated
-``resolution``: a curve value at threshold t counts the pairs certainly below t, and at most
-one bin's pairs (``curve_error``) could still be below t.
+computed by the faster of two exact integer kernels, timed on a probe tile at first use: a
+fused loop that ``torch.compile`` builds, and ``torch.cdist`` (the only one when compilation is
+off, ``LOCROB_COMPILE=0``, or unavailable). For L2, or float images, distances fall into a
+fine histogram whose bin width is the stated ``resolution``: a curve value at threshold t
+counts the pairs certainly below t, and at most one bin's pairs (``curve_error``) could still
+be below t.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ import torch
 from locrob.alpha.geometry import parse_norm
 from locrob.data.images import as_images, as_labels
 from locrob.errors import LocrobError
-from locrob.runtime import progress, resolve_device
+from locrob.runtime import progress, quiet_cuda_probe, resolve_device, synchronize
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure  # imported where drawn: it costs 0.2 s
@@ -150,29 +152,77 @@ def _linf_levels_fused(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a[:, None, :].to(torch.int32) - b[None, :, :].to(torch.int32)).abs().amax(-1)
 
 
-_kernels: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# rows per side of the probe tile: a few tenths of a second on a CPU, enough to fill a GPU
+PROBE_ROWS = {"cpu": 256, "cuda": 2048}
 
 
-def linf_kernel(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The L-inf tile kernel for ``device``: the fused one compiled by ``torch.compile``
-    (dynamic shapes, so one compilation serves every tile), checked against ``torch.cdist`` on
-    a probe; ``torch.cdist`` itself when ``LOCROB_COMPILE=0`` or compilation fails."""
-    if device.type not in _kernels:
-        kernel = _linf_levels_cdist
-        if os.environ.get("LOCROB_COMPILE", "1") not in ("0", "false", "no", "off"):
-            compiled = torch.compile(_linf_levels_fused, dynamic=True)
-            probe = torch.randint(0, 256, (5, 7), dtype=torch.uint8, device=device)
+@dataclass(frozen=True)
+class KernelChoice:
+    """The L-inf tile kernel picked for a device and a row width, with the probe's evidence:
+    each candidate's pairs/s on one probe tile (``compiled`` absent when it could not be built)."""
+
+    name: str
+    kernel: Kernel
+    rates: dict[str, float]
+
+
+_choices: dict[tuple[str, int], KernelChoice] = {}
+
+
+def _compiled_kernel() -> Kernel | None:
+    """The fused kernel through ``torch.compile`` (dynamic shapes: one build serves every tile),
+    or None when ``LOCROB_COMPILE=0``."""
+    if os.environ.get("LOCROB_COMPILE", "1") in ("0", "false", "no", "off"):
+        return None
+    quiet_cuda_probe()
+    return torch.compile(_linf_levels_fused, dynamic=True)
+
+
+def _pairs_per_s(kernel: Kernel, a: torch.Tensor, b: torch.Tensor, repeats: int = 3) -> float:
+    """The best of ``repeats`` timed calls (after the warm-up call the caller made)."""
+    best = math.inf
+    for _ in range(repeats):
+        synchronize(a.device)
+        start = time.perf_counter()
+        kernel(a, b)
+        synchronize(a.device)
+        best = min(best, time.perf_counter() - start)
+    return len(a) * len(b) / max(best, 1e-9)
+
+
+def linf_kernel(device: torch.device, features: int) -> KernelChoice:
+    """The faster exact L-inf tile kernel for ``device`` and rows of ``features`` bytes.
+
+    Both candidates, the fused kernel compiled by ``torch.compile`` and ``torch.cdist``, are
+    timed on one probe tile at first use, as the α_lim engine tunes its chunk: which one wins
+    depends on the machine (on a CPU, the compiled loop is several times faster with AVX-512 and
+    about even with AVX2 only) and on the row width. The compiled one must also reproduce
+    ``torch.cdist`` exactly on the probe; a failed compilation leaves ``torch.cdist``.
+    """
+    key = (str(device), features)
+    if key not in _choices:
+        rows = PROBE_ROWS.get(device.type, PROBE_ROWS["cuda"])
+        g = torch.Generator().manual_seed(0)
+        probe = torch.randint(0, 256, (2 * rows, features), generator=g, dtype=torch.uint8)
+        a, b = probe.to(device).split(rows)
+        reference = _linf_levels_cdist(a, b)
+        candidates: dict[str, Kernel] = {"cdist": _linf_levels_cdist}
+        compiled = _compiled_kernel()
+        if compiled is not None:
             try:
-                if torch.equal(compiled(probe, probe[:3]), _linf_levels_cdist(probe, probe[:3])):
-                    kernel = compiled
+                if torch.equal(compiled(a, b), reference):
+                    candidates["compiled"] = compiled
             except Exception as err:  # no compiler, unsupported platform: stay exact and eager
                 warnings.warn(
                     f"separation: torch.compile is unavailable ({type(err).__name__}); using "
-                    "torch.cdist, exact but several times slower",
+                    "torch.cdist, exact",
                     stacklevel=2,
                 )
-        _kernels[device.type] = kernel
-    return _kernels[device.type]
+        rates = {name: _pairs_per_s(kernel, a, b) for name, kernel in candidates.items()}
+        name = max(rates, key=rates.__getitem__)
+        _choices[key] = KernelChoice(name, candidates[name], rates)
+    return _choices[key]
 
 
 def tiles(n: int, size: int) -> Iterator[tuple[int, int, int, int]]:
@@ -210,7 +260,7 @@ def separation(
     scale = 1.0 if images.dtype == torch.uint8 else 255.0
     # uint8 L-inf stays in integers (the fused kernel); everything else goes through cdist in fp64
     values = flat.to(dev) if exact else flat.to(dev, torch.float64) * scale
-    kernel = linf_kernel(dev) if exact else None
+    kernel = linf_kernel(dev, flat.shape[1]).kernel if exact else None
     # relabel classes 0..C-1 so the breakdown is dense
     index = {c: i for i, c in enumerate(classes)}
     dense = torch.tensor([index[c] for c in labels.tolist()], device=dev)
@@ -251,18 +301,16 @@ def separation(
 
 def _curve_figure(lines: Sequence[tuple[str, list[float]]], xlabel: str, title: str) -> Figure:
     """Incompatible fraction against alpha (log scale), one line per (label, curve)."""
-    from matplotlib.figure import Figure
+    from locrob.metrics.base import lines_figure
 
-    fig = Figure(figsize=(6.0, 4.0))
-    ax = fig.subplots()
-    for label, curve in lines:
-        ax.plot(DEFAULT_ALPHAS, curve, label=label, linewidth=1.8)
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("fraction of distinct-class pairs incompatible")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig = lines_figure(
+        [(label, DEFAULT_ALPHAS, curve) for label, curve in lines],
+        xlabel=xlabel,
+        ylabel="fraction of distinct-class pairs incompatible",
+        title=title,
+        linewidth=1.8,
+    )
+    fig.axes[0].set_xscale("log")
     return fig
 
 
@@ -276,6 +324,11 @@ def lipschitz_figure(results: Sequence[tuple[str, Separation]]) -> Figure:
 def robustness_figure(label: str, result: Separation, ds: Sequence[float] = DEFAULT_DS) -> Figure:
     """Fig. 3: fraction of pairs incompatible with alpha-robustness, one curve per d ~ 2r."""
     curves = result.robustness_curves(DEFAULT_ALPHAS, ds)
-    lines = [(f"d = {d:g}", curve) for d, curve in zip(ds, curves, strict=True)]
+    # a curve is all zero when no distinct-class pair is closer than d: such curves coincide
+    # on the axis, so their labels say why
+    lines = [
+        (f"d = {d:g}" + ("" if any(curve) else " (no pair closer)"), curve)
+        for d, curve in zip(ds, curves, strict=True)
+    ]
     title = f"{label}: {result.norm} norm, pairs closer than d (paper, Fig. 3)"
     return _curve_figure(lines, r"$\alpha$", title)

@@ -33,15 +33,34 @@ def labelled_results(reports: Sequence[Report]) -> dict[str, list[tuple[str, Met
     }
 
 
-def save_plots(reports: Sequence[Report], out_dir: str | Path) -> list[Path]:
-    """One PNG per metric that can plot, with every report that has it on the same figure."""
+def save_plots(
+    reports: Sequence[Report], out_dir: str | Path, replaces: Sequence[str] = ()
+) -> list[Path]:
+    """One PNG per metric that can plot, with every report that has it on the same figure.
+
+    ``replaces`` names figures locrob wrote into ``out_dir`` before: those not drawn again are
+    deleted, except those of the reports' metrics whose plugin is not installed now (still
+    theirs). Returns the figures written and those kept.
+    """
     registry = plugins.registries().metrics
     written = []
     for name, labelled in labelled_results(reports).items():
         fig = registry.get(name).plot(labelled)
         if fig is not None:
             written.append(save_figure(fig, Path(out_dir) / f"{name}.png"))
-    return written
+    undrawable = {f"{name}.png" for report in reports for name in report.metrics} - {
+        f"{name}.png" for name in registry
+    }
+    kept = []
+    for figure in set(replaces) - {path.name for path in written}:
+        path = Path(out_dir) / figure
+        if path.name != figure or path.suffix != ".png":  # a hand-edited report: touch nothing
+            continue
+        if figure not in undrawable:
+            path.unlink(missing_ok=True)
+        elif path.exists():
+            kept.append(path)
+    return written + sorted(kept)
 
 
 def save_tables(reports: Sequence[Report], out_dir: str | Path) -> list[Path]:

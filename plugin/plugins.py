@@ -1,17 +1,27 @@
 """The plugin manager: loads the ``locrob`` entry points once, lazily, and fills the registries.
 
 Built-in plugins are entry points of the ``locrob`` distribution itself, so they load through
-exactly the path a third-party package uses. ``LOCROB_PLUGINS`` is an allow-list: unset loads
-every installed plugin; a comma-separated list of entry-point or distribution names loads only
-those; an empty string loads none.
+exactly the path a third-party package uses. ``LOCROB_PLUGINS`` chooses what loads, as a
+comma-separated list of entry-point or distribution names:
+
+- unset: every installed plugin;
+- ``NAME``: the built-ins and the plugins named (an empty value: the built-ins alone);
+- ``-NAME``: leave that plugin out; a list of only ``-NAME`` items loads every other installed
+  plugin, and ``-locrob`` leaves out the built-ins;
+- an entry-point name decides before its distribution's: ``-locrob,clean`` loads only the
+  built-in ``clean``.
+
+Two plugins registering one name (two ``mean-confidence`` metrics) is an error naming both;
+``locrob plugins`` still lists everything, the clash marked.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -24,11 +34,12 @@ from locrob.registry import Registry
 
 ENTRY_POINT_GROUP = "locrob"
 ALLOW_ENV = "LOCROB_PLUGINS"
+BUILTIN_DISTRIBUTION = "locrob"
 
 
 @dataclass
 class Registries:
-    """Everything the registration hooks registered."""
+    """Everything the registration hooks registered: the field ``X`` is filled by ``register_X``."""
 
     metrics: Registry[Any] = field(default_factory=lambda: Registry("metric"))
     defenses: Registry[Any] = field(default_factory=lambda: Registry("defense"))
@@ -61,13 +72,13 @@ class PluginHost:
         """Load the allowed entry points (once)."""
         if self._loaded:
             return
-        allow = _allow_list()
+        selection = _selection()
         entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
-        if allow is not None:
+        if selection is not None:
             installed = {_canonical(ep.name) for ep in entry_points} | {
                 _canonical(ep.dist.name) for ep in entry_points if ep.dist is not None
             }
-            unknown = sorted(allow - installed)
+            unknown = sorted(selection.include.union(selection.exclude) - installed)
             if unknown:
                 raise LocrobError(
                     f"{ALLOW_ENV} names {', '.join(unknown)}, which no installed plugin provides; "
@@ -75,7 +86,7 @@ class PluginHost:
                 )
         for ep in entry_points:
             dist_name = ep.dist.name if ep.dist is not None else ""
-            if allow is not None and not {_canonical(ep.name), _canonical(dist_name)} & allow:
+            if selection is not None and not selection.wants(ep.name, dist_name):
                 continue
             if self.pm.has_plugin(ep.name):
                 other = self._dists.get(ep.name)
@@ -112,18 +123,49 @@ class PluginHost:
 
     @property
     def registries(self) -> Registries:
-        """The registries, filled on first use."""
+        """The registries, filled on first use; two plugins registering one name is an error."""
+        clashes = self.clashes()
+        if clashes:
+            more = f" (and {len(clashes) - 1} more clash(es))" if len(clashes) > 1 else ""
+            raise LocrobError(
+                f"{clashes[0]}{more}; uninstall one, or leave one out with {ALLOW_ENV}=-NAME"
+            )
+        return self.registrations()
+
+    def registrations(self) -> Registries:
+        """The registries as the plugins filled them, clashing names included."""
         if self._registries is None:
             self.load()
             reg = Registries()
-            hook = self.pm.hook
-            hook.register_metrics(register=reg.metrics.register)
-            hook.register_defenses(register=reg.defenses.register)
-            hook.register_model_sources(register=reg.model_sources.register)
-            hook.register_dataset_sources(register=reg.dataset_sources.register)
-            hook.register_corruptions(register=reg.corruptions.register)
+            for kind in fields(reg):
+                registry = getattr(reg, kind.name)
+                hook = getattr(self.pm.hook, f"register_{kind.name}")
+                # each plugin's hook called on its own (in the order the plugins were
+                # registered), so that every registration knows which plugin made it
+                for impl in hook.get_hookimpls():
+                    register = functools.partial(registry.register, owner=impl.plugin_name)
+                    impl.function(**dict.fromkeys(impl.argnames, register))  # its one argument
             self._registries = reg
         return self._registries
+
+    def clashes(self) -> list[str]:
+        """A sentence for each name that several plugins (or one, twice) registered."""
+        sentences = []
+        for kind in fields(Registries):
+            registry = getattr(self.registrations(), kind.name)
+            for name, owners in registry.clashes().items():
+                sentences.append(f"{registry.kind} '{name}' is registered by {self.owners(owners)}")
+        return sentences
+
+    def owners(self, names: Sequence[str]) -> str:
+        """Plugins with their distributions: ``plugin 'a' (dist-a 1.0) and plugin 'b' ...``."""
+        described = []
+        for name in dict.fromkeys(names):
+            dist = self._dists.get(name)
+            origin = f"{dist.name} {dist.version}" if dist is not None else "registered at run time"
+            described.append(f"plugin '{name}' ({origin})")
+        twice = " (twice)" if len(described) == 1 else ""
+        return " and ".join(described) + twice
 
     def plugins(self) -> list[PluginInfo]:
         """Name, distribution, version and implemented hooks of every loaded plugin."""
@@ -148,11 +190,36 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _allow_list() -> set[str] | None:
+@dataclass(frozen=True)
+class Selection:
+    """The plugins ``LOCROB_PLUGINS`` names (canonical names), to load or to leave out."""
+
+    include: frozenset[str]
+    exclude: frozenset[str]
+
+    def wants(self, entry_point: str, distribution: str) -> bool:
+        """Whether the entry point loads (the module docstring states the rules)."""
+        for name in (_canonical(entry_point), _canonical(distribution)):
+            if name in self.exclude:
+                return False
+            if name in self.include:
+                return True
+        builtin = _canonical(distribution) == BUILTIN_DISTRIBUTION
+        return builtin or (bool(self.exclude) and not self.include)
+
+
+def _selection() -> Selection | None:
+    """What ``LOCROB_PLUGINS`` asks for; None where it is unset (every plugin loads)."""
     value = os.environ.get(ALLOW_ENV)
     if value is None:
         return None
-    return {_canonical(part.strip()) for part in value.split(",") if part.strip()}
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    include = frozenset(_canonical(i) for i in items if not i.startswith("-"))
+    exclude = frozenset(_canonical(i[1:].strip()) for i in items if i.startswith("-"))
+    both = sorted(include & exclude)
+    if both:
+        raise LocrobError(f"{ALLOW_ENV} both names and leaves out {', '.join(both)}; keep one")
+    return Selection(include, exclude)
 
 
 def run_manager(spec: type, active: Sequence[Any]) -> pluggy.PluginManager:

@@ -16,19 +16,24 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._owners: dict[str, list[str]] = {}
 
-    def register(self, name: str, obj: T) -> None:
-        """Add ``obj`` under ``name``; names are unique within a registry."""
+    def register(self, name: str, obj: T, owner: str = "") -> None:
+        """Add ``obj`` under ``name``, registered by the plugin ``owner``.
+
+        Names are unique within a registry: a second registration keeps the first object and is
+        recorded in :meth:`clashes` (the plugin host refuses it, naming both plugins).
+        """
         if not isinstance(name, str) or not name or ":" in name:
             raise LocrobError(
                 f"{self.kind} names must be non-empty strings without ':' (got {name!r})"
             )
-        if name in self._items:
-            raise LocrobError(
-                f"{self.kind} '{name}' is registered twice; disable one of the plugins "
-                "with the LOCROB_PLUGINS allow-list"
-            )
-        self._items[name] = obj
+        self._owners.setdefault(name, []).append(owner)
+        self._items.setdefault(name, obj)
+
+    def clashes(self) -> dict[str, list[str]]:
+        """Each name registered more than once, with the owners that registered it."""
+        return {name: owners for name, owners in self._owners.items() if len(owners) > 1}
 
     def get(self, name: str) -> T:
         """The object registered under ``name``; an unknown name lists the known ones."""

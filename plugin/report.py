@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from locrob.atomic import write_text
 from locrob.errors import LocrobError
 from locrob.metrics.base import MetricResult, split_setting
 
+if TYPE_CHECKING:
+    import torch
+
 SCHEMA = "locrob-report"
 # 2: each metric's result records the split it measured (version 1 had only the report's)
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+# what a run measured on, compared across reports; older reports record only locrob's version
+ENVIRONMENT_FIELDS = ("locrob", "python", "torch", "numpy", "device", "threads")
 
 
 def _now() -> str:
@@ -29,6 +37,8 @@ class Report:
 
     ``split`` is the evaluation's split; a metric that measured another one (``local-robustness``
     and ``separation`` measure the training set by default) records it in its result.
+    ``environment`` holds the versions, device and threads the run measured on
+    (:func:`environment`); ``figures`` the figure files locrob wrote beside the saved report.
     """
 
     model: dict[str, Any]
@@ -40,6 +50,8 @@ class Report:
     seconds: float = 0.0
     created: str = field(default_factory=_now)
     locrob_version: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.locrob_version:
@@ -68,6 +80,8 @@ class Report:
             "n_examples": self.n_examples,
             "settings": self.settings,
             "seconds": self.seconds,
+            "environment": self.environment,
+            "figures": self.figures,
             "metrics": {
                 name: {**r.to_dict(), "split": self.split_of(name)}
                 for name, r in self.metrics.items()
@@ -97,6 +111,8 @@ class Report:
             seconds=data.get("seconds", 0.0),
             created=data["created"],
             locrob_version=data["locrob_version"],
+            environment=data.get("environment", {}),
+            figures=data.get("figures", []),
         )
 
     def save(self, out_dir: str | Path) -> Path:
@@ -136,6 +152,121 @@ def load_report(path: str | Path) -> Report:
         raise LocrobError(
             f"'{path}' is a damaged locrob report ({type(err).__name__}: {err})"
         ) from None
+
+
+def load_reports(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Report]], list[Path]]:
+    """The reports at ``paths`` (``report.json`` files or their folders), each with its path, and
+    the folders skipped for holding no report (``runs/*`` includes ``locrob plot``'s output)."""
+    loaded, skipped = [], []
+    for path in map(Path, paths):
+        if path.is_dir() and not (path / "report.json").exists():
+            skipped.append(path)
+        else:
+            loaded.append((path, load_report(path)))
+    if not loaded:
+        where = ", ".join(map(str, skipped)) or "no path given"
+        raise LocrobError(f"no report.json in {where}; write one with `locrob evaluate --out`")
+    return loaded, skipped
+
+
+def saved_report(out_dir: str | Path) -> Report | None:
+    """The report saved in ``out_dir``, or None where there is none."""
+    path = Path(out_dir) / "report.json"
+    return load_report(path) if path.exists() else None
+
+
+# how a refusal names the identity fields that differ
+_IDENTITY_WORDS = {
+    "spec": "model",
+    "name": "model label",
+    "model": "model",
+    "dataset": "data set",
+    "n_examples": "examples",
+}
+
+
+def identity(report: Report) -> dict[str, Any]:
+    """What makes two reports measure the same: model, data, split, examples and seed."""
+    return {
+        "spec": report.model.get("spec"),
+        "name": report.model.get("name"),
+        "model": report.model,
+        "dataset": report.dataset,
+        "split": report.split,
+        "n_examples": report.n_examples,
+        "seed": report.settings.get("seed"),
+    }
+
+
+def check_same_subject(saved: Report, out_dir: str | Path, **expected: Any) -> None:
+    """Refuse a run whose ``expected`` :func:`identity` fields differ from the report saved in
+    ``out_dir``: its metrics cannot join that report."""
+    saved_identity = identity(saved)
+    differ = dict.fromkeys(
+        _IDENTITY_WORDS.get(k, k) for k, v in expected.items() if saved_identity[k] != v
+    )
+    if differ:
+        raise LocrobError(
+            f"'{Path(out_dir) / 'report.json'}' is a report of {saved.label} on "
+            f"{saved.dataset.get('name', '?')} ({saved.split}, {saved.n_examples} examples, "
+            f"seed {saved_identity['seed']}), and this run differs in its {', '.join(differ)}; "
+            "give another --out, or delete that report"
+        )
+
+
+def merge_saved(saved: Report | None, report: Report, out_dir: str | Path) -> Report:
+    """``report`` with the metrics of ``saved`` (the report in ``out_dir``) it did not measure
+    again, and the figures written for ``saved``; settings, seconds and environment are this
+    run's. A report of another model or data is refused."""
+    if saved is None:
+        return report
+    check_same_subject(saved, out_dir, **identity(report))
+    metrics = {**saved.metrics, **report.metrics}
+    return dataclasses.replace(report, metrics=metrics, figures=saved.figures)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """The versions, the device's name and the CPU threads a run measures with."""
+    import numpy
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "device": _device_name(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment_differences(reports: Sequence[tuple[str | Path, Report]]) -> list[str]:
+    """A sentence per :data:`ENVIRONMENT_FIELDS` field in which the named reports differ
+    (a report that does not record a field is left out of its comparison)."""
+    sentences = []
+    for key in ENVIRONMENT_FIELDS:
+        by_value: dict[str, list[str]] = {}
+        for where, report in reports:
+            recorded = {"locrob": report.locrob_version, **report.environment}
+            if key in recorded:
+                by_value.setdefault(str(recorded[key]), []).append(str(where))
+        if len(by_value) > 1:
+            values = "; ".join(f"{v} ({', '.join(names)})" for v, names in by_value.items())
+            sentences.append(f"the reports were measured with different {key}: {values}")
+    return sentences
 
 
 def _cell(value: Any) -> str:

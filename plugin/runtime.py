@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -80,6 +81,17 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU): needed before reading a clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _not_no_cuda_runtime(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def quiet_cuda_probe() -> None:
+    """Drop torch's "No CUDA runtime is found" warning: ``torch.compile`` imports
+    ``torch.utils.cpp_extension``, which logs it on a machine with a CUDA toolkit but no GPU,
+    though compiling for the CPU needs no CUDA. Its other messages are kept."""
+    logging.getLogger("torch.utils.cpp_extension").addFilter(_not_no_cuda_runtime)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,9 @@ def load_dataset(
     return data
 
 
-def data_options(spec: str, data: ImageData) -> dict[str, Any]:
-    """Shape options derived from ``data`` (classes, channels, size) that the source accepts.
+def data_options(spec: str, data: ImageData, *, download: bool = False) -> dict[str, Any]:
+    """Shape options derived from ``data`` (classes, channels, size) that the source accepts,
+    and ``download=True`` when asked for and the source takes it (``robustbench:`` weights).
 
     Architectures advertise their keyword options in ``parameters``; other sources
     (checkpoints) carry their own shapes and get none.
@@ -71,14 +74,32 @@ def data_options(spec: str, data: ImageData) -> dict[str, Any]:
     accepted = getattr(source, "parameters", ())
     c, h, _ = data.image_shape
     derived = {"num_classes": data.num_classes, "in_channels": c, "image_size": h}
-    return {k: v for k, v in derived.items() if k in accepted}
+    options: dict[str, Any] = {k: v for k, v in derived.items() if k in accepted}
+    if download and "download" in inspect.signature(source).parameters:
+        options["download"] = True
+    return options
+
+
+def warn_if_untrained(info: dict[str, Any]) -> None:
+    """A ``UserWarning`` when the model that :func:`model_info` described has random weights."""
+    if info.get("weights") == "random":
+        warnings.warn(
+            f"model '{info['spec']}' is an untrained architecture (random weights); to evaluate "
+            "a trained one, train it (`locrob train`) and give checkpoint:<path>",
+            UserWarning,
+            stacklevel=3,  # the caller of evaluate
+        )
 
 
 def model_info(spec: str) -> dict[str, Any]:
-    """What a report records about a model spec: for a checkpoint, how it was made."""
+    """What a report records about a model spec: for a checkpoint, how it was made; for a bare
+    architecture (``small-cnn``), that its weights are random."""
+    from locrob.models.architectures import Architecture
     from locrob.models.checkpoint import read_checkpoint
 
     name, arg = split_spec(spec)
+    if isinstance(plugins.registries().model_sources.get(name), Architecture):
+        return {"spec": spec, "name": spec, "weights": "random"}
     if name != "checkpoint" or not arg:
         return {"spec": spec, "name": spec}
     config, _ = read_checkpoint(arg)

@@ -64,7 +64,8 @@ def test_a_zero_budget_attack_scores_the_clean_accuracy_and_the_rng_is_restored(
     [
         ([{"attack": "Nope"}], r"unknown torchattacks attack 'Nope'; known: .*PGD"),
         ([{"attack": "PGD", "epsilon": 0.1}], r"bad options for torchattacks.PGD"),
-        (["PGD"], r"each attack is"),
+        (["PGD"], r"option 'attacks' expects a list of dicts"),
+        ([{"eps": 0.1}], r"each attack is"),
         ([], r"at least one attack"),
         ([{"attack": "PGD", "eps": 0.1}, {"attack": "PGD", "eps": 0.1}], r"share a label"),
     ],

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
+
+import locrob
 
 
 def test_train_then_evaluate(locrob_cli, tmp_path):
@@ -119,3 +122,69 @@ def test_train_help_states_the_trainers_defaults():
     defaults = TrainConfig()
     for name in ("epochs", "batch_size", "lr"):
         assert f"(default {getattr(defaults, name)}" in helps[name]
+
+
+def test_plain_locrob_prints_the_help_without_an_error(locrob_cli):
+    code, out, err = locrob_cli()
+    assert code == 0
+    assert "Usage:" in out and "evaluate" in out
+    assert err == ""
+
+
+UNTRAINED = "ignore:model 'small-cnn' is an untrained architecture"
+
+
+@pytest.mark.filterwarnings(UNTRAINED)
+def test_evaluate_merges_into_the_report_in_out_and_redraws_its_figures(locrob_cli, tmp_path):
+    run = ["evaluate", "--model", "small-cnn", "--max-examples", "20", "--out", str(tmp_path)]
+    code, _, err = locrob_cli(*run, "--metrics", "clean")
+    assert code == 0, err
+    code, out, err = locrob_cli(*run, "--metrics", "noise", "-o", "noise.snr_db=[10,0]")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert list(report["metrics"]) == ["clean", "noise"] and report["figures"] == ["noise.png"]
+    assert "clean accuracy" in out and f"figure: {tmp_path / 'noise.png'}" in out
+    # a figure locrob wrote whose metric is gone (a report edited by hand) goes; the user's stays
+    del report["metrics"]["noise"]
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    (tmp_path / "mine.png").write_bytes(b"png")
+    code, _, err = locrob_cli(*run, "--metrics", "clean")
+    assert code == 0, err
+    assert not (tmp_path / "noise.png").exists() and (tmp_path / "mine.png").exists()
+    assert json.loads((tmp_path / "report.json").read_text())["figures"] == []
+
+
+@pytest.mark.filterwarnings(UNTRAINED)
+def test_evaluate_refuses_to_merge_a_report_of_another_model_or_data(locrob_cli, tmp_path):
+    run = ["evaluate", "--model", "small-cnn", "--out", str(tmp_path)]
+    assert locrob_cli(*run, "--max-examples", "20")[0] == 0
+    before = (tmp_path / "report.json").read_text()
+    for args, differ in [
+        (["--max-examples", "20", "--seed", "1"], "seed"),
+        (["--max-examples", "20", "--name", "other"], "model label"),
+        (["--max-examples", "10"], "examples"),
+    ]:
+        code, _, err = locrob_cli(*run, *args)
+        assert code == 2
+        assert re.match(
+            rf"locrob: error: '.*report.json' is a report of small-cnn on digits \(test, 20 "
+            rf"examples, seed 0\), and this run differs in its {differ}; give another --out",
+            err,
+        )
+    assert (tmp_path / "report.json").read_text() == before
+
+
+def test_an_untrained_architecture_is_evaluated_with_a_warning(locrob_cli, tmp_path, digits):
+    untrained = r"model 'small-cnn' is an untrained architecture \(random weights\)"
+    with pytest.warns(UserWarning, match=untrained):
+        report = locrob.evaluate("small-cnn", digits, max_examples=5, device="cpu")
+    assert report.model["weights"] == "random"
+    run = ["evaluate", "--model", "small-cnn", "--max-examples", "5", "--out", str(tmp_path)]
+    with pytest.warns(UserWarning, match=untrained):
+        assert locrob_cli(*run)[0] == 0
+    model = locrob.load_model("small-cnn", num_classes=10)
+    path = locrob.save_checkpoint(tmp_path / "m.pt", model, "small-cnn", {"num_classes": 10})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        locrob.evaluate(f"checkpoint:{path}", digits, max_examples=5, device="cpu")
+    assert not [w for w in caught if "untrained" in str(w.message)]

@@ -283,3 +283,25 @@ def test_metric_on_cifar10c_files_scores_the_files_images(tmp_path, fake_cifar10
         locrob.evaluate(model, digits, [metric], device="cpu")
     with pytest.raises(locrob.LocrobError, match=r"--split test .*\(train\)"):
         locrob.evaluate(model, data, [metric], device="cpu", split="train")
+
+
+@pytest.mark.filterwarnings("ignore:model 'small-cnn' is an untrained architecture")
+def test_cifar10c_files_follow_the_runs_data_dir(tmp_path, fake_cifar10, locrob_cli, monkeypatch):
+    root, expected = fake_cifar10
+    write_cifar10c(root, ["fog"], n_written=6)  # beside cifar-10-batches-py/
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no data/CIFAR-10-C/ here: only --data-dir can find them
+    args = [
+        *("evaluate", "--model", "small-cnn", "--dataset", "cifar10", "--metrics", "corruptions"),
+        *("--data-dir", str(root), "--out", str(tmp_path / "run")),
+        *("-o", "corruptions.source=cifar10-c", "-o", "corruptions.corruptions=fog"),
+        *("-o", "corruptions.severities=2"),
+    ]
+    code, _, err = locrob_cli(*args)
+    assert code == 0, err
+    report = locrob.load_report(tmp_path / "run")
+    assert report.metrics["corruptions"].details["n"] == len(expected["test"][1])
+    # the metric's own data_dir option still wins over the run's
+    code, _, err = locrob_cli(*args, "-o", f"corruptions.data_dir={tmp_path / 'other'}")
+    assert code == 2 and f"{tmp_path / 'other' / 'CIFAR-10-C' / 'fog.npy'}" in err

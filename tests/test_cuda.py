@@ -41,14 +41,17 @@ def test_perturbation_found_on_cuda_attains_its_ratio_on_cpu(trained, digits, me
     check_reported_perturbations(model, x, result)
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-def test_separation_on_cuda_is_exactly_the_brute_force_one(monkeypatch, compiled):
+@pytest.mark.parametrize("name", ["compiled", "cdist"])
+def test_separation_on_cuda_is_exactly_the_brute_force_one(monkeypatch, name):
     from locrob import pair_distances
 
-    if not compiled:
-        monkeypatch.setenv("LOCROB_COMPILE", "0")
-    monkeypatch.setattr(pair_distances, "_kernels", {})
     x, y = random_set(n=300, classes=4, seed=5)
+    kernel = {
+        "compiled": pair_distances._compiled_kernel(),
+        "cdist": pair_distances._linf_levels_cdist,
+    }
+    choice = pair_distances.KernelChoice(name, kernel[name], {})  # in place of the probe's choice
+    monkeypatch.setattr(pair_distances, "_choices", {("cuda", x[0].numel()): choice})
     d, _, _ = brute(x, y, "inf")
     result = separation(x, y, "inf", tile=64, device="cuda")
     expected = torch.bincount(torch.round(d * 255).long(), minlength=256)

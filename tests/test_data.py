@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
 import numpy as np
 import pytest
 import torch
@@ -76,7 +79,24 @@ def test_missing_cifar_files_name_the_path(tmp_path):
     with pytest.raises(LocrobError, match=r"cifar-10-batches-py/.*--download"):
         locrob.load_dataset("cifar10", data_dir=tmp_path)
     with pytest.raises(LocrobError, match=r"cifar-100-python/.*--download"):
-        locrob.load_dataset("cifar100", data_dir=tmp_path)
+        locrob.load_dataset("cifar100", data_dir=tmp_path / "data")
+    assert list(tmp_path.iterdir()) == []  # no folder created for files that are not there
+
+
+def offline(*args, **kwargs):
+    """``urllib.request.urlopen`` on a machine without network access."""
+    raise urllib.error.URLError("no route to host")
+
+
+@pytest.mark.parametrize("variant", ["cifar10", "cifar100"])
+def test_a_failed_cifar_download_is_an_error_and_leaves_no_empty_folder(
+    tmp_path, monkeypatch, variant
+):
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    root = tmp_path / "new" / "data"
+    with pytest.raises(LocrobError, match=f"could not download {variant} into .*no route to host"):
+        locrob.load_dataset(variant, data_dir=root, download=True)
+    assert list(tmp_path.iterdir()) == []  # torchvision made root; it is gone again
 
 
 def test_corrupted_cifar_files_fail_the_checksum(fake_cifar10, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ TINY = DemoConfig(
     alpha_draws=4,
     alpha_radii=[0.5, 1.0],
     corruption_severities=[1, 5],
+    seeds=[0, 1],
 )
 FIGURES = [
     "fig1-separation.png",
@@ -38,16 +40,31 @@ def test_demo_writes_table_2_figures_and_reuses_its_models(tmp_path):
     table = (tmp_path / "report.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| vanilla", "| parseval", "| pgd"]
-    assert rows[1].split(" | ")[3] == "100"  # vanilla's relative mCE is 100 by definition
+    assert rows[1].split(" | ")[3] == "100 ± 0"  # vanilla's relative mCE is 100 at every seed
     summary = json.loads((tmp_path / "report.json").read_text())
     assert list(summary["models"]) == ["vanilla", "parseval", "pgd"]
-    vanilla = summary["models"]["vanilla"]["metrics"]
+    assert list(summary["models"]["pgd"]) == ["0", "1"]
+    vanilla = summary["models"]["vanilla"]["0"]["metrics"]
     assert set(vanilla) == {"clean", "noise", "corruptions", "adversarial", "local-robustness"}
+    # each cell: mean and sample std of the seeds' own values
+    for seeds_ in (summary["models"]["parseval"],):
+        errors = [
+            100 * s["metrics"]["corruptions"]["summary"]["clean_error"] for s in seeds_.values()
+        ]
+        cell = summary["table"]["parseval"]["clean error"]
+        assert cell["values"] == pytest.approx(errors)
+        assert cell["mean"] == pytest.approx(np.mean(errors))
+        assert cell["std"] == pytest.approx(np.std(errors, ddof=1))
+        assert f"{cell['mean']:.1f} ± {cell['std']:.1f}" == rows[2].split(" | ")[1]
+    # the seeds give distinct models (else the spread would be no measurement at all)
+    first, second = (tmp_path / "models" / "pgd" / f"seed-{k}" / "model.pt" for k in (0, 1))
+    weights = [torch.load(f, weights_only=True)["state_dict"] for f in (first, second)]
+    assert any(not torch.equal(a, weights[1][k]) for k, a in weights[0].items())
     # every distinct-class pair of the training split: (N^2 - sum of class sizes^2) / 2
     sizes = torch.bincount(locrob.load_dataset("digits").train_y)
     assert summary["separation"]["n_pairs"] == (sizes.sum() ** 2 - (sizes**2).sum()) // 2
     # a rerun reuses the trained models and reproduces the same table
-    checkpoint = tmp_path / "models" / "pgd" / "model.pt"
+    checkpoint = tmp_path / "models" / "pgd" / "seed-1" / "model.pt"
     stamp = checkpoint.stat().st_mtime_ns
     run_demo(tmp_path, TINY, device="cpu")
     assert checkpoint.stat().st_mtime_ns == stamp
@@ -71,6 +88,26 @@ def test_demo_command_passes_its_seed(tmp_path, locrob_cli, monkeypatch):
         return []
 
     monkeypatch.setattr("locrob.demo.run_demo", record)
-    code, out, _ = locrob_cli("demo", "--out", str(tmp_path), "--seed", "3", "--epochs", "2")
+    code, out, _ = locrob_cli(
+        "demo", "--out", str(tmp_path), "--seed", "3", "--seed", "5", "--epochs", "2"
+    )
     assert code == 0 and out == "table\n"
-    assert (seen[0].seed, seen[0].epochs) == (3, 2)
+    assert (seen[0].seeds, seen[0].epochs) == ([3, 5], 2)
+    locrob_cli("demo", "--out", str(tmp_path))
+    assert seen[1].seeds == [0, 1, 2]
+
+
+def test_mean_result_averages_numbers_and_keeps_the_rest():
+    from locrob.demo import mean_result
+    from locrob.metrics.base import MetricResult
+
+    a = MetricResult("m", {"acc": 0.5}, {"curve": [1.0, 2.0], "names": ["x"], "n": 3})
+    b = MetricResult("m", {"acc": 1.0}, {"curve": [3.0, 6.0], "names": ["y"], "n": 5})
+    mean = mean_result([a, b])
+    assert mean.summary == {"acc": 0.75}
+    assert mean.details == {"curve": [2.0, 4.0], "names": ["x"], "n": 4.0}
+
+
+def test_demo_refuses_repeated_seeds(tmp_path):
+    with pytest.raises(locrob.LocrobError, match="distinct seeds"):
+        run_demo(tmp_path, DemoConfig(seeds=[1, 1]))

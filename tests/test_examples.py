@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,13 +41,13 @@ def test_reproduce_cifar10_runs_the_study_on_cifar10_with_preact_resnet18(fake_c
     )
     assert "study on cifar10" in (out / "report.md").read_text()
     summary = json.loads((out / "report.json").read_text())
-    vanilla = summary["models"]["vanilla"]
+    vanilla = summary["models"]["vanilla"]["0"]  # one seed, 0, by default
     assert vanilla["n_examples"] == len(expected["test"][1])
     assert vanilla["metrics"]["corruptions"]["settings"]["source"] == "generate"  # no C files
     assert summary["config"]["architecture"] == "preact-resnet18"
     assert summary["config"]["defense_options"] == {"laplacian": {"gamma": 0.01}}
     assert len(summary["config"]["alpha_radii"]) == 30
-    checkpoint = torch.load(out / "models" / "vanilla" / "model.pt", weights_only=True)
+    checkpoint = torch.load(out / "models" / "vanilla" / "seed-0" / "model.pt", weights_only=True)
     assert json.loads(checkpoint["config"])["source"] == "preact-resnet18"
 
 
@@ -109,3 +110,24 @@ def test_alpha_tightness_table_shows_sampling_far_below_sigma_max_at_image_size(
     small, large = rows["linear map, 16 -> 10"], rows["linear map, 3072 -> 10"]
     assert percent(small[2]) > 50 and percent(large[2]) < 20  # sampling: most vs a tenth
     assert percent(large[4]) >= 99  # the search reaches sigma_max
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("reproduce_cifar10.py", "cifar10 files not found: expected {tmp}/data/cifar-10-"),
+        ("robustbench_leaderboard.py", "RobustBench checkpoint missing: models/cifar10/Linf/"),
+    ],
+)
+def test_an_example_without_its_files_says_so_in_one_line(
+    tmp_path, monkeypatch, capsys, name, message
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [name, "--data-dir", str(tmp_path / "data")])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"{name}: error: {message.format(tmp=tmp_path)}")
+    assert list(tmp_path.iterdir()) == []  # nothing created: no data/, no runs/

@@ -109,3 +109,16 @@ def test_a_model_without_known_layers_asks_for_them():
 
     with pytest.raises(LocrobError, match="pass layers="):
         locrob.layerwise_alpha(Opaque(), torch.rand(2, 3, 4, 4), [0.5], device="cpu")
+
+
+def test_printing_shows_each_row_and_how_to_read_composed_and_end_to_end():
+    model, _, _ = two_linear_layers()
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    result = locrob.layerwise_alpha(model, x, [0.5, 1.0], n_draws=2, **NO_CLAMP)
+    lines = str(result).splitlines()
+    assert lines[0].split() == ["r", "0.5", "1"]
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in lines[1:-1]}
+    assert list(rows) == [*result.layers, "composed", "end_to_end"]
+    assert rows["composed"] == pytest.approx(result.composed.tolist(), rel=1e-3)
+    assert rows["end_to_end"] == pytest.approx(result.end_to_end.curve.tolist(), rel=1e-3)
+    assert "neither bounds the other" in lines[-1]

@@ -63,3 +63,31 @@ def test_leaderboard_command(tmp_path, locrob_cli):
     assert code == 0, out
     assert "| 1 | b<i> |" in out
     assert (tmp_path / "lb" / "leaderboard.html").read_text().startswith("<!doctype html>")
+
+
+def test_folders_without_a_report_are_skipped_and_other_environments_warned_of(
+    tmp_path, locrob_cli
+):
+    a, b = report("a", clean={"accuracy": 0.9}), report("b", clean={"accuracy": 0.8})
+    a.environment = {"torch": "2.4.0", "threads": 8}
+    b.environment = {"torch": "2.5.1", "threads": 8}
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    compare = tmp_path / "compare"  # where `locrob plot` writes: runs/* lists it
+    args = [str(tmp_path / "a"), str(tmp_path / "b"), str(compare)]
+    code, out, err = locrob_cli("plot", *args[:2], "--out", str(compare))
+    assert code == 0 and "| a | digits |" in out
+    assert err.splitlines() == [
+        "locrob: warning: the reports were measured with different torch: "
+        f"2.4.0 ({tmp_path / 'a'}); 2.5.1 ({tmp_path / 'b'})"
+    ]
+    board = ["--sort", "clean accuracy", "--out", str(tmp_path / "board")]
+    for command in (["plot", *args, "--out", str(compare)], ["leaderboard", *args, *board]):
+        code, out, err = locrob_cli(*command)
+        assert code == 0, err
+        skipped, *warnings = err.splitlines()
+        assert skipped == f"locrob: skipped the folder(s) without a report.json: {compare}"
+        assert len(warnings) == 1
+    code, _, err = locrob_cli("leaderboard", str(compare), *board)
+    assert code == 2
+    assert err.startswith(f"locrob: error: no report.json in {compare}; write one with")

@@ -74,22 +74,38 @@ def test_plugins_load_once_and_lazily(monkeypatch):
     assert calls == [{"group": "locrob"}]
 
 
-def test_allow_list_limits_what_loads(monkeypatch):
-    monkeypatch.setenv("LOCROB_PLUGINS", "digits, clean")
+def _loaded(monkeypatch, value: str) -> set[str]:
+    monkeypatch.setenv("LOCROB_PLUGINS", value)
     plugins.reload()
-    assert {info.name for info in plugins.host.plugins()} == {"digits", "clean"}
+    return {info.name for info in plugins.host.plugins()}
+
+
+def test_an_entry_point_name_decides_before_its_distribution(monkeypatch):
+    assert _loaded(monkeypatch, "-locrob, digits, clean") == {"digits", "clean"}
     with pytest.raises(LocrobError, match="unknown model source 'small-cnn'; known: none"):
         locrob.load_model("small-cnn")
+    assert _loaded(monkeypatch, "-locrob") == set()
 
 
-def test_empty_allow_list_loads_nothing(monkeypatch):
-    monkeypatch.setenv("LOCROB_PLUGINS", "")
+def test_builtins_stay_on_beside_named_plugins_unless_left_out(monkeypatch, third_party):
+    builtins = _loaded(monkeypatch, "") - {"example"}  # an empty value: the built-ins alone
+    assert "clean" in builtins and "example" not in _loaded(monkeypatch, "")
+    assert _loaded(monkeypatch, "example") == builtins | {"example"}
+    assert _loaded(monkeypatch, "locrob-example,-clean") == builtins - {"clean"} | {"example"}
+    assert _loaded(monkeypatch, "-example") == builtins  # only -NAME: everything else
+    assert _loaded(monkeypatch, "-clean") == builtins - {"clean"} | {"example"}
+    assert _loaded(monkeypatch, "-locrob,example") == {"example"}
+
+
+def test_naming_and_leaving_out_one_plugin_is_an_error(monkeypatch):
+    monkeypatch.setenv("LOCROB_PLUGINS", "clean,-clean")
     plugins.reload()
-    assert plugins.host.plugins() == []
+    with pytest.raises(LocrobError, match="both names and leaves out clean"):
+        locrob.registries()
 
 
 def test_allow_list_naming_an_absent_plugin_is_an_error(monkeypatch):
-    monkeypatch.setenv("LOCROB_PLUGINS", "clean,no-such-plugin")
+    monkeypatch.setenv("LOCROB_PLUGINS", "clean,-no-such-plugin")
     plugins.reload()
     with pytest.raises(LocrobError, match=r"no-such-plugin.*installed:.*clean"):
         locrob.registries()
@@ -97,7 +113,7 @@ def test_allow_list_naming_an_absent_plugin_is_an_error(monkeypatch):
 
 @pytest.mark.parametrize("name", ["locrob-example", "locrob_example", "Locrob.Example"])
 def test_allow_list_accepts_a_distribution_name(monkeypatch, third_party, name):
-    monkeypatch.setenv("LOCROB_PLUGINS", name)
+    monkeypatch.setenv("LOCROB_PLUGINS", f"-locrob,{name}")
     plugins.reload()
     assert [info.name for info in plugins.host.plugins()] == ["example"]
 
@@ -128,15 +144,53 @@ def test_a_plugin_taking_a_builtin_name_is_refused(monkeypatch, tmp_path):
         locrob.registries()
 
 
-def test_duplicate_names_are_refused():
-    class Twin:
-        @locrob.hookimpl
-        def register_metrics(self, register):
-            register("clean", object)
+class Registers:
+    """A plugin object registering the metric ``name``, as an installed plugin would."""
 
-    plugins.host.register(Twin(), name="twin")
-    with pytest.raises(LocrobError, match="metric 'clean' is registered twice"):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @locrob.hookimpl
+    def register_metrics(self, register):
+        register(self.name, object)
+
+
+def test_a_name_two_plugins_register_is_refused_naming_both(monkeypatch, third_party):
+    plugins.host.register(Registers("mean-confidence"), name="twin")
+    with pytest.raises(
+        LocrobError,
+        match=r"metric 'mean-confidence' is registered by plugin 'example' \(locrob-example "
+        r"0\.1\.0\) and plugin 'twin' \(registered at run time\); .*LOCROB_PLUGINS=-NAME",
+    ):
         locrob.registries()
+    monkeypatch.setenv("LOCROB_PLUGINS", "-example")  # leaving one out resolves it
+    plugins.reload()
+    plugins.host.register(Registers("mean-confidence"), name="twin")
+    assert "mean-confidence" in locrob.registries().metrics
+
+
+def test_a_builtin_name_registered_again_is_refused():
+    plugins.host.register(Registers("clean"), name="twin")
+    with pytest.raises(
+        LocrobError, match=r"metric 'clean' is registered by plugin 'clean' \(locrob"
+    ):
+        locrob.registries()
+
+
+def test_locrob_plugins_lists_everything_with_the_clash_marked(locrob_cli):
+    plugins.host.register(Registers("shared"), name="first")
+    plugins.host.register(Registers("shared"), name="second")
+    code, out, _ = locrob_cli("plugins")
+    assert code == 0
+    assert "first  [(registered at run time)]  hooks: register_metrics" in out
+    assert "second  [(registered at run time)]" in out
+    assert (
+        "clean, clever, corruptions, local-robustness, loss-sensitivity, noise, separation, "
+        "shared (CLASH: plugin 'first' (registered at run time) and plugin 'second' "
+        "(registered at run time))\n" in out
+    )
+    code, _, err = locrob_cli("evaluate", "--model", "small-cnn", "--out", "unused")
+    assert code == 2 and "metric 'shared' is registered by plugin 'first'" in err
 
 
 def test_unknown_names_list_the_known_ones():

@@ -39,6 +39,22 @@ def test_readme_main_job_command_names_real_commands():
     assert "locrob demo --out" in main_job and "pip install -e '.[corruptions]'" in main_job
 
 
+def test_command_line_examples_read_only_what_the_readme_made_before():
+    (block,) = [b for b in _blocks("bash") if "locrob plugins" in b]
+    before = README[: README.index(block)]
+    made = set(re.findall(r'np\.savez\("([^"]+)"', before))  # mine.npz, by a Python block
+    assert "source .venv/bin/activate" in block.splitlines()[0]
+    for line in block.replace("\\\n", " ").splitlines():
+        words = line.split("#")[0].split()
+        read = [w.removeprefix("npz:") for w in words if w.startswith("npz:")]
+        read += [str(Path(w[11:]).parent) for w in words if w.startswith("checkpoint:")]
+        if words[:2] == ["locrob", "plot"]:
+            read += words[2 : words.index("--out")]
+        missing = [path for path in read if path not in made]
+        assert not missing, f"'{line}' reads {missing}, which nothing before it makes"
+        made.update(words[i + 1] for i, w in enumerate(words) if w == "--out")
+
+
 def _plugin_block() -> str:
     (block,) = [b for b in _blocks("python") if "register_metrics" in b]
     return block
@@ -47,20 +63,21 @@ def _plugin_block() -> str:
 def test_python_api_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     examples = [b for b in _blocks("python") if "register_metrics" not in b]
-    assert len(examples) == 5
+    assert len(examples) == 6
     for i, block in enumerate(examples):
         exec(compile(block, f"README-example-{i}", "exec"), {})
     assert (tmp_path / "runs" / "api" / "report.json").is_file()
 
 
-def test_plugin_example_works_when_registered(trained, digits):
+def test_plugin_example_works_when_registered(trained, digits, third_party):
+    # beside the installed example plugin: a reader who does both gets no clashing names
     module = types.ModuleType("my_plugin")
     exec(compile(_plugin_block(), "README-plugin", "exec"), module.__dict__)
     plugins.host.register(module, name="my-plugin")
-    report = locrob.evaluate(trained.model, digits, ["clean", "mean-confidence"])
+    report = locrob.evaluate(trained.model, digits, ["clean", "max-softmax"])
     with torch.no_grad():
         expected = trained.model(digits.test_x.float() / 255).softmax(1).amax(1).mean()
-    assert report.metrics["mean-confidence"].summary["mean"] == pytest.approx(float(expected))
+    assert report.metrics["max-softmax"].summary["mean"] == pytest.approx(float(expected))
 
 
 def test_ruff_is_clean():

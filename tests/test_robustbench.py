@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
 import pytest
 import torch
 from conftest import Lookup, one_robust_one_fragile
@@ -65,8 +68,64 @@ def test_a_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
         raise ConnectionError("no route to drive.google.com")
 
     monkeypatch.setattr(utils, "download_gdrive_new", offline)
-    with pytest.raises(locrob.LocrobError, match=r"checkpoint missing: .*Wong2020Fast\.pt"):
+    with pytest.raises(
+        locrob.LocrobError,
+        match=r"checkpoint missing: .*Wong2020Fast\.pt, and downloading it failed \(Connection",
+    ):
         locrob.load_model("robustbench:Wong2020Fast", model_dir=tmp_path, download=True)
+    assert list(tmp_path.iterdir()) == []  # the cifar10/Linf/ RobustBench made is removed
+
+
+def test_evaluate_download_reaches_the_model_source(locrob_cli, tmp_path, monkeypatch):
+    utils = import_robustbench("robustbench.utils")
+    fetched = []
+
+    def offline(gdrive_id, path):
+        fetched.append(path)
+        raise ConnectionError("no route to drive.google.com")
+
+    monkeypatch.setattr(utils, "download_gdrive_new", offline)
+    monkeypatch.setenv("LOCROB_MODEL_DIR", str(tmp_path / "models"))
+    args = ["evaluate", "--model", "robustbench:Wong2020Fast", "--out", str(tmp_path / "o")]
+    code, _, err = locrob_cli(*args)
+    assert code == 2 and "pass --download (locrob evaluate" in err and not fetched
+    code, _, err = locrob_cli(*args, "--download")
+    assert code == 2 and len(fetched) == 1
+    assert err.strip().splitlines()[-1].startswith("locrob: error: RobustBench checkpoint")
+    assert "downloading it failed (ConnectionError)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_cifar10c_files_are_an_error_that_creates_nothing(tmp_path):
+    from locrob.adapters.robustbench import load_corrupted_cifar
+
+    root = tmp_path / "data"
+    with pytest.raises(
+        locrob.LocrobError, match=r"cifar10-c files missing: .*CIFAR-10-C/fog\.npy.*zenodo"
+    ):
+        load_corrupted_cifar("cifar10-c", "fog", 1, root, 10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_benchmark_alongside_without_cifar_files_is_an_error_that_creates_nothing(
+    tmp_path, monkeypatch
+):
+    from locrob.adapters.robustbench import benchmark_alongside
+
+    monkeypatch.chdir(tmp_path)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
+    with pytest.raises(locrob.LocrobError, match=r"expected data/cifar-10-batches-py/"):
+        benchmark_alongside(model, ["clean"], device="cpu")
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(locrob.LocrobError, match=r"could not download cifar10 into data"):
+        benchmark_alongside(model, ["clean"], device="cpu", download=True)
+    with pytest.raises(locrob.LocrobError, match=r"benchmarks no mnist/Linf .*data sets: cifar10"):
+        benchmark_alongside(model, ["clean"], dataset="mnist", device="cpu")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -175,9 +176,53 @@ def test_compiled_and_fallback_kernels_are_both_exact(monkeypatch):
     x, y = random_set(n=70, seed=11)
     d, _, _ = brute(x, y, "inf")
     expected = torch.bincount(torch.round(d * 255).long(), minlength=256)
-    fused = separation(x, y, tile=16, device="cpu")
-    monkeypatch.setenv("LOCROB_COMPILE", "0")
-    monkeypatch.setattr(pair_distances, "_kernels", {})
-    assert pair_distances.linf_kernel(torch.device("cpu")) is pair_distances._linf_levels_cdist
-    eager = separation(x, y, tile=16, device="cpu")
-    assert torch.equal(fused.counts, expected) and torch.equal(eager.counts, expected)
+    counts = {}
+    for name, kernel in [
+        ("compiled", pair_distances._compiled_kernel()),
+        ("cdist", pair_distances._linf_levels_cdist),
+    ]:  # each kernel put in place of the probe's choice
+        choice = pair_distances.KernelChoice(name, kernel, {})
+        monkeypatch.setattr(pair_distances, "_choices", {("cpu", x[0].numel()): choice})
+        counts[name] = separation(x, y, tile=16, device="cpu").counts
+    assert torch.equal(counts["compiled"], expected) and torch.equal(counts["cdist"], expected)
+
+
+def test_the_chosen_kernel_is_the_faster_on_the_probe(monkeypatch):
+    from locrob import pair_distances
+
+    monkeypatch.setattr(pair_distances, "_choices", {})
+    choice = pair_distances.linf_kernel(torch.device("cpu"), 3 * 32 * 32)
+    assert set(choice.rates) == {"compiled", "cdist"}
+    assert choice.rates[choice.name] >= choice.rates["cdist"]
+    assert pair_distances.linf_kernel(torch.device("cpu"), 3 * 32 * 32) is choice  # probed once
+
+
+def test_a_slower_compiled_kernel_loses_to_cdist(monkeypatch):
+    from locrob import pair_distances
+
+    def slow(a, b):  # exact, but far slower than torch.cdist
+        time.sleep(0.05)
+        return pair_distances._linf_levels_cdist(a, b)
+
+    monkeypatch.setattr(pair_distances, "_choices", {})
+    monkeypatch.setattr(pair_distances, "_compiled_kernel", lambda: slow)
+    choice = pair_distances.linf_kernel(torch.device("cpu"), 64)
+    assert choice.name == "cdist" and choice.rates["compiled"] < choice.rates["cdist"]
+
+
+def test_an_inexact_or_failing_compiled_kernel_is_never_chosen(monkeypatch):
+    from locrob import pair_distances
+
+    def off_by_one(a, b):
+        return pair_distances._linf_levels_cdist(a, b) + 1
+
+    def broken(a, b):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(pair_distances, "_choices", {})
+    monkeypatch.setattr(pair_distances, "_compiled_kernel", lambda: off_by_one)
+    assert pair_distances.linf_kernel(torch.device("cpu"), 64).rates.keys() == {"cdist"}
+    monkeypatch.setattr(pair_distances, "_choices", {})
+    monkeypatch.setattr(pair_distances, "_compiled_kernel", lambda: broken)
+    with pytest.warns(UserWarning, match="torch.compile is unavailable"):
+        assert pair_distances.linf_kernel(torch.device("cpu"), 64).name == "cdist"

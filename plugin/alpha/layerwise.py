@@ -111,6 +111,27 @@ class LayerwiseResult:
     composed: torch.Tensor  # (R,)
     end_to_end: AlphaResult
 
+    def __str__(self) -> str:
+        """alpha_l per layer (rows) and radius r (columns), then composed and end_to_end, with
+        a line on how to read those two."""
+        width = max(len(name) for name in [*self.layers, "end_to_end"])
+
+        def row(label: str, values: torch.Tensor) -> str:
+            return f"{label:<{width}}" + "".join(f"  {float(v):>10.4g}" for v in values)
+
+        return "\n".join(
+            [
+                row("r", self.radii),
+                *(row(name, v) for name, v in zip(self.layers, self.per_layer, strict=True)),
+                row("composed", self.composed),
+                row("end_to_end", self.end_to_end.curve),
+                "All are lower estimates. end_to_end: of alpha_lim(F, r), the network's. "
+                "composed: of prod alpha_l, which bounds alpha_lim(F, r) from above when every "
+                "alpha_l <= 1 (Proposition 1); neither bounds the other, so composed below "
+                "end_to_end contradicts nothing.",
+            ]
+        )
+
     @property
     def hypothesis_holds(self) -> torch.Tensor:
         """Proposition 1's condition, every alpha_l <= 1, per radius."""

@@ -66,7 +66,7 @@ class Laplacian(Defense):
     def __post_init__(self) -> None:
         check(self.gamma > 0, self.name, f"gamma must be > 0, got {self.gamma}")
         check(
-            isinstance(self.m, int) and self.m >= 1,
+            self.m >= 1,
             self.name,
             f"m must be an integer >= 1, got {self.m}",
         )

@@ -33,7 +33,7 @@ class PGDTraining(Defense):
         check(self.eps >= 0, self.name, f"eps must be >= 0, got {self.eps}")
         check(self.step > 0, self.name, f"step must be > 0, got {self.step}")
         check(
-            isinstance(self.steps, int) and self.steps >= 1,
+            self.steps >= 1,
             self.name,
             f"steps must be an integer >= 1, got {self.steps}",
         )

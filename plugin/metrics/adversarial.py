@@ -48,7 +48,7 @@ class AdversarialAccuracy(Metric):
         check(len(self.attacks) > 0, self.name, "attacks needs at least one attack")
         for spec in self.attacks:
             check(
-                isinstance(spec, dict) and isinstance(spec.get("attack"), str),
+                isinstance(spec.get("attack"), str),
                 self.name,
                 f'each attack is {{"attack": "<torchattacks class>", ...options}}, got {spec!r}',
             )

@@ -38,12 +38,11 @@ class Clever(Metric):
     nb_batches: int = 10
     batch_size: int = 20
     radius: float = 2.0
-    norm: int = 2
+    norm: float = 2  # 1, 2 or inf (JSON: Infinity)
 
     def __post_init__(self) -> None:
         for key in ("n_points", "nb_batches", "batch_size"):
-            value = getattr(self, key)
-            check(isinstance(value, int) and value >= 1, self.name, f"{key} must be >= 1")
+            check(getattr(self, key) >= 1, self.name, f"{key} must be >= 1")
         check(self.radius > 0, self.name, f"radius must be positive, got {self.radius}")
         check(self.norm in (1, 2, np.inf), self.name, f"norm must be 1, 2 or inf, not {self.norm}")
 

@@ -16,6 +16,7 @@ Errors are 1 - accuracy. With ``E[c][s]`` the error under corruption ``c`` at se
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,7 +98,7 @@ class CorruptionAccuracy(Metric):
     severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
     preset: str = "cifar"
     source: str = "generate"
-    data_dir: str = "data"
+    data_dir: str | None = None  # where CIFAR-10-C lives; None: the run's data_dir
     baseline: str | None = None  # a report with this metric: mCE against it
     vanilla: str | None = None  # a report with this metric: Table 2's relative mCE
 
@@ -109,8 +110,7 @@ class CorruptionAccuracy(Metric):
             f"corruptions are listed twice: {self.corruptions}",
         )
         check(
-            len(self.severities) > 0
-            and all(isinstance(s, int) and s in SEVERITIES for s in self.severities),
+            len(self.severities) > 0 and all(s in SEVERITIES for s in self.severities),
             self.name,
             f"severities must be integers from 1 to 5, got {self.severities}",
         )
@@ -192,50 +192,45 @@ class CorruptionAccuracy(Metric):
                 f"on --dataset {expected} --split test so the clean error is on the same images, "
                 f"not on '{data.name}' ({context.split})"
             )
+        folder = Path(self.data_dir) if self.data_dir is not None else context.data_dir
         cells = [(c, s) for c in range(len(self.corruptions)) for s in range(len(self.severities))]
         for c, s in progress(cells, desc=self.source):
             images, labels = load_corrupted_cifar(
-                self.source, self.corruptions[c], self.severities[s], Path(self.data_dir), n
+                self.source, self.corruptions[c], self.severities[s], folder, n
             )
             for x, y in batches(images, labels, context.batch_size, context.device):
                 correct[c, s] += model(x).argmax(1).eq(y).sum()
 
     @classmethod
     def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure:
-        """A heat map of the error per corruption and severity, one panel per model."""
+        """A heat map of the error in percent per corruption and severity, one panel per model."""
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(2.2 + 2.0 * len(results), 5.2))
+        fig = Figure(figsize=(2.6 + 1.9 * len(results), 5.4), layout="constrained")
         axes = fig.subplots(1, len(results), squeeze=False, sharey=True)[0]
         image = None
         for ax, (label, result) in zip(axes, results, strict=True):
             table = errors(result)
-            grid = [table[name] for name in result.details["corruptions"]]
-            image = ax.imshow(grid, cmap="magma_r", vmin=0, vmax=1, aspect="auto")
+            # percent, like the numbers in the cells and the colour bar
+            grid = [[100 * e for e in table[name]] for name in result.details["corruptions"]]
+            image = ax.imshow(grid, cmap="magma_r", vmin=0, vmax=100, aspect="auto")
             for i, row in enumerate(grid):
                 for j, value in enumerate(row):
-                    color = "white" if value > 0.5 else "black"
-                    ax.text(
-                        j,
-                        i,
-                        f"{100 * value:.0f}",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color=color,
-                    )
+                    color = "white" if value > 50 else "black"
+                    ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color=color)
             ax.set_xticks(range(len(result.details["severities"])))
             ax.set_xticklabels(result.details["severities"])
             ax.set_xlabel("severity")
+            # one short line each, so that neighbouring titles never run into each other
             ax.set_title(
-                f"{label}\nclean {100 * result.summary['clean_error']:.1f} %, "
-                f"corrupted {100 * result.summary['corruption_error']:.1f} %",
+                f"{textwrap.fill(label, 18)}\nclean {100 * result.summary['clean_error']:.1f} %"
+                f"\ncorrupted {100 * result.summary['corruption_error']:.1f} %",
                 fontsize=8,
             )
         names = results[0][1].details["corruptions"]
         axes[0].set_yticks(range(len(names)))
         axes[0].set_yticklabels(names, fontsize=7)
-        fig.colorbar(image, ax=list(axes), label="error", shrink=0.8)
+        fig.colorbar(image, ax=list(axes), label="error (%)", shrink=0.8)
         return fig
 
     @classmethod

@@ -33,14 +33,14 @@ class LocalRobustness(Metric):
     name = "local-robustness"
     preset: str | None = None
     radii: list[float] | None = None
-    norm: str = "l2"
+    norm: str | float = "l2"  # "l2", "inf", or 2
     output: str = "softmax"
     method: str = "sample"
     n_points: int | None = None
     n_draws: int | None = None
     noise: str | None = None
     directions: str | None = None
-    clamp: list[float] | None = field(default_factory=lambda: [0.0, 1.0])  # null: no box
+    clamp: tuple[float, float] | None = (0.0, 1.0)  # null: no box
     denominator: str = "effective"
     forward_dtype: str = "float32"
     split: str = "train"

@@ -55,12 +55,12 @@ class GaussianNoise(Metric):
     def __post_init__(self) -> None:
         check(len(self.snr_db) > 0, self.name, "snr_db needs at least one value")
         check(
-            all(isinstance(s, (int, float)) and math.isfinite(s) for s in self.snr_db),
+            all(math.isfinite(s) for s in self.snr_db),
             self.name,
             f"snr_db values must be finite numbers (dB), got {self.snr_db}",
         )
         check(
-            isinstance(self.repeats, int) and self.repeats >= 1,
+            self.repeats >= 1,
             self.name,
             f"repeats must be an integer >= 1, got {self.repeats}",
         )

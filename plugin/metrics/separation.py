@@ -29,7 +29,7 @@ class DatasetSeparation(Metric):
     """Distinct-class pair distances of ``split`` (the training set by default)."""
 
     name = "separation"
-    norm: str = "inf"
+    norm: str | float = "inf"  # "l2", "inf", or 2
     split: str = "train"
     n_images: int | None = None
     alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 10.0])

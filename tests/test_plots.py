@@ -1,0 +1,107 @@
+"""Figures read well with six models: legends hide no data, titles do not collide, labels and
+scales say what is drawn. Results are made by hand: no model is trained or evaluated."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from locrob.corruptions import NAMES
+from locrob.demo import sigmoid_figure
+from locrob.metrics.base import MetricResult
+from locrob.metrics.corruptions import CorruptionAccuracy
+from locrob.metrics.local_robustness import LocalRobustness
+from locrob.metrics.noise import GaussianNoise
+from locrob.pair_distances import Separation, robustness_figure
+
+MODELS = ["vanilla", "parseval", "laplacian", "parseval+laplacian", "l2nn", "pgd"]
+
+
+def curves(x: str, y: str, xs: list[float], **details) -> list[tuple[str, MetricResult]]:
+    """Six models' curves filling the axes: flat ones at every height and one diagonal, so a
+    legend anywhere inside the axes would cover one of them."""
+    top = len(MODELS) - 1
+    ys = [[k / top] * len(xs) for k in range(top)]
+    ys.append([i / (len(xs) - 1) for i in range(len(xs))])
+    return [
+        (label, MetricResult("m", {}, {x: xs, y: curve, **details}))
+        for label, curve in zip(MODELS, ys, strict=True)
+    ]
+
+
+def assert_legend_hides_no_line(fig) -> None:
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert len(ax.get_legend().get_texts()) == len(ax.get_lines())
+    for line in ax.get_lines():
+        assert not legend.overlaps(line.get_window_extent()), line.get_label()
+    assert fig.bbox.contains(legend.x1, legend.y1), "the legend falls off the figure"
+
+
+@pytest.mark.parametrize(
+    "figure",
+    [
+        lambda: LocalRobustness.plot(
+            curves("radii", "curve", [0.25, 0.5, 1.0, 2.0], method="sample", settings={})
+        ),
+        lambda: GaussianNoise.plot(curves("snr_db", "accuracy", [40.0, 20.0, 0.0, -10.0])),
+    ],
+    ids=["fig5-local-robustness", "fig4-noise"],
+)
+def test_line_figure_legends_hide_no_line_with_six_models(figure):
+    assert_legend_hides_no_line(figure())
+
+
+def corruption_results() -> list[tuple[str, MetricResult]]:
+    generator = torch.Generator().manual_seed(0)
+    results = []
+    for label in MODELS:
+        accuracy = torch.rand(len(NAMES), 5, generator=generator, dtype=torch.float64)
+        summary = {"clean_error": 0.125, "corruption_error": 0.5, "accuracy": 0.5}
+        details = {"corruptions": NAMES, "severities": [1, 2, 3, 4, 5], "accuracy": accuracy}
+        results.append((label, MetricResult("corruptions", summary, details)))
+    return results
+
+
+def test_heat_map_colour_bar_is_in_the_percent_of_its_cells_and_titles_do_not_collide():
+    results = corruption_results()
+    fig = CorruptionAccuracy.plot(results)
+    fig.draw_without_rendering()
+    panels = fig.axes[: len(results)]
+    for ax, (_, result) in zip(panels, results, strict=True):
+        image = ax.get_images()[0]
+        low, high = image.get_clim()
+        cells = np.asarray(image.get_array(), dtype=np.float64)
+        assert (low, high) == (0, 100)
+        expected = 100 * (1 - np.array(result.details["accuracy"]))
+        assert cells == pytest.approx(expected)
+        shown = np.array([float(t.get_text()) for t in ax.texts]).reshape(cells.shape)
+        assert shown == pytest.approx(cells, abs=0.5)  # the colour is the number shown
+    colour_bar = panels[-1].get_images()[0].colorbar  # drawn for the last panel, shared by all
+    assert (colour_bar.vmin, colour_bar.vmax) == (0, 100)
+    assert "%" in colour_bar.ax.get_ylabel()
+    titles = [ax.title.get_window_extent() for ax in panels]
+    for a, b in itertools.pairwise(titles):
+        assert not a.overlaps(b)
+
+
+def test_all_zero_separation_curves_say_no_pair_is_closer():
+    counts = torch.zeros(256, dtype=torch.long)
+    counts[102] = 7  # every distinct-class pair 0.4 apart (L-inf, grey level 102)
+    result = Separation("inf", True, 1.0, counts, torch.zeros(0), ["0", "1"], 8)
+    fig = robustness_figure("toy", result, ds=[0.1, 0.3, 0.5])
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["d = 0.1 (no pair closer)", "d = 0.3 (no pair closer)", "d = 0.5"]
+    assert_legend_hides_no_line(fig)
+
+
+def test_fig_2_right_panel_names_its_axis_and_its_shading():
+    fig = sigmoid_figure()
+    right = fig.axes[1]
+    assert right.get_ylabel() == "F(x)"
+    entries = [t.get_text() for t in right.get_legend().get_texts()]
+    assert any("radius r = 1/2" in entry for entry in entries)
