@@ -153,13 +153,11 @@ def _linf_levels_fused(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# rows per side of the probe tile: a few tenths of a second on a CPU, enough to fill a GPU
-PROBE_ROWS = {"cpu": 256, "cuda": 2048}
 
 
 @dataclass(frozen=True)
 class KernelChoice:
-    """The L-inf tile kernel picked for a device and a row width, with the probe's evidence:
+    """The L-inf tile kernel picked for a device and a tile shape, with the probe's evidence:
     each candidate's pairs/s on one probe tile (``compiled`` absent when it could not be built)."""
 
     name: str
@@ -167,16 +165,21 @@ class KernelChoice:
     rates: dict[str, float]
 
 
-_choices: dict[tuple[str, int], KernelChoice] = {}
+_choices: dict[tuple[str, int, int], KernelChoice] = {}
 
 
 def _compiled_kernel() -> Kernel | None:
-    """The fused kernel through ``torch.compile`` (dynamic shapes: one build serves every tile),
-    or None when ``LOCROB_COMPILE=0``."""
+    """The fused kernel through ``torch.compile``, or None when ``LOCROB_COMPILE=0``.
+
+    Static shapes: :func:`separation` feeds it two fixed, unaliased buffers of one tile each,
+    so one build serves every tile. Fed views of one tensor with dynamic shapes instead, the
+    compiler guards on their storage offsets and aliasing, and the build it falls back to for
+    the diagonal tiles runs at half the speed (measured on torch 2.14, 3072-byte rows).
+    """
     if os.environ.get("LOCROB_COMPILE", "1") in ("0", "false", "no", "off"):
         return None
     quiet_cuda_probe()
-    return torch.compile(_linf_levels_fused, dynamic=True)
+    return torch.compile(_linf_levels_fused, dynamic=False)
 
 
 def _pairs_per_s(kernel: Kernel, a: torch.Tensor, b: torch.Tensor, repeats: int = 3) -> float:
@@ -191,27 +194,44 @@ def _pairs_per_s(kernel: Kernel, a: torch.Tensor, b: torch.Tensor, repeats: int 
     return len(a) * len(b) / max(best, 1e-9)
 
 
-def linf_kernel(device: torch.device, features: int) -> KernelChoice:
-    """The faster exact L-inf tile kernel for ``device`` and rows of ``features`` bytes.
+def _probes(
+    rows: int, features: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs of tiles on which every feature decides some distances: bytes below 128, and in
+    each row one 255, at consecutive features, ``2 * rows`` of them per pair, so that a kernel
+    that drops any lane, block or tail of the reduction gets distances wrong. (Random bytes
+    would not show it: their largest difference is reached at many features.) The two tiles
+    of a pair are separate tensors, as :func:`separation`'s two buffers are."""
+    g = torch.Generator().manual_seed(0)
+    index = torch.arange(rows)
+    for start in range(0, features, 2 * rows):
+        shape = (rows, features)
+        a, b = (torch.randint(0, 128, shape, generator=g, dtype=torch.uint8) for _ in "ab")
+        a[index, (start + index) % features] = 255
+        b[index, (start + rows + index) % features] = 255
+        yield a.to(device), b.to(device)
+
+
+def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
+    """The faster exact L-inf kernel for tiles of ``rows`` x ``rows`` rows of ``features``
+    bytes on ``device``.
 
     Both candidates, the fused kernel compiled by ``torch.compile`` and ``torch.cdist``, are
-    timed on one probe tile at first use, as the α_lim engine tunes its chunk: which one wins
-    depends on the machine (on a CPU, the compiled loop is several times faster with AVX-512 and
-    about even with AVX2 only) and on the row width. The compiled one must also reproduce
-    ``torch.cdist`` exactly on the probe; a failed compilation leaves ``torch.cdist``.
+    timed on one probe tile of that shape at first use, as the α_lim engine tunes its chunk:
+    which one wins depends on the machine (on a CPU, the compiled loop is several times faster
+    with AVX-512 and barely faster with AVX2 only) and on the row width (``torch.cdist`` wins
+    on 64-byte rows). The compiled one must also reproduce ``torch.cdist`` exactly on probes
+    that test every feature (torch 2.14's inductor, vectorizing for AVX2 only, gets 3072-byte
+    rows wrong); a failed compilation leaves ``torch.cdist``.
     """
-    key = (str(device), features)
+    key = (str(device), rows, features)
     if key not in _choices:
-        rows = PROBE_ROWS.get(device.type, PROBE_ROWS["cuda"])
-        g = torch.Generator().manual_seed(0)
-        probe = torch.randint(0, 256, (2 * rows, features), generator=g, dtype=torch.uint8)
-        a, b = probe.to(device).split(rows)
-        reference = _linf_levels_cdist(a, b)
+        probes = list(_probes(rows, features, device))
         candidates: dict[str, Kernel] = {"cdist": _linf_levels_cdist}
         compiled = _compiled_kernel()
         if compiled is not None:
             try:
-                if torch.equal(compiled(a, b), reference):
+                if all(torch.equal(compiled(a, b), _linf_levels_cdist(a, b)) for a, b in probes):
                     candidates["compiled"] = compiled
             except Exception as err:  # no compiler, unsupported platform: stay exact and eager
                 warnings.warn(
@@ -219,6 +239,7 @@ def linf_kernel(device: torch.device, features: int) -> KernelChoice:
                     "torch.cdist, exact",
                     stacklevel=2,
                 )
+        a, b = probes[0]
         rates = {name: _pairs_per_s(kernel, a, b) for name, kernel in candidates.items()}
         name = max(rates, key=rates.__getitem__)
         _choices[key] = KernelChoice(name, candidates[name], rates)
@@ -260,7 +281,10 @@ def separation(
     scale = 1.0 if images.dtype == torch.uint8 else 255.0
     # uint8 L-inf stays in integers (the fused kernel); everything else goes through cdist in fp64
     values = flat.to(dev) if exact else flat.to(dev, torch.float64) * scale
-    kernel = linf_kernel(dev, flat.shape[1]).kernel if exact else None
+    tile = min(tile, len(values))
+    if exact:  # every tile goes through the same two buffers: one kernel shape, no aliasing
+        kernel = linf_kernel(dev, tile, flat.shape[1]).kernel
+        buffers = [torch.zeros(tile, flat.shape[1], dtype=torch.uint8, device=dev) for _ in "ab"]
     # relabel classes 0..C-1 so the breakdown is dense
     index = {c: i for i, c in enumerate(classes)}
     dense = torch.tensor([index[c] for c in labels.tolist()], device=dev)
@@ -275,8 +299,9 @@ def separation(
         keep = ci != cj
         if i0 == j0:  # the diagonal tile: each unordered pair once (j > i)
             keep &= torch.ones_like(keep).triu(diagonal=1)
-        if kernel is not None:  # integer grey levels, exact
-            k = kernel(values[i0:i1], values[j0:j1])[keep].long()
+        if exact:  # integer grey levels
+            buffers[0][: i1 - i0], buffers[1][: j1 - j0] = values[i0:i1], values[j0:j1]
+            k = kernel(*buffers)[: i1 - i0, : j1 - j0][keep].long()
         else:
             d = torch.cdist(values[i0:i1], values[j0:j1], p=p)[keep] / 255.0  # [0, 1] units
             k = torch.clamp((d / upper * bins).long(), max=bins - 1)

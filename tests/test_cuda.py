@@ -51,7 +51,7 @@ def test_separation_on_cuda_is_exactly_the_brute_force_one(monkeypatch, name):
         "cdist": pair_distances._linf_levels_cdist,
     }
     choice = pair_distances.KernelChoice(name, kernel[name], {})  # in place of the probe's choice
-    monkeypatch.setattr(pair_distances, "_choices", {("cuda", x[0].numel()): choice})
+    monkeypatch.setattr(pair_distances, "_choices", {("cuda", 64, x[0].numel()): choice})
     d, _, _ = brute(x, y, "inf")
     result = separation(x, y, "inf", tile=64, device="cuda")
     expected = torch.bincount(torch.round(d * 255).long(), minlength=256)

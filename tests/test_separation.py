@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,7 +185,7 @@ def test_compiled_and_fallback_kernels_are_both_exact(monkeypatch):
         ("cdist", pair_distances._linf_levels_cdist),
     ]:  # each kernel put in place of the probe's choice
         choice = pair_distances.KernelChoice(name, kernel, {})
-        monkeypatch.setattr(pair_distances, "_choices", {("cpu", x[0].numel()): choice})
+        monkeypatch.setattr(pair_distances, "_choices", {("cpu", 16, x[0].numel()): choice})
         counts[name] = separation(x, y, tile=16, device="cpu").counts
     assert torch.equal(counts["compiled"], expected) and torch.equal(counts["cdist"], expected)
 
@@ -191,10 +194,11 @@ def test_the_chosen_kernel_is_the_faster_on_the_probe(monkeypatch):
     from locrob import pair_distances
 
     monkeypatch.setattr(pair_distances, "_choices", {})
-    choice = pair_distances.linf_kernel(torch.device("cpu"), 3 * 32 * 32)
+    shape = (256, 3 * 32 * 32)  # a CIFAR-sized tile
+    choice = pair_distances.linf_kernel(torch.device("cpu"), *shape)
     assert set(choice.rates) == {"compiled", "cdist"}
     assert choice.rates[choice.name] >= choice.rates["cdist"]
-    assert pair_distances.linf_kernel(torch.device("cpu"), 3 * 32 * 32) is choice  # probed once
+    assert pair_distances.linf_kernel(torch.device("cpu"), *shape) is choice  # probed once
 
 
 def test_a_slower_compiled_kernel_loses_to_cdist(monkeypatch):
@@ -206,23 +210,58 @@ def test_a_slower_compiled_kernel_loses_to_cdist(monkeypatch):
 
     monkeypatch.setattr(pair_distances, "_choices", {})
     monkeypatch.setattr(pair_distances, "_compiled_kernel", lambda: slow)
-    choice = pair_distances.linf_kernel(torch.device("cpu"), 64)
+    choice = pair_distances.linf_kernel(torch.device("cpu"), 16, 64)
     assert choice.name == "cdist" and choice.rates["compiled"] < choice.rates["cdist"]
 
 
 def test_an_inexact_or_failing_compiled_kernel_is_never_chosen(monkeypatch):
     from locrob import pair_distances
 
+    exact = pair_distances._linf_levels_cdist
+
     def off_by_one(a, b):
-        return pair_distances._linf_levels_cdist(a, b) + 1
+        return exact(a, b) + 1
+
+    def one_lane_of_8_dropped(a, b):  # the kind of fault a vectorizer makes
+        kept = torch.arange(a.shape[1]) % 8 != 5
+        return exact(a[:, kept], b[:, kept])
+
+    def tail_dropped(a, b):
+        return exact(a[:, :-3], b[:, :-3])
+
+    for wrong in (off_by_one, one_lane_of_8_dropped, tail_dropped):
+        for rows, features in [(16, 64), (64, 3072)]:
+            monkeypatch.setattr(pair_distances, "_choices", {})
+            monkeypatch.setattr(pair_distances, "_compiled_kernel", lambda wrong=wrong: wrong)
+            choice = pair_distances.linf_kernel(torch.device("cpu"), rows, features)
+            assert choice.rates.keys() == {"cdist"}, (wrong.__name__, rows, features)
 
     def broken(a, b):
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(pair_distances, "_choices", {})
-    monkeypatch.setattr(pair_distances, "_compiled_kernel", lambda: off_by_one)
-    assert pair_distances.linf_kernel(torch.device("cpu"), 64).rates.keys() == {"cdist"}
-    monkeypatch.setattr(pair_distances, "_choices", {})
     monkeypatch.setattr(pair_distances, "_compiled_kernel", lambda: broken)
     with pytest.warns(UserWarning, match="torch.compile is unavailable"):
-        assert pair_distances.linf_kernel(torch.device("cpu"), 64).name == "cdist"
+        assert pair_distances.linf_kernel(torch.device("cpu"), 16, 64).name == "cdist"
+
+
+@pytest.mark.skipif(
+    "avx2" not in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else True,
+    reason="needs an x86 CPU with AVX2",
+)
+def test_exact_where_the_compiler_vectorizes_for_avx2_only():
+    # torch 2.14's inductor, vectorizing for AVX2 alone, builds a fused kernel that gets
+    # 3072-byte rows wrong; the probe must see it and the histogram stay exact
+    code = (
+        "import torch; from locrob.pair_distances import separation\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x = torch.randint(0, 256, (300, 3, 32, 32), generator=g, dtype=torch.uint8)\n"
+        "y = torch.randint(0, 4, (300,), generator=g)\n"
+        "f = x.flatten(1).int(); d = (f[:, None] - f[None]).abs().amax(-1)\n"
+        "keep = (y[:, None] != y[None]) & torch.ones(300, 300, dtype=torch.bool).triu(1)\n"
+        "expected = torch.bincount(d[keep], minlength=256)\n"
+        "assert torch.equal(separation(x, y, tile=128, device='cpu').counts, expected)\n"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "LOCROB_PROGRESS": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
