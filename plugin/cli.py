@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -481,11 +482,18 @@ def errors_as_messages(prog: str) -> Iterator[None]:
         sys.exit(2)
 
 
+def one_line_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    """Show a warning as ``locrob: warning: MESSAGE`` (no source file and line: a user of the
+    command has nothing to do with them)."""
+    typer.echo(f"locrob: warning: {message}", err=True)
+
+
 def main() -> None:
     """Console entry point: a :class:`LocrobError` or a usage mistake becomes one line on
-    stderr and exit status 2; plain ``locrob`` prints the help."""
+    stderr and exit status 2, a warning one line too; plain ``locrob`` prints the help."""
     try:
-        with errors_as_messages("locrob"):
+        with warnings.catch_warnings(), errors_as_messages("locrob"):
+            warnings.showwarning = one_line_warning  # restored on the way out
             code = app(standalone_mode=False)
     except CLICK_ERROR as err:
         if type(err).__name__ == "NoArgsIsHelpError":  # the help is its message (or printed)

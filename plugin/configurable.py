@@ -111,6 +111,7 @@ class _Mismatch(Exception):
 
 
 _SEQUENCES = (list, tuple, Sequence)
+INFINITY = ("inf", "infinity")
 _MAPPINGS = (dict, Mapping)
 _UNIONS = (Union, types.UnionType)
 
@@ -118,7 +119,8 @@ _UNIONS = (Union, types.UnionType)
 def coerce(value: Any, hint: Any, owner: type[Configurable], option: str) -> Any:
     """``value`` as option ``option`` of ``owner`` annotated ``hint`` wants it.
 
-    Supported: bool, int, float (an int is accepted, a bool is not a number), str, None,
+    Supported: bool, int, float (an int is accepted, as is ``inf`` written as text; a bool is
+    not a number), str, None,
     ``X | None`` and other unions (first member that fits), ``Literal``, ``list[X]``,
     ``tuple[X, ...]``, ``tuple[X, Y]``, ``Sequence[X]`` (a scalar, a string or a dict included,
     becomes a list of one), ``dict[K, V]`` and ``Mapping[K, V]``, ``Any``, and plain classes
@@ -161,6 +163,8 @@ def _coerce(value: Any, hint: Any) -> Any:
         return int(value)
     if hint is float and isinstance(value, numbers.Real):
         return value if isinstance(value, int) else float(value)
+    if hint is float and isinstance(value, str) and value.lower().lstrip("+-") in INFINITY:
+        return float(value)  # -o clever.norm=inf: JSON has no inf, so -o reads it as text
     container = origin or hint
     if container in _SEQUENCES:
         many = isinstance(value, Sequence) and not isinstance(value, (str, bytes))

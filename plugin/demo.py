@@ -213,8 +213,9 @@ def seeds_note(seeds: list[int]) -> str:
         )
     return (
         f"Each model trained and evaluated from seeds {', '.join(map(str, seeds))}; each cell "
-        "is the mean ± the standard deviation over them (n - 1 in the denominator), and a "
-        "difference smaller than the spread is not a finding. The figures show the means."
+        "is the mean ± the standard deviation over them (n - 1 in the denominator). A "
+        "difference between two models smaller than their two standard deviations added is "
+        "not a finding. The figures show the means."
     )
 
 
@@ -224,12 +225,9 @@ def table(summary: dict[str, dict[str, dict[str, Any] | None]]) -> str:
     def cell(value: dict[str, Any] | None, column: str) -> str:
         if value is None:
             return "n/a"
-        digits = 3 if column.startswith("α_lim") else 1
-        fmt = f"{{:.{digits}g}}" if digits == 3 else "{:.1f}"
-        if column == "relative mCE":
-            fmt = "{:.0f}"
-        text = fmt.format(value["mean"])
-        return text if len(value["values"]) == 1 else f"{text} ± {fmt.format(value['std'])}"
+        digits = 4 if column.startswith("α_lim") else 0 if column == "relative mCE" else 1
+        mean, std = (f"{value[k]:.{digits}f}" for k in ("mean", "std"))
+        return mean if len(value["values"]) == 1 else f"{mean} ± {std}"
 
     lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name, columns in summary.items():
@@ -239,14 +237,15 @@ def table(summary: dict[str, dict[str, dict[str, Any] | None]]) -> str:
 
 def mean_result(results: list[MetricResult]) -> MetricResult:
     """The seeds' results of one metric averaged number by number (summary and details,
-    lists element by element), for the figures; anything not a number is the first seed's."""
+    lists element by element), for the figures; a number equal at every seed, and anything
+    not a number, is the first seed's."""
 
     def mean(values: list[Any]) -> Any:
         first = values[0]
         if isinstance(first, bool) or not all(type(v) is type(first) for v in values):
             return first
-        if isinstance(first, (int, float)):
-            return sum(values) / len(values)
+        if isinstance(first, (int, float)):  # the same at every seed (a count, a size): kept
+            return first if all(v == first for v in values) else sum(values) / len(values)
         if isinstance(first, dict) and all(v.keys() == first.keys() for v in values):
             return {k: mean([v[k] for v in values]) for k in first}
         if isinstance(first, list) and all(len(v) == len(first) for v in values):

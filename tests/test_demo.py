@@ -106,6 +106,10 @@ def test_mean_result_averages_numbers_and_keeps_the_rest():
     mean = mean_result([a, b])
     assert mean.summary == {"acc": 0.75}
     assert mean.details == {"curve": [2.0, 4.0], "names": ["x"], "n": 4.0}
+    c = MetricResult("m", {"acc": 0.5}, {"curve": [3.0, 2.0], "names": ["z"], "n": 3})
+    same = mean_result([a, c])
+    assert same.details["curve"] == [2.0, 2.0]
+    assert same.details["n"] == 3 and isinstance(same.details["n"], int)  # equal: kept
 
 
 def test_demo_refuses_repeated_seeds(tmp_path):

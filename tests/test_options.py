@@ -134,6 +134,7 @@ class Kinds(locrob.Metric):
     [
         ("mode", "slow", "slow"),
         ("pair", [0, 2.5], (0, 2.5)),
+        ("pair", ["-inf", "Infinity"], (-float("inf"), float("inf"))),  # -o reads inf as text
         ("many", 3, [3]),
         ("many", (4, 5), [4, 5]),
         ("steps", 7, (7,)),
@@ -153,6 +154,7 @@ def test_each_kind_of_annotation_accepts_its_values(option, given, expected):
     [
         ("mode", "medium", 'one of "fast", "slow"'),
         ("pair", [1.0], "a list of 2 numbers"),
+        ("pair", [0.0, "big"], "a list of 2 numbers"),
         ("many", ["x"], r"a list of integers \(or an integer\)"),
         ("table", {"a": "b"}, "a dict"),
         ("table", [("a", 1)], "a dict"),
