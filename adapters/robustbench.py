@@ -175,7 +175,9 @@ def load_zoo_model(
     try:
         with no_empty_dirs_left(path.parent):
             return utils.load_model(name, **load)
-    except Exception as err:  # gdown's and requests' errors alike: the fetch failed
+    except Exception as err:  # gdown's and requests' errors alike
+        if path.is_file():  # fetched, then failed to load: not a download problem
+            raise
         raise LocrobError(
             f"RobustBench checkpoint missing: {path}, and downloading it failed "
             f"({type(err).__name__}); {place}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +22,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        # mkstemp makes the file private (0600); give it the mode open(path, "w") would
-        os.chmod(tmp, 0o666 & ~current_umask())
+        # mkstemp makes the file private (0600); give it the mode open(path, "w") would:
+        # an existing file's own, else what the umask leaves of 0666
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~current_umask()
+        os.chmod(tmp, mode)
         yield Path(tmp)
         os.replace(tmp, path)
     finally:

@@ -334,7 +334,7 @@ def bench_separation(
     """The L-inf analysis of ``n`` random 3x32x32 uint8 images, and two baselines on the
     first ``baseline_n``: one full ``torch.cdist`` matrix, and plain broadcasting in row tiles.
     All three produce the same exact histogram (checked)."""
-    from locrob.pair_distances import linf_kernel, separation
+    from locrob.pair_distances import linf_kernel, separation, tile_rows
 
     dev = resolve_device(device)
     g = torch.Generator().manual_seed(0)
@@ -353,21 +353,23 @@ def bench_separation(
     def pairs(m: int) -> int:
         return m * (m - 1) // 2
 
-    # probe (and compile) outside the timing, for both tile shapes timed
-    choice, _ = (linf_kernel(dev, min(tile, m), features) for m in (n, baseline_n))
-    method = f"locrob tiles, {choice.name} kernel"
+    # each size's kernel probed (and built) outside the timing
+    choices = {m: linf_kernel(dev, tile_rows(m, tile), features) for m in (n, baseline_n)}
     buffer = tile**2 * 8 / 2**20
+
+    def locrob_row(m: int, seconds: float) -> SeparationBench:
+        method = f"locrob tiles, {choices[m].name} kernel"
+        return SeparationBench(method, m, pairs(m) / seconds, buffer, choices[m].rates)
+
     _, seconds = timed(lambda: separation(x, y, "inf", tile=tile, device=dev).counts)
-    rows.append(SeparationBench(method, n, pairs(n) / seconds, buffer, choice.rates))
+    rows.append(locrob_row(n, seconds))
     xs = x[:baseline_n].flatten(1).to(dev, torch.float32)
     ys = y[:baseline_n].to(dev)
     upper = torch.ones(baseline_n, baseline_n, dtype=torch.bool, device=dev).triu(1)
     keep = upper & (ys[:, None] != ys[None])
     subset = (x[:baseline_n], y[:baseline_n])
     reference, seconds = timed(lambda: separation(*subset, "inf", tile=tile, device=dev).counts)
-    rows.append(
-        SeparationBench(method, baseline_n, pairs(baseline_n) / seconds, buffer, choice.rates)
-    )
+    rows.append(locrob_row(baseline_n, seconds))
 
     full, seconds = timed(lambda: _distinct_histogram(torch.cdist(xs, xs, p=float("inf")), keep))
     rows.append(

@@ -142,14 +142,30 @@ def evaluate(
     """Evaluate a model with metric plugins; write a JSON report and a Markdown table."""
     from locrob.evaluation import evaluate as run_evaluation
     from locrob.plots import save_plots
-    from locrob.report import check_same_subject, markdown_table, merge_saved, saved_report
-    from locrob.sources import load_dataset
+    from locrob.report import (
+        check_same_subject,
+        environment,
+        markdown_table,
+        merge_saved,
+        saved_report,
+    )
+    from locrob.runtime import resolve_device
+    from locrob.sources import load_dataset, model_info
 
     data = load_dataset(dataset, data_dir=data_dir, download=download)
     saved = saved_report(out)  # checked before the run, so that a refusal wastes no measuring
     if saved is not None:
-        given = {"spec": model, "dataset": data.describe(), "split": split, "seed": seed}
-        check_same_subject(saved, out, **given, **({"name": name} if name else {}))
+        n_examples = len(data.split(split)[1])
+        given = {
+            "spec": model,
+            "name": name or model_info(model)["name"],
+            "dataset": data.describe(),
+            "split": split,
+            "n_examples": n_examples if max_examples is None else min(max_examples, n_examples),
+            "seed": seed,
+            "environment": environment(resolve_device(device)),
+        }
+        check_same_subject(saved, out, **given)
     report = run_evaluation(
         model,
         data,

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import numbers
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -53,7 +54,8 @@ class Configurable:
 
     def _coerce_settings(self) -> None:
         for name, hint in option_types(type(self)).items():
-            setattr(self, name, coerce(getattr(self, name), hint, type(self), name))
+            # object.__setattr__: a frozen dataclass is coerced too
+            object.__setattr__(self, name, coerce(getattr(self, name), hint, type(self), name))
 
     @classmethod
     def option_names(cls) -> list[str]:
@@ -111,7 +113,7 @@ class _Mismatch(Exception):
 
 
 _SEQUENCES = (list, tuple, Sequence)
-INFINITY = ("inf", "infinity")
+INFINITY = re.compile(r"[+-]?(inf|infinity)", re.IGNORECASE)
 _MAPPINGS = (dict, Mapping)
 _UNIONS = (Union, types.UnionType)
 
@@ -121,9 +123,11 @@ def coerce(value: Any, hint: Any, owner: type[Configurable], option: str) -> Any
 
     Supported: bool, int, float (an int is accepted, as is ``inf`` written as text; a bool is
     not a number), str, None,
-    ``X | None`` and other unions (first member that fits), ``Literal``, ``list[X]``,
+    ``X | None`` and other unions (the first member that fits the value as it is, else the
+    first it fits as a list of one), ``Literal``, ``list[X]``,
     ``tuple[X, ...]``, ``tuple[X, Y]``, ``Sequence[X]`` (a scalar, a string or a dict included,
-    becomes a list of one), ``dict[K, V]`` and ``Mapping[K, V]``, ``Any``, and plain classes
+    becomes a list of one; numpy arrays and tensors are read as lists), ``dict[K, V]`` and
+    ``Mapping[K, V]``, ``Any``, and plain classes
     (an instance check). Anything else is a :class:`LocrobError` naming the option, the type
     it expects and an example.
     """
@@ -137,16 +141,22 @@ def coerce(value: Any, hint: Any, owner: type[Configurable], option: str) -> Any
         ) from None
 
 
-def _coerce(value: Any, hint: Any) -> Any:
+def _coerce(value: Any, hint: Any, wrap: bool = True) -> Any:
+    """``value`` as ``hint``; ``wrap``: a single value may become a list of one."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy and torch: plain Python
+        value = value.tolist()
     if hint is Any or hint is object:
         return value
     if origin in _UNIONS:
-        for member in args:
-            try:
-                return _coerce(value, member)
-            except _Mismatch:
-                continue
+        # a member the value fits as it is wins over one it fits as a list of one
+        # (``list[str] | str`` keeps "fog"; ``list[float] | None`` keeps None)
+        for member_wrap in (False, True):
+            for member in args:
+                try:
+                    return _coerce(value, member, member_wrap)
+                except _Mismatch:
+                    continue
         raise _Mismatch
     if origin is Literal:
         # type as well as value: True == 1, but true is not the literal 1
@@ -163,11 +173,13 @@ def _coerce(value: Any, hint: Any) -> Any:
         return int(value)
     if hint is float and isinstance(value, numbers.Real):
         return value if isinstance(value, int) else float(value)
-    if hint is float and isinstance(value, str) and value.lower().lstrip("+-") in INFINITY:
+    if hint is float and isinstance(value, str) and INFINITY.fullmatch(value):
         return float(value)  # -o clever.norm=inf: JSON has no inf, so -o reads it as text
     container = origin or hint
     if container in _SEQUENCES:
         many = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+        if not (many or wrap):
+            raise _Mismatch
         items = list(value) if many else [value]
         if container is tuple and args and args[-1] is not Ellipsis:
             if len(items) != len(args):

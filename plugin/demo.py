@@ -194,14 +194,11 @@ def spread(values: list[float | None]) -> dict[str, Any] | None:
 def summarize(runs: dict[str, list[Report]]) -> dict[str, dict[str, dict[str, Any] | None]]:
     """Per model and column, the mean ± std over seeds of :func:`row` (seed k's model against
     vanilla's seed k)."""
-    vanilla = runs["vanilla"]
-    return {
-        name: {
-            column: spread([row(r, v)[column] for r, v in zip(reports, vanilla, strict=True)])
-            for column in COLUMNS
-        }
-        for name, reports in runs.items()
-    }
+    summary = {}
+    for name, reports in runs.items():
+        rows = [row(r, v) for r, v in zip(reports, runs["vanilla"], strict=True)]
+        summary[name] = {column: spread([r[column] for r in rows]) for column in COLUMNS}
+    return summary
 
 
 def seeds_note(seeds: list[int]) -> str:
@@ -242,10 +239,11 @@ def mean_result(results: list[MetricResult]) -> MetricResult:
 
     def mean(values: list[Any]) -> Any:
         first = values[0]
-        if isinstance(first, bool) or not all(type(v) is type(first) for v in values):
-            return first
-        if isinstance(first, (int, float)):  # the same at every seed (a count, a size): kept
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            # the same at every seed (a count, a size): kept as it is
             return first if all(v == first for v in values) else sum(values) / len(values)
+        if not all(type(v) is type(first) for v in values):
+            return first
         if isinstance(first, dict) and all(v.keys() == first.keys() for v in values):
             return {k: mean([v[k] for v in values]) for k in first}
         if isinstance(first, list) and all(len(v) == len(first) for v in values):

@@ -231,7 +231,13 @@ def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
         compiled = _compiled_kernel()
         if compiled is not None:
             try:
-                if all(torch.equal(compiled(a, b), _linf_levels_cdist(a, b)) for a, b in probes):
+                # past torch's limit of builds per function (one per tile shape), an error,
+                # never the silent eager run (rows x rows x features int32 in memory)
+                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                    exact = all(
+                        torch.equal(compiled(a, b), _linf_levels_cdist(a, b)) for a, b in probes
+                    )
+                if exact:
                     candidates["compiled"] = compiled
             except Exception as err:  # no compiler, unsupported platform: stay exact and eager
                 warnings.warn(
@@ -244,6 +250,12 @@ def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
         name = max(rates, key=rates.__getitem__)
         _choices[key] = KernelChoice(name, candidates[name], rates)
     return _choices[key]
+
+
+def tile_rows(n: int, tile: int) -> int:
+    """The rows per tile for ``n`` images: ``tile``, or the power of two that holds them all
+    when fewer (few tile shapes, so few builds of the compiled kernel)."""
+    return min(tile, 1 << (n - 1).bit_length())
 
 
 def tiles(n: int, size: int) -> Iterator[tuple[int, int, int, int]]:
@@ -281,7 +293,7 @@ def separation(
     scale = 1.0 if images.dtype == torch.uint8 else 255.0
     # uint8 L-inf stays in integers (the fused kernel); everything else goes through cdist in fp64
     values = flat.to(dev) if exact else flat.to(dev, torch.float64) * scale
-    tile = min(tile, len(values))
+    tile = tile_rows(len(values), tile)
     if exact:  # every tile goes through the same two buffers: one kernel shape, no aliasing
         kernel = linf_kernel(dev, tile, flat.shape[1]).kernel
         buffers = [torch.zeros(tile, flat.shape[1], dtype=torch.uint8, device=dev) for _ in "ab"]

@@ -92,7 +92,8 @@ class PluginHost:
                 other = self._dists.get(ep.name)
                 raise LocrobError(
                     f"two installed plugins are named '{ep.name}' (from {dist_name or '?'} and "
-                    f"{other.name if other else '?'}); uninstall one or leave it out of {ALLOW_ENV}"
+                    f"{other.name if other else '?'}); uninstall one, or leave one out with "
+                    f"{ALLOW_ENV}=-DISTRIBUTION"
                 )
             try:
                 self.pm.register(ep.load(), name=ep.name)
@@ -100,7 +101,7 @@ class PluginHost:
                 raise LocrobError(
                     f"plugin '{ep.name}' from {dist_name or '?'} failed to load "
                     f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                    f"fix or uninstall it, or leave it out of {ALLOW_ENV}"
+                    f"fix or uninstall it, or leave it out with {ALLOW_ENV}=-{ep.name}"
                 ) from None
             self._dists[ep.name] = ep.dist
         self._loaded = True
@@ -214,6 +215,9 @@ def _selection() -> Selection | None:
     if value is None:
         return None
     items = [part.strip() for part in value.split(",") if part.strip()]
+    bare = [item for item in items if not item.lstrip("-").strip()]
+    if bare:
+        raise LocrobError(f"{ALLOW_ENV} has a '-' without a name; write -NAME to leave one out")
     include = frozenset(_canonical(i) for i in items if not i.startswith("-"))
     exclude = frozenset(_canonical(i[1:].strip()) for i in items if i.startswith("-"))
     both = sorted(include & exclude)

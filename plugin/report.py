@@ -182,11 +182,14 @@ _IDENTITY_WORDS = {
     "model": "model",
     "dataset": "data set",
     "n_examples": "examples",
+    "environment": "environment (versions, device or threads)",
+    "locrob_version": "locrob version",
 }
 
 
 def identity(report: Report) -> dict[str, Any]:
-    """What makes two reports measure the same: model, data, split, examples and seed."""
+    """What makes two reports measure the same: model, data, split, examples and seed, and
+    what they were measured with (a report records one environment for all its metrics)."""
     return {
         "spec": report.model.get("spec"),
         "name": report.model.get("name"),
@@ -195,6 +198,8 @@ def identity(report: Report) -> dict[str, Any]:
         "split": report.split,
         "n_examples": report.n_examples,
         "seed": report.settings.get("seed"),
+        "environment": report.environment,
+        "locrob_version": report.locrob_version,
     }
 
 

@@ -155,14 +155,29 @@ def test_evaluate_merges_into_the_report_in_out_and_redraws_its_figures(locrob_c
 
 
 @pytest.mark.filterwarnings(UNTRAINED)
-def test_evaluate_refuses_to_merge_a_report_of_another_model_or_data(locrob_cli, tmp_path):
+def test_evaluate_refuses_to_merge_a_report_of_another_model_or_data(
+    locrob_cli, tmp_path, monkeypatch
+):
     run = ["evaluate", "--model", "small-cnn", "--out", str(tmp_path)]
     assert locrob_cli(*run, "--max-examples", "20")[0] == 0
+    saved = json.loads((tmp_path / "report.json").read_text())
+    saved["environment"]["torch"] = "0.0"  # as if measured with another torch
+    (tmp_path / "other-torch").mkdir()
+    (tmp_path / "other-torch" / "report.json").write_text(json.dumps(saved))
     before = (tmp_path / "report.json").read_text()
+
+    def measured(*args, **kwargs):
+        raise AssertionError("refused only after measuring")
+
+    monkeypatch.setattr("locrob.evaluation.evaluate", measured)  # refusals come first
     for args, differ in [
         (["--max-examples", "20", "--seed", "1"], "seed"),
         (["--max-examples", "20", "--name", "other"], "model label"),
         (["--max-examples", "10"], "examples"),
+        (
+            ["--max-examples", "20", "--out", str(tmp_path / "other-torch")],
+            r"environment \(versions, device or threads\)",
+        ),
     ]:
         code, _, err = locrob_cli(*run, *args)
         assert code == 2

@@ -110,6 +110,8 @@ def test_mean_result_averages_numbers_and_keeps_the_rest():
     same = mean_result([a, c])
     assert same.details["curve"] == [2.0, 2.0]
     assert same.details["n"] == 3 and isinstance(same.details["n"], int)  # equal: kept
+    mixed = [MetricResult("m", {"loss": 0}, {}), MetricResult("m", {"loss": 0.5}, {})]
+    assert mean_result(mixed).summary == {"loss": 0.25}  # an int and a float: both numbers
 
 
 def test_demo_refuses_repeated_seeds(tmp_path):

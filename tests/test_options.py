@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pytest
+import torch
 
 import locrob
 from locrob import plugins
@@ -127,6 +129,8 @@ class Kinds(locrob.Metric):
     maybe: int | None = None
     flag: bool = False
     anything: typing.Any = None
+    words: list[str] | str = "fog"
+    maybe_list: list[typing.Any] | None = None
 
 
 @pytest.mark.parametrize(
@@ -135,6 +139,12 @@ class Kinds(locrob.Metric):
         ("mode", "slow", "slow"),
         ("pair", [0, 2.5], (0, 2.5)),
         ("pair", ["-inf", "Infinity"], (-float("inf"), float("inf"))),  # -o reads inf as text
+        ("pair", np.array([0.25, 1.0]), (0.25, 1.0)),
+        ("many", torch.tensor([3, 4]), [3, 4]),
+        ("maybe", np.int64(3), 3),
+        ("words", "fog", "fog"),  # fits str as it is: not made a list
+        ("words", ["fog", "snow"], ["fog", "snow"]),
+        ("maybe_list", None, None),  # fits None as it is: not [None]
         ("many", 3, [3]),
         ("many", (4, 5), [4, 5]),
         ("steps", 7, (7,)),
@@ -155,6 +165,7 @@ def test_each_kind_of_annotation_accepts_its_values(option, given, expected):
         ("mode", "medium", 'one of "fast", "slow"'),
         ("pair", [1.0], "a list of 2 numbers"),
         ("pair", [0.0, "big"], "a list of 2 numbers"),
+        ("pair", [0.0, "+-inf"], "a list of 2 numbers"),
         ("many", ["x"], r"a list of integers \(or an integer\)"),
         ("table", {"a": "b"}, "a dict"),
         ("table", [("a", 1)], "a dict"),
@@ -187,18 +198,19 @@ def test_a_subclass_checks_only_values_the_types_come_first():
 UNTRAINED = pytest.mark.filterwarnings("ignore:model 'small-cnn' is an untrained architecture")
 
 
+def evaluate_alpha(locrob_cli, out, *options: str) -> tuple[int, str, str]:
+    """``locrob evaluate`` of an untrained small-cnn by local-robustness, with ``-o`` options."""
+    run = ["evaluate", "--model", "small-cnn", "--metrics", "local-robustness", "--out", str(out)]
+    return locrob_cli(*run, *(arg for option in options for arg in ("-o", option)))
+
+
 @UNTRAINED
 def test_cli_reads_a_scalar_as_a_list_of_one(locrob_cli, tmp_path):
-    code, _, err = locrob_cli(
-        "evaluate",
-        "--model",
-        "small-cnn",
-        "--metrics",
-        "local-robustness",
-        "--out",
-        str(tmp_path),
-        *("-o", "local-robustness.radii=0.5", "-o", "local-robustness.at=0.5"),
-        *("-o", "local-robustness.n_points=2", "-o", "local-robustness.n_draws=2"),
+    code, _, err = evaluate_alpha(
+        locrob_cli,
+        tmp_path,
+        *("local-robustness.radii=0.5", "local-robustness.at=0.5"),
+        *("local-robustness.n_points=2", "local-robustness.n_draws=2"),
     )
     assert code == 0, err
     result = json.loads((tmp_path / "report.json").read_text())["metrics"]["local-robustness"]
@@ -215,17 +227,7 @@ def test_cli_reads_a_scalar_as_a_list_of_one(locrob_cli, tmp_path):
 )
 @UNTRAINED
 def test_cli_refuses_a_wrong_type_in_one_line(locrob_cli, tmp_path, option, message):
-    code, _, err = locrob_cli(
-        "evaluate",
-        "--model",
-        "small-cnn",
-        "--metrics",
-        "local-robustness",
-        "--out",
-        str(tmp_path),
-        "-o",
-        option,
-    )
+    code, _, err = evaluate_alpha(locrob_cli, tmp_path, option)
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -104,10 +104,18 @@ def test_naming_and_leaving_out_one_plugin_is_an_error(monkeypatch):
         locrob.registries()
 
 
-def test_allow_list_naming_an_absent_plugin_is_an_error(monkeypatch):
-    monkeypatch.setenv("LOCROB_PLUGINS", "clean,-no-such-plugin")
+@pytest.mark.parametrize("value", ["clean,-no-such-plugin", "no-such-plugin"])
+def test_allow_list_naming_an_absent_plugin_is_an_error(monkeypatch, value):
+    monkeypatch.setenv("LOCROB_PLUGINS", value)
     plugins.reload()
     with pytest.raises(LocrobError, match=r"no-such-plugin.*installed:.*clean"):
+        locrob.registries()
+
+
+def test_allow_list_with_a_bare_minus_is_an_error(monkeypatch):
+    monkeypatch.setenv("LOCROB_PLUGINS", "clean,-")
+    plugins.reload()
+    with pytest.raises(LocrobError, match="'-' without a name"):
         locrob.registries()
 
 

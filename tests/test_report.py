@@ -132,3 +132,15 @@ def test_save_plots_deletes_only_the_figures_it_wrote_that_are_gone(tmp_path):
     assert kept == [out / "unknown-metric.png"]
     assert sorted(p.name for p in out.iterdir()) == ["mine.png", "unknown-metric.png"]
     assert (tmp_path / "x.png").is_file()  # only names inside the folder are locrob's
+
+
+def test_rewriting_a_file_keeps_its_mode_as_a_plain_open_does(tmp_path):
+    for path in (tmp_path / "opened.txt", tmp_path / "written.txt"):
+        path.write_text("x")
+        path.chmod(0o600)
+    with open(tmp_path / "opened.txt", "w") as f:
+        f.write("y")
+    write_text(tmp_path / "written.txt", "y")
+    assert (tmp_path / "opened.txt").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "written.txt").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "written.txt").read_text() == "y"

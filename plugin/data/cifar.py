@@ -41,9 +41,10 @@ def cifar_split(variant: str, root: str | Path, *, train: bool, download: bool =
         with no_empty_dirs_left(root):
             return cls(str(root), train=train, download=download)
     except RuntimeError as err:  # torchvision's missing-or-corrupted check
+        fix = "or download it again" if download else "or pass --download"
         raise LocrobError(
             f"{variant} files in {folder} are missing or fail their checksum ({err}); "
-            f"re-extract {cls.filename} there or pass --download"
+            f"re-extract {cls.filename} there {fix}"
         ) from None
     except OSError as err:  # a download that cannot reach the server (URLError is an OSError)
         raise LocrobError(
