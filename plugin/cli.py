@@ -147,6 +147,7 @@ def evaluate(
         environment,
         markdown_table,
         merge_saved,
+        model_identity,
         saved_report,
     )
     from locrob.runtime import resolve_device
@@ -156,9 +157,11 @@ def evaluate(
     saved = saved_report(out)  # checked before the run, so that a refusal wastes no measuring
     if saved is not None:
         n_examples = len(data.split(split)[1])
+        info = model_info(model)
         given = {
             "spec": model,
-            "name": name or model_info(model)["name"],
+            "name": name or info["name"],
+            "model": model_identity(info),
             "dataset": data.describe(),
             "split": split,
             "n_examples": n_examples if max_examples is None else min(max_examples, n_examples),

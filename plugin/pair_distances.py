@@ -153,6 +153,7 @@ def _linf_levels_fused(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+KERNEL_BUILDS = 64  # tile shapes the compiled kernel is built for in one process, at most
 
 
 @dataclass(frozen=True)
@@ -231,9 +232,11 @@ def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
         compiled = _compiled_kernel()
         if compiled is not None:
             try:
-                # past torch's limit of builds per function (one per tile shape), an error,
-                # never the silent eager run (rows x rows x features int32 in memory)
-                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                # one build per tile shape, up to KERNEL_BUILDS (torch's default limit, 8, is
+                # soon reached in a long session); past it, an error, never the silent eager
+                # run that holds rows x rows x features int32 in memory
+                limits = {"recompile_limit": KERNEL_BUILDS, "fail_on_recompile_limit_hit": True}
+                with torch._dynamo.config.patch(**limits):
                     exact = all(
                         torch.equal(compiled(a, b), _linf_levels_cdist(a, b)) for a, b in probes
                     )

@@ -179,12 +179,17 @@ def saved_report(out_dir: str | Path) -> Report | None:
 _IDENTITY_WORDS = {
     "spec": "model",
     "name": "model label",
-    "model": "model",
+    "model": "model (its checkpoint's weights, or how it was made)",
     "dataset": "data set",
     "n_examples": "examples",
     "environment": "environment (versions, device or threads)",
     "locrob_version": "locrob version",
 }
+
+
+def model_identity(model: dict[str, Any]) -> dict[str, Any]:
+    """What a report's ``model`` record says of the model itself (its label apart)."""
+    return {k: v for k, v in model.items() if k != "name"}
 
 
 def identity(report: Report) -> dict[str, Any]:
@@ -193,7 +198,7 @@ def identity(report: Report) -> dict[str, Any]:
     return {
         "spec": report.model.get("spec"),
         "name": report.model.get("name"),
-        "model": report.model,
+        "model": model_identity(report.model),
         "dataset": report.dataset,
         "split": report.split,
         "n_examples": report.n_examples,

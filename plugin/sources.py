@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import warnings
 from pathlib import Path
@@ -91,6 +92,15 @@ def warn_if_untrained(info: dict[str, Any]) -> None:
         )
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def model_info(spec: str) -> dict[str, Any]:
     """What a report records about a model spec: for a checkpoint, how it was made; for a bare
     architecture (``small-cnn``), that its weights are random."""
@@ -107,6 +117,7 @@ def model_info(spec: str) -> dict[str, Any]:
     return {
         "spec": spec,
         "name": f"{config['source']} ({'+'.join(defenses) or 'vanilla'})",
+        "sha256": file_sha256(arg),  # the weights themselves: a retrained file is another model
         "source": config["source"],
         "defenses": config.get("defenses", []),
         "trained_on": config.get("dataset"),

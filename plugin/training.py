@@ -225,6 +225,11 @@ def train(
     """
     if resume and out is None:
         raise LocrobError("resume needs the run's directory: pass out=DIR (--out DIR)")
+    if out is not None and not resume and (Path(out) / "report.json").exists():
+        raise LocrobError(
+            f"'{Path(out) / 'report.json'}' describes the model trained there before; training "
+            "again would leave it describing other weights: give another --out, or delete it"
+        )
     config = config or TrainConfig()
     dataset_spec = data if isinstance(data, str) else data.name
     if isinstance(data, str):

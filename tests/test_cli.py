@@ -205,3 +205,19 @@ def test_an_untrained_architecture_is_evaluated_with_a_warning(locrob_cli, tmp_p
         warnings.simplefilter("always")
         locrob.evaluate(f"checkpoint:{path}", digits, max_examples=5, device="cpu")
     assert not [w for w in caught if "untrained" in str(w.message)]
+
+
+def test_a_report_is_never_left_describing_other_weights(locrob_cli, tmp_path, digits):
+    # training again into a folder with a report is refused; a checkpoint file replaced by
+    # other weights is another model, so its metrics do not join the report of the first
+    run = ["train", "--epochs", "1", "--out", str(tmp_path / "v")]
+    assert locrob_cli(*run)[0] == 0
+    spec = f"checkpoint:{tmp_path / 'v' / 'model.pt'}"
+    evaluate = ["evaluate", "--model", spec, "--max-examples", "5", "--out", str(tmp_path / "v")]
+    assert locrob_cli(*evaluate)[0] == 0
+    code, _, err = locrob_cli(*run)
+    assert code == 2 and "describes the model trained there before" in err
+    other = locrob.load_model("small-cnn", num_classes=10)
+    locrob.save_checkpoint(tmp_path / "v" / "model.pt", other, "small-cnn", {"num_classes": 10})
+    code, _, err = locrob_cli(*evaluate)
+    assert code == 2 and "differs in its model (its checkpoint's weights" in err

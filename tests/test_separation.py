@@ -281,7 +281,7 @@ def test_past_the_compilers_build_limit_the_kernel_is_cdist_not_an_eager_loop(mo
     from locrob import pair_distances
 
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    monkeypatch.setattr(pair_distances, "KERNEL_BUILDS", 1)
     monkeypatch.setattr(pair_distances, "_choices", {})
     assert "compiled" in pair_distances.linf_kernel(torch.device("cpu"), 8, 16).rates
     with pytest.warns(UserWarning, match=r"torch.compile is unavailable \(FailOnRecompile"):
