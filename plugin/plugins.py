@@ -113,8 +113,13 @@ class PluginHost:
             self.pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as err:
             raise LocrobError(f"cannot register plugin {name or plugin!r}: {err}") from None
-        self._dists.setdefault(self.pm.get_name(plugin) or "", None)
+        registered = self.pm.get_name(plugin) or ""
+        self._dists.setdefault(registered, None)
         self._registries = None
+        clashes = self.clashes()
+        if clashes:  # refused here, rather than breaking every later command
+            self.unregister(registered)
+            raise LocrobError(f"cannot register plugin '{registered}': {clashes[0]}")
 
     def unregister(self, name: str) -> None:
         """Remove a plugin registered by name; the registries refill."""

@@ -163,8 +163,23 @@ class Registers:
         register(self.name, object)
 
 
+def installed(plugin: object, name: str) -> None:
+    """Add ``plugin`` as entry-point loading would (no check at registration, unlike
+    :meth:`PluginHost.register`), so that a clash shows where installed plugins meet."""
+    plugins.host.load()
+    plugins.host.pm.register(plugin, name=name)
+    plugins.host._registries = None
+
+
+def test_registering_a_clashing_plugin_by_hand_is_refused_and_undone():
+    with pytest.raises(LocrobError, match=r"cannot register plugin 'twin': metric 'clean' is"):
+        plugins.host.register(Registers("clean"), name="twin")
+    assert not plugins.host.pm.has_plugin("twin")
+    assert "clean" in locrob.registries().metrics  # every command still works
+
+
 def test_a_name_two_plugins_register_is_refused_naming_both(monkeypatch, third_party):
-    plugins.host.register(Registers("mean-confidence"), name="twin")
+    installed(Registers("mean-confidence"), name="twin")
     with pytest.raises(
         LocrobError,
         match=r"metric 'mean-confidence' is registered by plugin 'example' \(locrob-example "
@@ -173,12 +188,12 @@ def test_a_name_two_plugins_register_is_refused_naming_both(monkeypatch, third_p
         locrob.registries()
     monkeypatch.setenv("LOCROB_PLUGINS", "-example")  # leaving one out resolves it
     plugins.reload()
-    plugins.host.register(Registers("mean-confidence"), name="twin")
+    installed(Registers("mean-confidence"), name="twin")
     assert "mean-confidence" in locrob.registries().metrics
 
 
 def test_a_builtin_name_registered_again_is_refused():
-    plugins.host.register(Registers("clean"), name="twin")
+    installed(Registers("clean"), name="twin")
     with pytest.raises(
         LocrobError, match=r"metric 'clean' is registered by plugin 'clean' \(locrob"
     ):
@@ -186,8 +201,8 @@ def test_a_builtin_name_registered_again_is_refused():
 
 
 def test_locrob_plugins_lists_everything_with_the_clash_marked(locrob_cli):
-    plugins.host.register(Registers("shared"), name="first")
-    plugins.host.register(Registers("shared"), name="second")
+    installed(Registers("shared"), name="first")
+    installed(Registers("shared"), name="second")
     code, out, _ = locrob_cli("plugins")
     assert code == 0
     assert "first  [(registered at run time)]  hooks: register_metrics" in out
