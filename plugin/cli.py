@@ -388,8 +388,8 @@ def bench_alpha(
     out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
 ) -> None:
     """alpha_lim estimator throughput vs plain inference, the authors' loop and ART's CLEVER."""
-    from locrob.bench import ALPHA_MODELS, ALPHA_PRESETS, alpha_table
-    from locrob.bench import bench_alpha as run_bench
+    from locrob.bench.alpha import ALPHA_MODELS, ALPHA_PRESETS, alpha_table
+    from locrob.bench.alpha import bench_alpha as run_bench
 
     given = (points, draws, radii)
     if any(v is not None for v in given) and not all(v is not None for v in given):
@@ -416,8 +416,8 @@ def bench_separation(
     """L-inf separation analysis: pairs per second against cdist and broadcasting baselines."""
     from dataclasses import asdict
 
-    from locrob.bench import bench_separation as run_bench
-    from locrob.bench import separation_table
+    from locrob.bench.separation import bench_separation as run_bench
+    from locrob.bench.separation import separation_table
 
     rows = run_bench(images, baseline_images, device)
     typer.echo(separation_table(rows), nl=False)
@@ -442,8 +442,8 @@ def bench_corruptions(
     """Corrupted images per second, all severities, against the imagecorruptions package."""
     from dataclasses import asdict
 
-    from locrob.bench import bench_corruptions as run_bench
-    from locrob.bench import corruption_table
+    from locrob.bench.corruptions import bench_corruptions as run_bench
+    from locrob.bench.corruptions import corruption_table
 
     rows = run_bench(images, reference_images, device, corruption)
     typer.echo(corruption_table(rows), nl=False)
@@ -462,8 +462,8 @@ def bench_train(
     device: Device = None,
 ) -> None:
     """Training-step time of each defense as a ratio to vanilla, measured side by side."""
-    from locrob.bench import bench_train as run_bench
-    from locrob.bench import train_table
+    from locrob.bench.train import bench_train as run_bench
+    from locrob.bench.train import train_table
 
     rows = run_bench(defense or ["parseval", "laplacian", "pgd"], model, steps, device=device)
     typer.echo(train_table(rows), nl=False)

@@ -9,20 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from locrob import bench, cli
+from locrob import cli
+from locrob.bench import alpha, corruptions, separation, train
 from locrob.errors import LocrobError
 
 
 def test_bench_alpha_runs_each_preset_and_the_authors_loop_with_its_settings(monkeypatch):
-    seen, original = [], bench.authors_loop
+    seen, original = [], alpha.authors_loop
 
     def recording(model, x, radii, draws, noise="uniform", rng="numpy", seed=0):
         seen.append((len(x), draws, len(radii), noise, rng))
         return original(model, x, radii, draws, noise, rng, seed)
 
-    monkeypatch.setattr(bench, "authors_loop", recording)
+    monkeypatch.setattr(alpha, "authors_loop", recording)
     presets = [None, "paper", "authors-code"]
-    rows = bench.bench_alpha(["linear"], "cpu", presets, sizes=(4, 3, 2), clever_points=0)
+    rows = alpha.bench_alpha(["linear"], "cpu", presets, sizes=(4, 3, 2), clever_points=0)
     assert [r.preset for r in rows] == ["default", "paper", "authors-code"]
     assert [(r.noise, r.directions) for r in rows] == [
         ("gaussian", "shared"),
@@ -34,15 +35,15 @@ def test_bench_alpha_runs_each_preset_and_the_authors_loop_with_its_settings(mon
         (4, 3, 2, noise, rng) for noise in ("gaussian", "uniform") for rng in ("numpy", "torch")
     } == set(seen)
     assert all(r.clever_s_per_point is None for r in rows)
-    table = bench.alpha_table(rows).splitlines()
+    table = alpha.alpha_table(rows).splitlines()
     assert table[3].startswith("| linear | paper | gaussian, fresh | cpu | float32 | 4 x 3 x 2 |")
 
 
 def test_bench_alpha_times_clever_beside_alpha_lim():
     pytest.importorskip("art")
-    (row,) = bench.bench_alpha(["small-cnn"], "cpu", [None], sizes=(2, 2, 1), clever_points=1)
+    (row,) = alpha.bench_alpha(["small-cnn"], "cpu", [None], sizes=(2, 2, 1), clever_points=1)
     assert row.clever_s_per_point > 0
-    table = bench.alpha_table([row]).splitlines()
+    table = alpha.alpha_table([row]).splitlines()
     assert "ART clever_u s/point (10 x 50 gradients)" in table[-3]
     assert table[-1].startswith("| small-cnn | ") and table[-1].endswith("x |")
 
@@ -62,7 +63,7 @@ class Recording(torch.nn.Module):
 @pytest.mark.parametrize("noise", ["uniform", "gaussian"])
 def test_authors_loop_transcribes_r_alpha(noise):
     model, x = Recording(), torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    images, best = bench.authors_loop(model, x, [0.1, 0.2], draws=3, noise=noise)
+    images, best = alpha.authors_loop(model, x, [0.1, 0.2], draws=3, noise=noise)
     assert images == 5 * 3 * 2
     # F(x) once, then one forward of all points per draw and radius
     assert [len(b) for b in model.inputs] == [5] * (1 + 3 * 2)
@@ -104,7 +105,7 @@ def test_bench_command(monkeypatch, capsys, tmp_path):
 
 
 def test_bench_separation_checks_its_baselines_and_reports_rates(locrob_cli):
-    rows = bench.bench_separation(n=120, baseline_n=20, device="cpu", tile=32)
+    rows = separation.bench_separation(n=120, baseline_n=20, device="cpu", tile=32)
     # each locrob row names the faster kernel on its own probe (32 and 32 rows here)
     chosen = [max(r.probe, key=r.probe.get) for r in rows[:2]]
     assert [r.method for r in rows] == [
@@ -115,7 +116,7 @@ def test_bench_separation_checks_its_baselines_and_reports_rates(locrob_cli):
     ]
     assert [r.images for r in rows] == [120, 20, 20, 20]
     assert all(r.pairs_per_s > 0 for r in rows)
-    table = bench.separation_table(rows).splitlines()
+    table = separation.separation_table(rows).splitlines()
     assert table[0].startswith(f"torch {torch.__version__}; kernel chosen on the probe tile")
     assert f"{chosen[0]} " in table[0] and "cdist " in table[0]
     assert table[6].startswith("| torch.cdist, full matrix | 20 |")
@@ -125,23 +126,23 @@ def test_bench_separation_checks_its_baselines_and_reports_rates(locrob_cli):
 
 def test_bench_separation_refuses_baselines_that_disagree(monkeypatch):
     # a baseline histogram one pair short must stop the benchmark, not be timed
-    exact = bench._distinct_histogram
+    exact = separation._distinct_histogram
 
     def one_short(d, keep):
         counts = exact(d, keep)
         counts[counts.nonzero()[0]] -= 1
         return counts
 
-    monkeypatch.setattr(bench, "_distinct_histogram", one_short)
+    monkeypatch.setattr(separation, "_distinct_histogram", one_short)
     with pytest.raises(LocrobError, match="the baselines disagree"):
-        bench.bench_separation(n=40, baseline_n=30, device="cpu", tile=16)
+        separation.bench_separation(n=40, baseline_n=30, device="cpu", tile=16)
 
 
 def test_bench_train_times_each_defense_against_vanilla(locrob_cli):
-    rows = bench.bench_train(["parseval", "pgd"], steps=2, batch=20, rounds=1, device="cpu")
+    rows = train.bench_train(["parseval", "pgd"], steps=2, batch=20, rounds=1, device="cpu")
     assert [r.defense for r in rows] == ["vanilla", "parseval", "pgd"]
     assert rows[0].ratio == 1.0 and all(r.ms_per_step > 0 for r in rows)
-    assert "| pgd |" in bench.train_table(rows)
+    assert "| pgd |" in train.train_table(rows)
     code, out, _ = locrob_cli("bench", "train", "--defense", "parseval", "--steps", "1")
     assert code == 0 and "| parseval |" in out
 
@@ -154,15 +155,15 @@ def fake_imagecorruptions(image, corruption_name, severity):
 
 
 def test_bench_corruptions_times_both_and_reports_the_baseline_failures(locrob_cli, monkeypatch):
-    monkeypatch.setattr(bench, "_import_imagecorruptions", lambda: fake_imagecorruptions)
-    rows = bench.bench_corruptions(
+    monkeypatch.setattr(corruptions, "_import_imagecorruptions", lambda: fake_imagecorruptions)
+    rows = corruptions.bench_corruptions(
         images=16, reference_images=2, device="cpu", names=["contrast", "fog"]
     )
     assert [r.corruption for r in rows] == ["contrast", "fog"]
     contrast, fog = rows
     assert contrast.cifar_ips > 0 and contrast.imagenet_ips > 0 and contrast.reference_ips > 0
     assert fog.reference_ips is None and fog.reference_error == "AttributeError"
-    table = bench.corruption_table(rows)
+    table = corruptions.corruption_table(rows)
     assert "| fog |" in table and "fails (AttributeError)" in table
     assert "| the 1 that run in imagecorruptions |" in table
     code, out, _ = locrob_cli(
@@ -174,5 +175,7 @@ def test_bench_corruptions_times_both_and_reports_the_baseline_failures(locrob_c
 
 def test_bench_corruptions_runs_the_real_imagecorruptions():
     pytest.importorskip("imagecorruptions")
-    (row,) = bench.bench_corruptions(images=8, reference_images=1, device="cpu", names=["contrast"])
+    (row,) = corruptions.bench_corruptions(
+        images=8, reference_images=1, device="cpu", names=["contrast"]
+    )
     assert row.reference_ips > 0 and row.reference_error == ""

@@ -1,0 +1,6 @@
+"""``locrob bench``: speed measured side by side in one run, reported as ratios.
+
+One module per benchmark (:mod:`~locrob.bench.alpha`, :mod:`~locrob.bench.separation`,
+:mod:`~locrob.bench.train`, :mod:`~locrob.bench.corruptions`), each with its measurement and
+its table; :mod:`~locrob.bench.common` holds the timing and the table writer they share.
+"""

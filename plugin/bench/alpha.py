@@ -1,0 +1,316 @@
+"""``locrob bench alpha``: the sampling estimator's perturbed images per second under each preset
+(the default settings, ``paper``, ``authors-code``), against (a) the same model's plain batched
+inference at the same batch size, the ceiling of any sampling estimator, and (b) the authors'
+own loop (``r_alpha.py``) transcribed here and run with the preset's own points, draws, radii
+and noise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from locrob.alpha.estimate import alpha_lim
+from locrob.alpha.settings import FORWARD_DTYPES, PRESETS, resolve
+from locrob.bench.common import best_rate, markdown_table
+from locrob.runtime import autocast, resolve_device
+from locrob.sources import load_dataset, load_model
+
+ALPHA_MODELS = ("linear", "small-cnn", "preact-resnet18")
+ALPHA_PRESETS = (None, *PRESETS)
+# (points, draws, radii) that take a few seconds per measurement on 2 CPU cores: each preset
+# keeps its radii and its points where the model is fast enough, with fewer draws.
+CPU_SIZES = {
+    "linear": {None: (100, 40, 5), "paper": (100, 20, 30), "authors-code": (1000, 2, 30)},
+    "small-cnn": {None: (100, 40, 5), "paper": (100, 4, 30), "authors-code": (1000, 1, 30)},
+    "preact-resnet18": {None: (8, 16, 4), "paper": (16, 1, 30), "authors-code": (32, 1, 30)},
+}
+DEFAULT_SIZE = (16, 16, 4)
+
+
+def bench_network(name: str) -> nn.Module:
+    """A model by name; ``linear`` is one linear layer on CIFAR-sized images, where
+    generating directions costs more than the forward pass."""
+    if name == "linear":
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    return load_model(name)
+
+
+@dataclass
+class AlphaBench:
+    """One model's figures under one preset (images = perturbed inputs evaluated)."""
+
+    model: str
+    preset: str
+    device: str
+    forward_dtype: str
+    noise: str
+    directions: str
+    points: int
+    draws: int
+    radii: int
+    chunk: int
+    engine_ips: float
+    inference_ips: float
+    authors_ips: float  # their loop, numpy noise
+    authors_torch_ips: float  # their loop, noise drawn by torch on the device
+    clever_s_per_point: float | None = None  # ART's clever_u, where measured
+
+    @property
+    def alpha_s_per_point(self) -> float:
+        """Seconds of the estimator per point (all its draws at all its radii)."""
+        return self.draws * self.radii / self.engine_ips
+
+    @property
+    def ratio(self) -> float:
+        return self.engine_ips / self.inference_ips
+
+    @property
+    def speedup(self) -> float:
+        """Over the authors' loop as they wrote it."""
+        return self.engine_ips / self.authors_ips
+
+    @property
+    def speedup_torch(self) -> float:
+        """Over the authors' loop with torch's generator: the loop structure alone."""
+        return self.engine_ips / self.authors_torch_ips
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            **asdict(self),
+            "ratio": self.ratio,
+            "speedup": self.speedup,
+            "speedup_torch": self.speedup_torch,
+            "alpha_s_per_point": self.alpha_s_per_point,
+        }
+
+
+@torch.no_grad()
+def authors_loop(
+    model: nn.Module,
+    x: torch.Tensor,
+    radii: Sequence[float],
+    draws: int,
+    noise: str = "uniform",
+    rng: str = "numpy",
+    seed: int = 0,
+) -> tuple[int, float]:
+    """The authors' ``get_alpha_l2_norm`` (``r_alpha.py``), transcribed for the benchmark.
+
+    For each radius, ``draws`` times: noise of the points' shape (uniform in [-1, 1] as
+    theirs, or Gaussian for the paper's text), rescaled to L2 norm ``min(norm, r)``, x + noise
+    clamped to [0, 1], one fp32 forward pass of all points, the softmax difference over the
+    effective perturbation, and its max brought to the host; the best value carries over to
+    the next radius. ``rng="numpy"`` draws the noise as they do (numpy's legacy generator,
+    then a copy to the device); ``"torch"`` draws it with torch on the points' device, the
+    same loop with a faster generator. Returns the images evaluated and the running best.
+    """
+    legacy = np.random.RandomState(seed)  # the stream behind their np.random.uniform
+    generator = torch.Generator(x.device).manual_seed(seed)
+
+    def draw() -> torch.Tensor:
+        if rng == "torch":
+            eps = torch.empty_like(x)
+            if noise == "uniform":
+                return eps.uniform_(-1, 1, generator=generator)
+            return eps.normal_(generator=generator)
+        if noise == "uniform":
+            raw = legacy.uniform(-1, 1, x.shape)
+        else:
+            raw = legacy.standard_normal(x.shape)
+        return torch.from_numpy(raw.astype(np.float32)).to(x.device)
+
+    n = len(x)
+    clean = model(x).softmax(dim=1)
+    best = 0.0
+    for r in radii:
+        for _ in range(draws):
+            eps = draw()
+            norm = eps.view(n, -1).norm(dim=1).clamp_min(1e-12)
+            eps = eps * torch.clamp(r / norm, max=1.0).view(-1, *[1] * (x.ndim - 1))
+            moved = (x + eps).clamp(0, 1)
+            diff = (model(moved).softmax(dim=1) - clean).view(n, -1).norm(dim=1)
+            best = max(best, (diff / (moved - x).view(n, -1).norm(dim=1)).max().item())
+    return n * draws * len(radii), best
+
+
+def bench_model(
+    name: str,
+    dev: torch.device,
+    images: torch.Tensor,
+    preset: str | None,
+    forward_dtype: str,
+    sizes: tuple[int, int, int] | None,
+    clever_points: int = 0,
+) -> AlphaBench:
+    """The figures of one architecture (random weights: speed does not depend on them)."""
+    torch.manual_seed(0)
+    model = bench_network(name).to(dev).eval()
+    if sizes is None and dev.type == "cpu":
+        sizes = CPU_SIZES.get(name, {}).get(preset, DEFAULT_SIZE)
+    n, draws, n_radii = sizes or (None, None, None)
+    sized = {k: v for k, v in {"n_points": n, "n_draws": draws}.items() if v is not None}
+    settings = resolve(preset, None, forward_dtype=forward_dtype, **sized)
+    radii = settings.radii[-n_radii:] if n_radii is not None else settings.radii
+    n, draws = settings.n_points or 100, settings.n_draws
+    x = (images[torch.arange(n) % len(images)].float() / 255).to(dev)
+    options = {k: v for k, v in settings.describe().items() if k not in ("radii", "clamp")}
+    chunks = []
+
+    def engine() -> int:
+        result = alpha_lim(model, x, radii, device=dev, **options)
+        chunks.append(result.settings["chunk_size"])
+        return result.evaluations
+
+    engine()  # warm-up, and the chunk the estimator picks for this model
+    chunk = chunks[-1]
+    batch = x[torch.arange(chunk, device=dev) % n]
+    dtype = FORWARD_DTYPES[forward_dtype]
+    total = n * draws * len(radii)
+
+    @torch.no_grad()
+    def inference() -> int:
+        done = 0
+        with autocast(dev, dtype):
+            while done < total:
+                model(batch)
+                done += chunk
+        return done
+
+    def authors(rng: str) -> Callable[[], int]:
+        return lambda: authors_loop(model, x, radii, draws, settings.noise, rng)[0]
+
+    inference()  # warm-up (cuDNN autotuning, allocator)
+    # interleaved, best of two each, so that a change in the machine's load reaches all alike
+    runs = {"engine": engine, "inference": inference}
+    runs.update({"numpy": authors("numpy"), "torch": authors("torch")})
+    rates = dict.fromkeys(runs, 0.0)
+    for _ in range(2):
+        for key, run in runs.items():
+            rates[key] = max(rates[key], best_rate(run, dev, repeats=1))
+    clever = clever_seconds(model, x[:clever_points], dev) if clever_points else None
+    return AlphaBench(
+        name,
+        preset or "default",
+        str(dev),
+        forward_dtype,
+        settings.noise,
+        settings.directions,
+        n,
+        draws,
+        len(radii),
+        chunk,
+        rates["engine"],
+        rates["inference"],
+        rates["numpy"],
+        rates["torch"],
+        clever,
+    )
+
+
+# ART's clever_u settings timed beside alpha_lim: its documented example sizes
+CLEVER = {"nb_batches": 10, "batch_size": 50, "radius": 2.0, "norm": 2}
+
+
+def clever_seconds(model: nn.Module, x: torch.Tensor, dev: torch.device) -> float | None:
+    """Seconds per point of ART's ``clever_u`` on ``model`` (None without ART installed)."""
+    try:
+        from art.metrics import clever_u
+
+        from locrob.adapters.art import to_art
+    except ImportError:
+        return None
+    classifier = to_art(model, tuple(x.shape[1:]), 10, dev)
+    points = x.float().cpu().numpy()
+    start = time.perf_counter()
+    for point in points:
+        clever_u(classifier, point, **CLEVER, verbose=False)
+    return (time.perf_counter() - start) / len(points)
+
+
+def bench_alpha(
+    models: Sequence[str] = ALPHA_MODELS,
+    device: str | None = None,
+    presets: Sequence[str | None] = ALPHA_PRESETS,
+    forward_dtype: str = "float32",
+    sizes: tuple[int, int, int] | None = None,
+    clever_points: int = 1,
+) -> list[AlphaBench]:
+    """Measure each model under each preset (``None``: the default settings); ``sizes`` =
+    (points, draws, radii) overrides the preset's counts, which a CPU scales down by default.
+
+    ``clever_points`` points also time ART's ``clever_u`` (0 skips it), once per model.
+    """
+    dev = resolve_device(device)
+    images = load_dataset("digits").train_x
+    return [
+        bench_model(name, dev, images, preset, forward_dtype, sizes, clever_points if i == 0 else 0)
+        for name in models
+        for i, preset in enumerate(presets)
+    ]
+
+
+def alpha_table(rows: Sequence[AlphaBench]) -> str:
+    """A Markdown table of the figures, then one of ART's CLEVER beside α_lim where timed."""
+    header = [
+        "model",
+        "preset",
+        "noise, directions",
+        "device",
+        "forward",
+        "points x draws x radii",
+        "chunk",
+        "estimator img/s",
+        "inference img/s",
+        "ratio",
+        "authors' loop img/s (numpy / torch noise)",
+        "speed-up (numpy / torch noise)",
+    ]
+    table = markdown_table(
+        header,
+        (
+            [
+                r.model,
+                r.preset,
+                f"{r.noise}, {r.directions}",
+                r.device,
+                r.forward_dtype,
+                f"{r.points} x {r.draws} x {r.radii}",
+                r.chunk,
+                f"{r.engine_ips:,.0f}",
+                f"{r.inference_ips:,.0f}",
+                f"{r.ratio:.2f}",
+                f"{r.authors_ips:,.0f} / {r.authors_torch_ips:,.0f}",
+                f"{r.speedup:.2f}x / {r.speedup_torch:.2f}x",
+            ]
+            for r in rows
+        ),
+    )
+    timed = [r for r in rows if r.clever_s_per_point is not None]
+    if not timed:
+        return table
+    gradients = f"{CLEVER['nb_batches']} x {CLEVER['batch_size']} gradients"
+    header = [
+        "model",
+        "alpha_lim s/point (draws x radii)",
+        f"ART clever_u s/point ({gradients})",
+        "clever_u / alpha_lim",
+    ]
+    clever = markdown_table(
+        header,
+        (
+            [
+                r.model,
+                f"{r.alpha_s_per_point:.4f} ({r.draws} x {r.radii})",
+                f"{r.clever_s_per_point:.4f}",
+                f"{r.clever_s_per_point / r.alpha_s_per_point:.1f}x",
+            ]
+            for r in timed
+        ),
+    )
+    return table + "\n" + clever
