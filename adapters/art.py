@@ -6,7 +6,7 @@ that applies the classifier's own preprocessing (clipping, standardisation) and 
 differentiably, so locrob takes ART classifiers wherever it takes a model (α_lim included).
 
 ART's ``clever_u`` is slow (per example, many batches of gradients) and returns a score
-capped at its radius, not a Lipschitz constant (design §6): the ``clever`` metric reports
+capped at its radius, not a Lipschitz constant: the ``clever`` metric reports
 it as the score it is, on a few examples.
 """
 

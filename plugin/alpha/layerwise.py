@@ -86,17 +86,6 @@ def record_stage_inputs(
     return [inputs[n] for n in names], final
 
 
-class Stage(nn.Module):
-    """One stage as a function of its own input."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.module(y)
-
-
 @dataclass
 class LayerwiseResult:
     """Per-layer alpha_l, the composed bound prod alpha_l and the end-to-end estimate, per radius.
@@ -194,9 +183,8 @@ def layerwise_alpha(
                     "clamp": settings.clamp if i == 0 else None,
                 }
                 stage_radii = layer_radii[i][positive].tolist()
-                result = alpha_lim(
-                    Stage(modules[name]), y, stage_radii, device=dev, **stage_options
-                )
+                # the stage's own module: the chunk tuner's cache, keyed by model, serves reruns
+                result = alpha_lim(modules[name], y, stage_radii, device=dev, **stage_options)
                 per_layer[i][positive] = result.curve.double()
             scale = scale * per_layer[i]
         end_to_end = alpha_lim(model, points, settings.radii, device=dev, **base)
