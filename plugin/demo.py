@@ -23,7 +23,7 @@ from locrob.atomic import write_text
 from locrob.data.images import ImageData
 from locrob.errors import LocrobError
 from locrob.evaluation import evaluate
-from locrob.metrics.adversarial import AdversarialAccuracy
+from locrob.metrics.adversarial import AdversarialAccuracy, attack_label
 from locrob.metrics.base import MetricResult
 from locrob.metrics.corruptions import relative_mce
 from locrob.pair_distances import lipschitz_figure, robustness_figure, separation
@@ -45,7 +45,7 @@ RUNS = {
     "pgd": ("small-cnn", ["pgd"]),
 }
 PGD_LINF = {"attack": "PGD", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "random_start": True}
-PGD_COLUMN = "PGD@0.03137"
+PGD_COLUMN = attack_label(PGD_LINF)  # the adversarial metric's own name for it
 FIGURES = {
     "local-robustness": "fig5-alpha-lim.png",
     "noise": "fig4-noise.png",

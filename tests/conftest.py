@@ -1,4 +1,5 @@
-"""Shared fixtures: progress bars off, the digits data set, a clean plugin host per test."""
+"""Shared fixtures (progress bars off, the digits data set, a clean plugin host per test) and the
+helpers several test modules use."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+from torch import nn
 
 import locrob
 from locrob import plugins
+from locrob.plugins import registries
 
 # the example plugin's package, and the .dist-info pip would write when installing it
 PLUGIN_PACKAGE = Path(__file__).parents[1] / "examples" / "third_party_plugin"
@@ -202,3 +206,143 @@ def fake_cifar10(tmp_path, monkeypatch):
         for split, (rows, labels) in expected.items()
     }
     return tmp_path, arrays
+
+
+# Helpers several test modules share (checks, reference transcriptions, small models).
+
+
+def smooth_images(n: int, channels: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Natural-looking 8-bit test images: smooth colour fields with edges and fine texture."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((n, channels, 4, 4))
+    fields = ndimage.zoom(coarse, (1, 1, size / 4, size / 4), order=1)
+    edges = (np.add.outer(np.arange(size), np.arange(size)) % 11 < 3)[None, None] * 0.3
+    x = np.clip(0.7 * fields + edges + 0.05 * rng.standard_normal(fields.shape), 0, 1)
+    return torch.from_numpy(np.round(x * 255) / 255).float()
+
+
+def params(name: str, severity: int, preset: str = "cifar"):
+    return registries().corruptions.get(name).parameters(severity, preset)
+
+
+def hwc(x: torch.Tensor) -> np.ndarray:
+    """One image as the references hold it: H x W x C float64."""
+    return x.permute(1, 2, 0).double().numpy()
+
+
+def reference_disk(radius: float, alias_blur: float) -> np.ndarray:
+    half, taps = (8, 3) if radius <= 8 else (int(radius), 5)
+    grid = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = (xx**2 + yy**2 <= radius**2).astype(np.float64)
+    disk /= disk.sum()
+    g = np.exp(-((np.arange(taps) - taps // 2) ** 2) / (2 * alias_blur**2))
+    g /= g.sum()
+    # OpenCV's GaussianBlur: separable taps, BORDER_REFLECT_101 (numpy's 'reflect')
+    padded = np.pad(disk, taps // 2, mode="reflect")
+    rows = sum(g[k] * padded[k : k + len(grid), :] for k in range(taps))
+    return sum(g[k] * rows[:, k : k + len(grid)] for k in range(taps))
+
+
+def reference_elastic(img, alpha, sigma, corner_shift, fields):
+    """cv2.warpAffine (reflect-101) and scipy map_coordinates (reflect), written with scipy."""
+    h, w = img.shape[:2]
+    centre = np.float32((h, w)) // 2
+    side = min(h, w) // 3
+    pts1 = np.float64([centre + side, [centre[0] + side, centre[1] - side], centre - side])
+    pts2 = pts1 + corner_shift
+    affine = np.linalg.solve(np.c_[pts1, np.ones(3)], pts2).T  # cv2.getAffineTransform
+    inverse = np.linalg.inv(affine[:, :2])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    src = inverse @ (np.stack([xx.ravel(), yy.ravel()]) - affine[:, 2:])
+    warped = np.stack(
+        [
+            ndimage.map_coordinates(img[..., c], [src[1], src[0]], order=1, mode="mirror").reshape(
+                h, w
+            )
+            for c in range(img.shape[2])
+        ],
+        axis=-1,
+    )
+    dx = ndimage.gaussian_filter(fields[0], sigma, mode="reflect", truncate=3) * alpha
+    dy = ndimage.gaussian_filter(fields[1], sigma, mode="reflect", truncate=3) * alpha
+    return np.stack(
+        [
+            ndimage.map_coordinates(warped[..., c], [yy + dy, xx + dx], order=1, mode="reflect")
+            for c in range(img.shape[2])
+        ],
+        axis=-1,
+    )
+
+
+def random_set(n=50, classes=3, seed=0, shape=(3, 4, 4)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
+    return x, torch.randint(0, classes, (n,), generator=g)
+
+
+def brute(x, y, p):
+    """Distinct-class distances of every unordered pair, in [0, 1] units, fp64."""
+    flat = x.flatten(1).double() / (255.0 if x.dtype == torch.uint8 else 1.0)
+    diff = flat[:, None] - flat[None]
+    d = diff.abs().amax(-1) if p == "inf" else diff.norm(dim=-1)
+    i, j = torch.triu_indices(len(x), len(x), 1)
+    keep = y[i] != y[j]
+    return d[i, j][keep], y[i][keep], y[j][keep]
+
+
+def numpy_smoothness(a: np.ndarray, labels: np.ndarray, classes: int, m: int) -> float:
+    """trace(Y^T L^m Y) written out independently in numpy, float64."""
+    n = a / np.linalg.norm(a, axis=1, keepdims=True)
+    w = n @ n.T
+    lap = np.diag(w.sum(axis=1)) - w
+    y = np.eye(classes)[labels]
+    return float(np.trace(y.T @ np.linalg.matrix_power(lap, m) @ y))
+
+
+BOUND = 1 + 1e-4
+
+
+def operator_norm(layer: nn.Module, shape: tuple[int, ...], iters: int = 300) -> float:
+    """Largest singular value of the layer's linear part, by power iteration on A^T A (fp64)."""
+    zero = torch.zeros(shape, dtype=torch.float64)
+
+    def linear(v):
+        return layer(v) - layer(zero)  # the bias is a translation
+
+    v = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for _ in range(iters):
+        v = (v / v.norm()).requires_grad_(True)
+        u = linear(v)
+        (v,) = torch.autograd.grad(u, v, grad_outputs=u)  # A^T A v
+    v = v.detach() / v.norm()
+    return linear(v).norm().item()
+
+
+def linear_model(out=8, inp=16, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(inp, out, bias=False)).double()
+    return model, torch.linalg.matrix_norm(model[1].weight.detach(), 2).item()
+
+
+def points(n=6, seed=1):
+    return torch.randn(
+        n, 1, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+
+
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def check_reported_perturbations(model, x, result):
+    """Each radius's reported perturbation, applied on the CPU, gives the reported ratio."""
+    for k in range(len(result.radii)):
+        i = int(result.argmax_point[k])
+        delta = result.perturbation[k]
+        xi = x[i : i + 1].float() / 255
+        assert torch.all(xi + delta >= -1e-6) and torch.all(xi + delta <= 1 + 1e-6)
+        assert delta.norm() <= result.radii[k] * (1 + 1e-5)
+        with torch.no_grad():
+            diff = model(xi + delta).softmax(1) - model(xi).softmax(1)
+        ratio = (diff.norm() / delta.norm()).item()
+        assert ratio == pytest.approx(result.per_radius[k].item(), rel=1e-3)

@@ -6,25 +6,13 @@ import math
 
 import pytest
 import torch
+from conftest import NEEDS_CUDA, check_reported_perturbations, linear_model, points
 from torch import nn
 
 import locrob
 from locrob.alpha.sampling import complement_largest
 from locrob.alpha.settings import PRESETS, authors_radii, resolve
 from locrob.errors import LocrobError
-
-
-def linear_model(out=8, inp=16, seed=0):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(inp, out, bias=False)).double()
-    return model, torch.linalg.matrix_norm(model[1].weight.detach(), 2).item()
-
-
-def points(n=6, seed=1):
-    return torch.randn(
-        n, 1, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
-    )
-
 
 LINEAR = {"output": "logits", "clamp": None, "device": "cpu"}
 
@@ -50,7 +38,6 @@ def test_random_directions_find_a_tenth_of_sigma_max_at_image_size():
     assert float(searched.curve[-1]) >= 0.99 * sigma
 
 
-NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)]
 
 
@@ -158,20 +145,6 @@ def test_reported_perturbation_attains_the_reported_ratio(cnn_points, directions
         model, x, [1.0, 2.0], n_draws=30, directions=directions, chunk_size=chunk, device="cpu"
     )
     check_reported_perturbations(model, x, result)
-
-
-def check_reported_perturbations(model, x, result):
-    """Each radius's reported perturbation, applied on the CPU, gives the reported ratio."""
-    for k in range(len(result.radii)):
-        i = int(result.argmax_point[k])
-        delta = result.perturbation[k]
-        xi = x[i : i + 1].float() / 255
-        assert torch.all(xi + delta >= -1e-6) and torch.all(xi + delta <= 1 + 1e-6)
-        assert delta.norm() <= result.radii[k] * (1 + 1e-5)
-        with torch.no_grad():
-            diff = model(xi + delta).softmax(1) - model(xi).softmax(1)
-        ratio = (diff.norm() / delta.norm()).item()
-        assert ratio == pytest.approx(result.per_radius[k].item(), rel=1e-3)
 
 
 def test_scaling_the_function_scales_alpha(cnn_points):

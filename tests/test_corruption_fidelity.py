@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import hwc, params, reference_disk, reference_elastic, smooth_images
 from PIL import Image
 from scipy import ndimage
 from skimage.filters import gaussian
@@ -23,29 +24,10 @@ from locrob.corruptions.base import Corruption
 from locrob.plugins import registries
 
 
-def smooth_images(n: int, channels: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
-    """Natural-looking 8-bit test images: smooth colour fields with edges and fine texture."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.random((n, channels, 4, 4))
-    fields = ndimage.zoom(coarse, (1, 1, size / 4, size / 4), order=1)
-    edges = (np.add.outer(np.arange(size), np.arange(size)) % 11 < 3)[None, None] * 0.3
-    x = np.clip(0.7 * fields + edges + 0.05 * rng.standard_normal(fields.shape), 0, 1)
-    return torch.from_numpy(np.round(x * 255) / 255).float()
-
-
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     mse = np.mean((a - b) ** 2)
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
-
-
-def params(name: str, severity: int, preset: str = "cifar"):
-    return registries().corruptions.get(name).parameters(severity, preset)
-
-
-def hwc(x: torch.Tensor) -> np.ndarray:
-    """One image as the references hold it: H x W x C float64."""
-    return x.permute(1, 2, 0).double().numpy()
 
 
 def chw(a: np.ndarray) -> np.ndarray:
@@ -64,20 +46,6 @@ def test_gaussian_blur_operator_matches_scipy_in_every_boundary_mode():
                 x.double().numpy(), (0, 0, sigma, sigma), mode=mode, truncate=truncate
             )
             np.testing.assert_allclose(ours.numpy(), ref, atol=1e-12)
-
-
-def reference_disk(radius: float, alias_blur: float) -> np.ndarray:
-    half, taps = (8, 3) if radius <= 8 else (int(radius), 5)
-    grid = np.arange(-half, half + 1)
-    xx, yy = np.meshgrid(grid, grid)
-    disk = (xx**2 + yy**2 <= radius**2).astype(np.float64)
-    disk /= disk.sum()
-    g = np.exp(-((np.arange(taps) - taps // 2) ** 2) / (2 * alias_blur**2))
-    g /= g.sum()
-    # OpenCV's GaussianBlur: separable taps, BORDER_REFLECT_101 (numpy's 'reflect')
-    padded = np.pad(disk, taps // 2, mode="reflect")
-    rows = sum(g[k] * padded[k : k + len(grid), :] for k in range(taps))
-    return sum(g[k] * rows[:, k : k + len(grid)] for k in range(taps))
 
 
 @pytest.mark.parametrize(("preset", "size"), [("cifar", 32), ("imagenet", 48)])
@@ -213,37 +181,6 @@ def test_motion_blur_draws_angles_in_its_range():
     angles = np.degrees(np.arctan2(-dy, -dx))  # the streak trails opposite the reading offsets
     assert angles.min() > -47 and angles.max() < 47
     assert angles.min() < -35 and angles.max() > 35  # the whole range is drawn
-
-
-def reference_elastic(img, alpha, sigma, corner_shift, fields):
-    """cv2.warpAffine (reflect-101) and scipy map_coordinates (reflect), written with scipy."""
-    h, w = img.shape[:2]
-    centre = np.float32((h, w)) // 2
-    side = min(h, w) // 3
-    pts1 = np.float64([centre + side, [centre[0] + side, centre[1] - side], centre - side])
-    pts2 = pts1 + corner_shift
-    affine = np.linalg.solve(np.c_[pts1, np.ones(3)], pts2).T  # cv2.getAffineTransform
-    inverse = np.linalg.inv(affine[:, :2])
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    src = inverse @ (np.stack([xx.ravel(), yy.ravel()]) - affine[:, 2:])
-    warped = np.stack(
-        [
-            ndimage.map_coordinates(img[..., c], [src[1], src[0]], order=1, mode="mirror").reshape(
-                h, w
-            )
-            for c in range(img.shape[2])
-        ],
-        axis=-1,
-    )
-    dx = ndimage.gaussian_filter(fields[0], sigma, mode="reflect", truncate=3) * alpha
-    dy = ndimage.gaussian_filter(fields[1], sigma, mode="reflect", truncate=3) * alpha
-    return np.stack(
-        [
-            ndimage.map_coordinates(warped[..., c], [yy + dy, xx + dx], order=1, mode="reflect")
-            for c in range(img.shape[2])
-        ],
-        axis=-1,
-    )
 
 
 @pytest.mark.parametrize("preset", ["cifar", "imagenet"])

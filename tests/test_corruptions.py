@@ -8,14 +8,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import hwc, params, reference_disk, reference_elastic, smooth_images
 from scipy import ndimage
-from test_corruption_fidelity import (
-    hwc,
-    params,
-    reference_disk,
-    reference_elastic,
-    smooth_images,
-)
 
 import locrob
 from locrob.corruptions import NAMES, Corruption, corrupt, weather

@@ -5,11 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import subset
-from test_alpha import NEEDS_CUDA, check_reported_perturbations, linear_model, points
-from test_defense_l2nn import BOUND, operator_norm
-from test_defense_laplacian import numpy_smoothness
-from test_separation import brute, random_set
+from conftest import (
+    BOUND,
+    NEEDS_CUDA,
+    brute,
+    check_reported_perturbations,
+    linear_model,
+    numpy_smoothness,
+    operator_norm,
+    points,
+    random_set,
+    subset,
+)
 
 import locrob
 from locrob.defenses.laplacian import cosine_graphs, smoothness

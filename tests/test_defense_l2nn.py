@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import subset
+from conftest import BOUND, operator_norm, subset
 from torch import nn
 
 import locrob
@@ -13,8 +13,6 @@ from locrob.errors import LocrobError
 from locrob.models.l2nn import NonexpansiveConv2d, NonexpansiveLinear, TwoSidedReLU
 from locrob.training import TrainConfig
 
-BOUND = 1 + 1e-4
-
 
 def searched_alpha(module: nn.Module, x: torch.Tensor, radii: list[float]) -> torch.Tensor:
     """alpha_lim of ``module`` around ``x`` by gradient-ascent search (logits, no clamp)."""
@@ -22,22 +20,6 @@ def searched_alpha(module: nn.Module, x: torch.Tensor, radii: list[float]) -> to
         module, x, radii, method="search", n_draws=10, output="logits", clamp=None, device="cpu"
     )
     return result.curve
-
-
-def operator_norm(layer: nn.Module, shape: tuple[int, ...], iters: int = 300) -> float:
-    """Largest singular value of the layer's linear part, by power iteration on A^T A (fp64)."""
-    zero = torch.zeros(shape, dtype=torch.float64)
-
-    def linear(v):
-        return layer(v) - layer(zero)  # the bias is a translation
-
-    v = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    for _ in range(iters):
-        v = (v / v.norm()).requires_grad_(True)
-        u = linear(v)
-        (v,) = torch.autograd.grad(u, v, grad_outputs=u)  # A^T A v
-    v = v.detach() / v.norm()
-    return linear(v).norm().item()
 
 
 def model(scale: float = 1.0) -> nn.Sequential:

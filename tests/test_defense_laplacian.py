@@ -5,22 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_reloads, subset
+from conftest import assert_reloads, numpy_smoothness, subset
 from torch import nn
 
 import locrob
 from locrob.defenses.laplacian import Laplacian, cosine_graphs, smoothness
 from locrob.errors import LocrobError
 from locrob.training import TrainConfig, TrainingContext
-
-
-def numpy_smoothness(a: np.ndarray, labels: np.ndarray, classes: int, m: int) -> float:
-    """trace(Y^T L^m Y) written out independently in numpy, float64."""
-    n = a / np.linalg.norm(a, axis=1, keepdims=True)
-    w = n @ n.T
-    lap = np.diag(w.sum(axis=1)) - w
-    y = np.eye(classes)[labels]
-    return float(np.trace(y.T @ np.linalg.matrix_power(lap, m) @ y))
 
 
 @pytest.mark.parametrize("m", [1, 2, 3])

@@ -14,27 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import brute, random_set
 
 import locrob
 from locrob import cli
 from locrob.errors import LocrobError
 from locrob.pair_distances import separation
-
-
-def random_set(n=50, classes=3, seed=0, shape=(3, 4, 4)):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
-    return x, torch.randint(0, classes, (n,), generator=g)
-
-
-def brute(x, y, p):
-    """Distinct-class distances of every unordered pair, in [0, 1] units, fp64."""
-    flat = x.flatten(1).double() / (255.0 if x.dtype == torch.uint8 else 1.0)
-    diff = flat[:, None] - flat[None]
-    d = diff.abs().amax(-1) if p == "inf" else diff.norm(dim=-1)
-    i, j = torch.triu_indices(len(x), len(x), 1)
-    keep = y[i] != y[j]
-    return d[i, j][keep], y[i][keep], y[j][keep]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
