@@ -159,10 +159,13 @@ def alpha_lim(
         sampling_curve = None
         if settings.method == "search":
             sampling_curve = running_max(sampled.per_point.amax(dim=1)).cpu()
-            per_point, more = search(
-                sampler, radii, settings, sampled, chunk, argmax_point, perturbation
+            found = search(sampler, radii, settings, sampled, chunk, argmax_point, perturbation)
+            per_point, argmax_point, perturbation = (
+                found.per_point,
+                found.argmax_point,
+                found.perturbation,
             )
-            evaluations += more
+            evaluations += found.evaluations
     per_radius = per_point.amax(dim=1)
     limited = noise_limited(per_radius, settings.radii, noise)
     if limited:

@@ -17,6 +17,7 @@ Still a lower bound.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -65,6 +66,18 @@ def _ascend(
     return best, best_eps
 
 
+@dataclass
+class Searched:
+    """What the search found: per-(radius, point) maxima (sampling's included), the point of
+    each radius's maximum and its perturbation, and the forward passes it took (each with a
+    backward pass but the last)."""
+
+    per_point: torch.Tensor  # (R, N)
+    argmax_point: torch.Tensor  # (R,)
+    perturbation: torch.Tensor  # (R, *image)
+    evaluations: int
+
+
 def search(
     sampler: Sampler,
     radii: Sequence[float],
@@ -73,10 +86,11 @@ def search(
     chunk: int,
     argmax_point: torch.Tensor,
     perturbation: torch.Tensor,
-) -> tuple[torch.Tensor, int]:
-    """Per-(radius, point) maxima after ascent, and the number of forward passes (each with a
-    backward pass but the last). ``argmax_point`` and ``perturbation`` (the sampling's) are
-    updated in place where the search beats the sampling maximum."""
+) -> Searched:
+    """Gradient ascent from the sampling's best perturbations (and fresh restarts): the
+    sampling's record (``argmax_point``, ``perturbation``) with the search's finds where they
+    beat the sampling maximum. The arguments are left as they are."""
+    argmax_point, perturbation = argmax_point.clone(), perturbation.clone()
     ev, x, f_x = sampler.ev, sampler.x, sampler.f_x
     n = len(x)
     restarts = settings.search_restarts
@@ -107,4 +121,5 @@ def search(
             argmax_point[k] = top
             perturbation[k] = found_eps[int(best_restart[top]) * n + top]
     bar.close()
-    return per_point, len(radii) * n * restarts * (settings.search_steps + 1)
+    evaluations = len(radii) * n * restarts * (settings.search_steps + 1)
+    return Searched(per_point, argmax_point, perturbation, evaluations)
