@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import torch
 from locrob.alpha.geometry import parse_norm
 from locrob.data.images import as_images, as_labels
 from locrob.errors import LocrobError
-from locrob.runtime import progress, quiet_cuda_probe, resolve_device, synchronize
+from locrob.runtime import best_rate, progress, quiet_cuda_probe, resolve_device
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure  # imported where drawn: it costs 0.2 s
@@ -183,18 +182,6 @@ def _compiled_kernel() -> Kernel | None:
     return torch.compile(_linf_levels_fused, dynamic=False)
 
 
-def _pairs_per_s(kernel: Kernel, a: torch.Tensor, b: torch.Tensor, repeats: int = 3) -> float:
-    """The best of ``repeats`` timed calls (after the warm-up call the caller made)."""
-    best = math.inf
-    for _ in range(repeats):
-        synchronize(a.device)
-        start = time.perf_counter()
-        kernel(a, b)
-        synchronize(a.device)
-        best = min(best, time.perf_counter() - start)
-    return len(a) * len(b) / max(best, 1e-9)
-
-
 def _probes(
     rows: int, features: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -211,6 +198,16 @@ def _probes(
         a[index, (start + index) % features] = 255
         b[index, (start + rows + index) % features] = 255
         yield a.to(device), b.to(device)
+
+
+def pairs_per_s(kernel: Kernel, a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pairs per second of ``kernel`` on the tiles ``a`` and ``b`` (built or warm already)."""
+
+    def run() -> int:
+        kernel(a, b)
+        return len(a) * len(b)
+
+    return best_rate(run, a.device, repeats=3)
 
 
 def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
@@ -249,7 +246,7 @@ def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
                     stacklevel=2,
                 )
         a, b = probes[0]
-        rates = {name: _pairs_per_s(kernel, a, b) for name, kernel in candidates.items()}
+        rates = {name: pairs_per_s(kernel, a, b) for name, kernel in candidates.items()}
         name = max(rates, key=rates.__getitem__)
         _choices[key] = KernelChoice(name, candidates[name], rates)
     return _choices[key]

@@ -6,7 +6,8 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -92,6 +93,19 @@ def quiet_cuda_probe() -> None:
     ``torch.utils.cpp_extension``, which logs it on a machine with a CUDA toolkit but no GPU,
     though compiling for the CPU needs no CUDA. Its other messages are kept."""
     logging.getLogger("torch.utils.cpp_extension").addFilter(_not_no_cuda_runtime)
+
+
+def best_rate(run: Callable[[], int], device: torch.device, repeats: int = 2) -> float:
+    """Units per second of ``run`` (which returns how many units it did), the best of
+    ``repeats`` calls, the device synchronized around each."""
+    best = 0.0
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        units = run()
+        synchronize(device)
+        best = max(best, units / max(time.perf_counter() - start, 1e-9))
+    return best
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -17,8 +17,8 @@ from torch import nn
 
 from locrob.alpha.estimate import alpha_lim
 from locrob.alpha.settings import FORWARD_DTYPES, PRESETS, resolve
-from locrob.bench.common import best_rate, markdown_table
-from locrob.runtime import autocast, resolve_device
+from locrob.bench.common import markdown_table
+from locrob.runtime import autocast, best_rate, resolve_device
 from locrob.sources import load_dataset, load_model
 
 ALPHA_MODELS = ("linear", "small-cnn", "preact-resnet18")

@@ -1,25 +1,9 @@
-"""What the benchmarks share: timing and the Markdown table writer."""
+"""The Markdown table writer the benchmarks share (their timing is
+:func:`locrob.runtime.best_rate`, which the separation kernel's probe uses too)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
-
-import torch
-
-from locrob.runtime import synchronize
-
-
-def best_rate(run: Callable[[], int], device: torch.device, repeats: int = 2) -> float:
-    """Images per second of ``run`` (which returns its image count), best of ``repeats``."""
-    best = 0.0
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        images = run()
-        synchronize(device)
-        best = max(best, images / (time.perf_counter() - start))
-    return best
+from collections.abc import Iterable, Sequence
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

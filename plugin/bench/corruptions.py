@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from locrob.bench.common import best_rate, markdown_table
+from locrob.bench.common import markdown_table
 from locrob.errors import LocrobError
-from locrob.runtime import resolve_device
+from locrob.runtime import best_rate, resolve_device
 
 
 @dataclass
