@@ -140,35 +140,24 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a model with metric plugins; write a JSON report and a Markdown table."""
+    from locrob.evaluation import EvaluationContext, planned_report
     from locrob.evaluation import evaluate as run_evaluation
     from locrob.plots import save_plots
     from locrob.report import (
         check_same_subject,
-        environment,
+        identity,
         markdown_table,
         merge_saved,
-        model_identity,
         saved_report,
     )
     from locrob.runtime import resolve_device
-    from locrob.sources import load_dataset, model_info
+    from locrob.sources import load_dataset
 
     data = load_dataset(dataset, data_dir=data_dir, download=download)
     saved = saved_report(out)  # checked before the run, so that a refusal wastes no measuring
     if saved is not None:
-        n_examples = len(data.split(split)[1])
-        info = model_info(model)
-        given = {
-            "spec": model,
-            "name": name or info["name"],
-            "model": model_identity(info),
-            "dataset": data.describe(),
-            "split": split,
-            "n_examples": n_examples if max_examples is None else min(max_examples, n_examples),
-            "seed": seed,
-            "environment": environment(resolve_device(device)),
-        }
-        check_same_subject(saved, out, **given)
+        context = EvaluationContext(resolve_device(device), split, batch_size, max_examples, seed)
+        check_same_subject(saved, out, **identity(planned_report(model, data, context, name)))
     report = run_evaluation(
         model,
         data,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,30 @@ def as_data(data: ImageData | str | tuple[Any, Any]) -> ImageData:
     )
 
 
+def planned_report(
+    model: nn.Module | str, data: ImageData, context: EvaluationContext, name: str | None = None
+) -> Report:
+    """A run's report before it measures (no metrics yet): the model (a spec's
+    :func:`~locrob.sources.model_info`, else its class), the data and examples, the settings
+    and the environment. What makes a report comparable is known here, before any work."""
+    info = {"spec": type(model).__name__, "name": type(model).__name__}
+    if isinstance(model, str):
+        info = model_info(model)
+    return Report(
+        model={**info, "name": name or info["name"]},
+        dataset=data.describe(),
+        split=context.split,
+        n_examples=len(context.examples(data)[1]),
+        metrics={},
+        settings={
+            "batch_size": context.batch_size,
+            "seed": context.seed,
+            "device": str(context.device),
+        },
+        environment=environment(context.device),
+    )
+
+
 def evaluate(
     model: nn.Module | str,
     data: ImageData | str | tuple[Any, Any] = "digits",
@@ -117,11 +142,6 @@ def evaluate(
     ``download`` lets a model source that can fetch missing weights (``robustbench:``) do so.
     """
     data = as_data(data)
-    info = {"spec": type(model).__name__, "name": type(model).__name__}
-    if isinstance(model, str):
-        info = model_info(model)
-        model = load_model(model, **data_options(model, data, download=download))
-    model = as_module(model)
     if max_examples is not None and max_examples < 1:
         raise LocrobError(f"max_examples must be at least 1, got {max_examples}")
     if batch_size < 1:
@@ -134,7 +154,10 @@ def evaluate(
         seed,
         Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR,
     )
-    n_examples = len(context.examples(data)[1])
+    planned = planned_report(model, data, context, name)
+    if isinstance(model, str):
+        model = load_model(model, **data_options(model, data, download=download))
+    model = as_module(model)
     active = make_metrics(metrics, metric_options)
 
     pm = plugins.run_manager(hookspecs.EvaluationSpec, active)
@@ -150,14 +173,9 @@ def evaluate(
         result = results[metric.name]
         if result.split is None:  # a metric that recorded its split itself knows it best
             result.split = measured_split(metric, context)
-    warn_if_untrained(info)  # after the run, beside its results (or not at all if it fails)
-    return Report(
-        model={**info, "name": name or info["name"]},
-        dataset=data.describe(),
-        split=split,
-        n_examples=n_examples,
+    warn_if_untrained(planned.model)  # after the run, beside its results (or not if it fails)
+    return dataclasses.replace(
+        planned,
         metrics={m.name: results[m.name] for m in active},
-        settings={"batch_size": batch_size, "seed": seed, "device": str(context.device)},
         seconds=round(time.perf_counter() - start, 3),
-        environment=environment(context.device),
     )

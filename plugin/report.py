@@ -187,18 +187,13 @@ _IDENTITY_WORDS = {
 }
 
 
-def model_identity(model: dict[str, Any]) -> dict[str, Any]:
-    """What a report's ``model`` record says of the model itself (its label apart)."""
-    return {k: v for k, v in model.items() if k != "name"}
-
-
 def identity(report: Report) -> dict[str, Any]:
     """What makes two reports measure the same: model, data, split, examples and seed, and
     what they were measured with (a report records one environment for all its metrics)."""
     return {
         "spec": report.model.get("spec"),
         "name": report.model.get("name"),
-        "model": model_identity(report.model),
+        "model": {k: v for k, v in report.model.items() if k != "name"},  # the label apart
         "dataset": report.dataset,
         "split": report.split,
         "n_examples": report.n_examples,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -93,7 +95,14 @@ def warn_if_untrained(info: dict[str, Any]) -> None:
 
 
 def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, read in blocks."""
+    """The SHA-256 of a file's bytes; read once per version of the file (size and mtime), as
+    ``locrob evaluate`` asks before the run and again in it."""
+    stat = os.stat(path)
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
