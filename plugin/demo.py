@@ -11,6 +11,7 @@ Figs. 1-5. Trained models are kept under ``DIR/models`` and reused by a rerun.
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,9 +187,8 @@ def spread(values: list[float | None]) -> dict[str, Any] | None:
     """Mean and sample standard deviation over seeds (std 0 for one seed); None if any is."""
     if any(v is None for v in values):
         return None
-    t = torch.tensor(values, dtype=torch.float64)
-    std = float(t.std()) if len(t) > 1 else 0.0
-    return {"mean": float(t.mean()), "std": std, "values": values}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "values": values}
 
 
 def summarize(runs: dict[str, list[Report]]) -> dict[str, dict[str, dict[str, Any] | None]]:
