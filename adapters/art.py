@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -70,3 +71,40 @@ def art_module(classifier: Any) -> nn.Module:
             f"only ART PyTorch classifiers can be used as models, got {type(classifier).__name__}"
         )
     return ARTModule(classifier)
+
+
+def clever_scores(
+    classifier: Any,
+    points: np.ndarray,
+    *,
+    nb_batches: int,
+    batch_size: int,
+    radius: float,
+    norm: float,
+    seed: int | None = None,
+) -> list[float]:
+    """ART's untargeted CLEVER score (``clever_u``) of each point, capped at ``radius``.
+
+    ``clever_u`` samples with numpy's global generator: with ``seed`` it is seeded for these
+    scores and restored afterwards, so the caller's stream is left as it was.
+    """
+    from art.metrics import clever_u
+
+    state = np.random.get_state()
+    if seed is not None:
+        np.random.seed(seed)
+    try:
+        return [
+            float(clever_u(classifier, p, nb_batches, batch_size, radius, norm, verbose=False))
+            for p in points
+        ]
+    finally:
+        if seed is not None:
+            np.random.set_state(state)
+
+
+def loss_sensitivity(classifier: Any, x: np.ndarray, one_hot: np.ndarray) -> float:
+    """ART's ``loss_sensitivity``: the mean L2 norm of each example's loss input gradient."""
+    from art.metrics import loss_sensitivity as art_loss_sensitivity
+
+    return float(art_loss_sensitivity(classifier, x, one_hot))

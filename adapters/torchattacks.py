@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from locrob.data.images import check_images
 from locrob.errors import LocrobError
 
 ATTACKS = {("pgd", "inf"): "PGD", ("pgd", "l2"): "PGDL2"}
@@ -51,10 +52,4 @@ def pgd(
 
 def run_attack(attack: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Adversarial images for (x, y), after checking the range torchattacks assumes."""
-    low, high = float(x.min()), float(x.max())
-    if low < 0.0 or high > 1.0:
-        raise LocrobError(
-            f"attack inputs must lie in [0, 1], found [{low:.4g}, {high:.4g}]; move the "
-            "normalization inside the model"
-        )
-    return attack(x, y)
+    return attack(check_images(x, "attack inputs", uint8=False), y)

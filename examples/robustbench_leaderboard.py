@@ -5,8 +5,8 @@
 
 Each model is loaded through the ``robustbench:`` model source (checkpoints in
 ``models/cifar10/Linf/<name>.pt``; ``--download`` lets RobustBench fetch missing ones), then
-:func:`locrob.adapters.robustbench.benchmark_alongside` measures RobustBench's clean and
-AutoAttack accuracy and locrob's metrics on the same first ``--n-examples`` test images.
+:func:`locrob.adapters.benchmark.benchmark_alongside` measures RobustBench's clean and
+AutoAttack accuracy and locrob's metrics on the same first ``--max-examples`` test images.
 ``leaderboard.md`` and ``leaderboard.html`` rank them by AutoAttack accuracy.
 """
 
@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import locrob
-from locrob.adapters.robustbench import benchmark_alongside
+from locrob.adapters.benchmark import benchmark_alongside
 from locrob.atomic import write_text
 from locrob.cli import errors_as_messages
 from locrob.leaderboard import leaderboard_html, leaderboard_markdown
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> list[locrob.Report]:
         "--eps", type=float, default=8 / 255, help="AutoAttack's radius (default: 8/255)"
     )
     parser.add_argument(
-        "--n-examples", type=int, default=100, help="first test images used (default: 100)"
+        "--max-examples", type=int, default=100, help="first test images used (default: 100)"
     )
     parser.add_argument(
         "--metrics",
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[locrob.Report]:
             args.metrics.split(","),
             threat_model=args.threat_model,
             eps=args.eps,
-            n_examples=args.n_examples,
+            max_examples=args.max_examples,
             data_dir=args.data_dir,
             device=args.device,
             name=name,

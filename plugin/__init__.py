@@ -8,7 +8,8 @@ The public API is a handful of guessable functions::
     report = locrob.evaluate(run.model, data, metrics=["clean"])
     foggy = locrob.corrupt(data.test_x[:8].float() / 255, "fog", severity=3)
 
-Plugins implement the hooks of :mod:`locrob.hookspecs`, marked with :data:`locrob.hookimpl`.
+Plugins implement the hooks of :mod:`locrob.hookspecs`, marked with :data:`locrob.hookimpl`,
+and take the types those hooks pass from :mod:`locrob.contract`.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -21,19 +22,26 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 from locrob.alpha.estimate import alpha_lim
 from locrob.alpha.layerwise import LayerwiseResult, layerwise_alpha
 from locrob.alpha.result import AlphaResult
+from locrob.contract import (
+    EvaluationContext,
+    MetricResult,
+    Presentation,
+    TrainConfig,
+    TrainingContext,
+)
 from locrob.corruptions import Corruption, corrupt
 from locrob.data.images import ImageData
 from locrob.defenses.base import Defense
 from locrob.errors import LocrobError
-from locrob.evaluation import EvaluationContext, evaluate
+from locrob.evaluation import evaluate
 from locrob.hookspecs import hookimpl
-from locrob.metrics.base import Metric, MetricResult
+from locrob.metrics.base import Metric
 from locrob.models.checkpoint import load_checkpoint, save_checkpoint
 from locrob.pair_distances import Separation, separation
 from locrob.plugins import registries
 from locrob.report import Report, load_report, markdown_table
 from locrob.sources import load_dataset, load_model
-from locrob.training import TrainConfig, TrainingContext, TrainResult, train
+from locrob.training import TrainResult, train
 
 __all__ = [
     "AlphaResult",
@@ -45,6 +53,7 @@ __all__ = [
     "LocrobError",
     "Metric",
     "MetricResult",
+    "Presentation",
     "Report",
     "Separation",
     "TrainConfig",

@@ -142,7 +142,7 @@ def evaluate(
     """Evaluate a model with metric plugins; write a JSON report and a Markdown table."""
     from locrob.evaluation import EvaluationContext, planned_report
     from locrob.evaluation import evaluate as run_evaluation
-    from locrob.plots import save_plots
+    from locrob.presentation import save_plots
     from locrob.report import (
         check_same_subject,
         identity,
@@ -207,7 +207,7 @@ def plot(
     Metrics with a table of their own write it too (corruptions.md: Table 2, measured
     against the first report).
     """
-    from locrob.plots import save_plots, save_tables
+    from locrob.presentation import save_plots, save_tables
     from locrob.report import markdown_table
 
     loaded = compared_reports(reports)
@@ -283,19 +283,13 @@ def plugins() -> None:
         typer.echo(f"{info.name}  [{info.distribution}{version}]  hooks: {', '.join(info.hooks)}")
     reg = host.registrations()
     typer.echo("")
-    for label, registry in (
-        ("metrics", reg.metrics),
-        ("defenses", reg.defenses),
-        ("models", reg.model_sources),
-        ("datasets", reg.dataset_sources),
-        ("corruptions", reg.corruptions),
-    ):
+    for _, registry in reg.each():
         clashes = registry.clashes()
         names = [
             f"{name} (CLASH: {host.owners(clashes[name])})" if name in clashes else name
             for name in registry.names()
         ]
-        typer.echo(f"{label}: {', '.join(names) or '(none)'}")
+        typer.echo(f"{registry.label}: {', '.join(names) or '(none)'}")
 
 
 @app.command()
@@ -312,37 +306,32 @@ def separation(
     download: Download = False,
 ) -> None:
     """Distinct-class pair distances of data sets and the curves of the paper's Figs. 1 and 3."""
-    from locrob.pair_distances import lipschitz_figure, robustness_figure
-    from locrob.pair_distances import separation as measure
-    from locrob.plots import save_figure
+    from locrob.contract import EvaluationContext
+    from locrob.evaluation import make_metrics
+    from locrob.pair_distances import Separation
+    from locrob.plugins import registries
+    from locrob.presentation import save_figure
+    from locrob.presentation.separation import robustness_figure
+    from locrob.runtime import resolve_device
     from locrob.sources import load_dataset
 
+    # the `separation` metric measures each data set: its default alphas are the table's
+    options = {"norm": norm, "split": split, "max_examples": max_examples}
+    (metric,) = make_metrics(["separation"], {"separation": options})
+    context = EvaluationContext(resolve_device(device))
     results = []
     for spec in dataset or ["digits"]:
-        x, y = load_dataset(spec, data_dir=data_dir, download=download).split(split)
-        if max_examples is not None:
-            x, y = x[:max_examples], y[:max_examples]
-        results.append((spec, measure(x, y, norm, device=device)))
-    report = {spec: result.to_dict() for spec, result in results}
+        data = load_dataset(spec, data_dir=data_dir, download=download)
+        results.append((spec, metric.measure(None, data, context)))  # the model is not used
+    report = {spec: result.details for spec, result in results}
     write_text(out / "separation.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
-    typer.echo(
-        "| data set | images | distinct-class pairs | min distance | exact | "
-        "incompatible at alpha = 1, 2, 4, 10 |"
-    )
-    typer.echo("|---|---|---|---|---|---|")
-    for spec, result in results:
-        curve = ", ".join(f"{v:.4g}" for v in result.lipschitz_curve([1.0, 2.0, 4.0, 10.0]))
-        exact = "yes" if result.exact else f"no (resolution {result.resolution:.2g})"
-        typer.echo(
-            f"| {spec} | {result.n_images} | {result.n_pairs} | {result.min_distance():.4g} | "
-            f"{exact} | {curve} |"
-        )
-    figures = [save_figure(lipschitz_figure(results), out / "separation-lipschitz.png")]
+    presentation = registries().presentations.get("separation")
+    typer.echo(presentation.table(results), nl=False)
+    figures = [save_figure(presentation.figure(results), out / "separation-lipschitz.png")]
     for spec, result in results:
         name = spec.replace(":", "_").replace("/", "_")
-        figures.append(
-            save_figure(robustness_figure(spec, result), out / f"separation-robustness-{name}.png")
-        )
+        fig = robustness_figure(spec, Separation.from_dict(result.details))
+        figures.append(save_figure(fig, out / f"separation-robustness-{name}.png"))
     for figure in figures:
         typer.echo(f"figure: {figure}")
 

@@ -86,12 +86,6 @@ class Configurable:
         return {"name": self.name, "settings": self.settings()}
 
 
-def check(condition: bool, owner: str, message: str) -> None:
-    """Raise a :class:`LocrobError` naming ``owner`` unless ``condition`` holds."""
-    if not condition:
-        raise LocrobError(f"{owner}: {message}")
-
-
 @functools.cache
 def option_types(cls: type[Configurable]) -> dict[str, Any]:
     """Each option of ``cls`` and its field annotation, resolved (``from __future__ import

@@ -14,27 +14,26 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from locrob import plugins
 from locrob.atomic import write_text
+from locrob.contract import MetricResult
 from locrob.data.images import ImageData
 from locrob.errors import LocrobError
 from locrob.evaluation import evaluate
 from locrob.metrics.adversarial import AdversarialAccuracy, attack_label
-from locrob.metrics.base import MetricResult
 from locrob.metrics.corruptions import relative_mce
-from locrob.pair_distances import lipschitz_figure, robustness_figure, separation
-from locrob.plots import labelled_results, save_figure
+from locrob.pair_distances import separation
+from locrob.presentation import labelled_results, save_figure
+from locrob.presentation.paper import sigmoid_figure
+from locrob.presentation.separation import lipschitz_figure, robustness_figure
 from locrob.report import Report
 from locrob.sources import load_dataset
 from locrob.training import TrainConfig, train
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 # the paper's methods: (architecture, defenses); L2NN has its own architecture
 RUNS = {
@@ -78,7 +77,7 @@ class DemoConfig:
         """The metrics evaluated on every model, and their options."""
         options = {
             "local-robustness": {
-                "n_points": self.alpha_points,
+                "max_examples": self.alpha_points,
                 "n_draws": self.alpha_draws,
                 "radii": self.alpha_radii,
                 "at": [0.25, 0.5, 1.0],
@@ -112,11 +111,8 @@ def trained_model(
     return train(architecture, data, **run, device=device).model
 
 
-def sigmoid_figure() -> Figure:
-    """Fig. 2: α_lim(σ, r) of the sigmoid over R = {-10, 10}, and a mediator-hyperplane
-    classifier that is 0-robust up to half the distance between its two points."""
-    from matplotlib.figure import Figure
-
+def sigmoid_curve() -> tuple[list[float], list[float]]:
+    """Fig. 2's data: radii and α_lim(σ, r) of the sigmoid over R = {-10, 10}."""
     from locrob.alpha.estimate import alpha_lim
 
     radii = torch.linspace(0.25, 30, 120, dtype=torch.float64).tolist()
@@ -130,24 +126,7 @@ def sigmoid_figure() -> Figure:
         clamp=None,
         device="cpu",
     ).curve
-    fig = Figure(figsize=(9.0, 3.4), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    left.plot(radii, curve.tolist())
-    left.set_xlabel("r")
-    left.set_ylabel("α_lim(σ, r)")
-    left.set_title("sigmoid, R = {-10, 10} (paper, Fig. 2 left)", fontsize=9)
-    left.grid(alpha=0.3)
-    grid = torch.linspace(-0.5, 1.5, 801)
-    right.plot(grid, (grid > 0.5).float(), label="F: mediator hyperplane at 1/2")
-    right.plot([0, 1], [0, 1], "o", color="black", label="training points 0 and 1")
-    # F is constant on the ball of radius 1/2 around each training point: α_lim(F, 1/2) = 0
-    for point, label in ((0.0, "balls of radius r = 1/2 around them"), (1.0, None)):
-        right.axvspan(point - 0.5, point + 0.5, alpha=0.1, color="tab:green", label=label)
-    right.set_title("α_lim(F, 1/2) = 0, yet F is not Lipschitz (Fig. 2 right)", fontsize=9)
-    right.set_xlabel("x")
-    right.set_ylabel("F(x)")
-    right.legend(fontsize=7, loc="center right")
-    return fig
+    return radii, curve.tolist()
 
 
 COLUMNS = [
@@ -300,11 +279,12 @@ def run_demo(
         for names in [list(group[0].metrics)]
     ]
 
-    registry = plugins.registries().metrics
-    written = [save_figure(sigmoid_figure(), out / "fig2-sigmoid.png")]
+    presentations = plugins.registries().presentations
+    written = [save_figure(sigmoid_figure(*sigmoid_curve()), out / "fig2-sigmoid.png")]
     for metric, labelled in labelled_results(reports).items():
         if metric in FIGURES:
-            written.append(save_figure(registry.get(metric).plot(labelled), out / FIGURES[metric]))
+            fig = presentations.get(metric).figure(labelled)
+            written.append(save_figure(fig, out / FIGURES[metric]))
     x, y = data.split("train")
     sep = separation(x, y, "inf", device=device)
     written.append(save_figure(lipschitz_figure([(data.name, sep)]), out / "fig1-separation.png"))

@@ -1,5 +1,11 @@
-"""The one exception type that the CLI turns into a one-line message."""
+"""The one exception type that the CLI turns into a one-line message, and its guard."""
 
 
 class LocrobError(Exception):
     """A problem with the user's input or environment, with a message that says how to fix it."""
+
+
+def check(condition: bool, owner: str, message: str) -> None:
+    """Raise a :class:`LocrobError` naming ``owner`` unless ``condition`` holds."""
+    if not condition:
+        raise LocrobError(f"{owner}: {message}")

@@ -1,11 +1,11 @@
-"""The evaluation runner: activates metrics on a run-scoped plugin manager and collects a report."""
+"""The evaluation runner: checks the metrics against their hook spec, calls each in turn and
+collects one report."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,13 @@ from torch import nn
 
 from locrob import hookspecs, plugins
 from locrob.configurable import instantiate
-from locrob.data.cifar import DEFAULT_DATA_DIR
-from locrob.data.images import ImageData, batches
+from locrob.contract import DEFAULT_DATA_DIR, EvaluationContext, MetricResult
+from locrob.data.images import ImageData
 from locrob.errors import LocrobError
-from locrob.metrics.base import Metric, split_setting
+from locrob.metrics.base import Metric
 from locrob.models.probe import check_model
 from locrob.report import Report, environment
-from locrob.runtime import eval_mode, on_device, progress, resolve_device
+from locrob.runtime import eval_mode, on_device, resolve_device
 from locrob.sources import (
     as_module,
     data_options,
@@ -31,37 +31,6 @@ from locrob.sources import (
 )
 
 
-@dataclass
-class EvaluationContext:
-    """Settings shared by every metric of one evaluation run.
-
-    ``data_dir`` is the run's data folder (``--data-dir``): metrics that read files of their
-    own (CIFAR-10-C) look there unless an option of theirs names another folder.
-    """
-
-    device: torch.device
-    split: str = "test"
-    batch_size: int = 256
-    max_examples: int | None = None
-    seed: int = 0
-    data_dir: Path = DEFAULT_DATA_DIR
-
-    def examples(self, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images and labels measured: the first ``max_examples`` of ``split``."""
-        x, y = data.split(self.split)
-        if self.max_examples is not None:
-            x, y = x[: self.max_examples], y[: self.max_examples]
-        return x, y
-
-    def batches(
-        self, data: ImageData, desc: str = ""
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The examples as float batches in [0, 1] on the device, with a progress bar."""
-        x, y = self.examples(data)
-        n_batches = -(-len(y) // self.batch_size)
-        yield from progress(batches(x, y, self.batch_size, self.device), total=n_batches, desc=desc)
-
-
 def make_metrics(
     metrics: Sequence[str | Metric], options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[Metric]:
@@ -69,11 +38,6 @@ def make_metrics(
     if not metrics:
         raise LocrobError("no metric requested; name at least one (like 'clean')")
     return instantiate(metrics, options, plugins.registries().metrics, Metric)
-
-
-def measured_split(metric: Metric, context: EvaluationContext) -> str:
-    """The split ``metric`` measures: its own ``split`` setting if it has one, else the run's."""
-    return split_setting(metric.settings()) or context.split
 
 
 def as_data(data: ImageData | str | tuple[Any, Any]) -> ImageData:
@@ -160,22 +124,25 @@ def evaluate(
     model = as_module(model)
     active = make_metrics(metrics, metric_options)
 
-    pm = plugins.run_manager(hookspecs.EvaluationSpec, active)
+    plugins.run_manager(hookspecs.EvaluationSpec, active)  # the check: hookspecs.py says why
 
     with on_device(model, context.device), eval_mode(model):
         check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)
         start = time.perf_counter()
-        results = {r.name: r for r in pm.hook.measure(model=model, data=data, context=context)}
-    missing = [m.name for m in active if m.name not in results]
-    if missing:
-        raise LocrobError(f"metric(s) {', '.join(missing)} returned no result under their own name")
-    for metric in active:
-        result = results[metric.name]
-        if result.split is None:  # a metric that recorded its split itself knows it best
-            result.split = measured_split(metric, context)
+        results = {}
+        for metric in active:
+            result = metric.measure(model=model, data=data, context=context)
+            if not isinstance(result, MetricResult) or result.name != metric.name:
+                raise LocrobError(
+                    f"metric '{metric.name}' returned no result under its own name "
+                    "(use self.result(summary, **details))"
+                )
+            if result.split is None:  # a metric that recorded its split itself knows it best
+                result.split = metric.measured_split(context)
+            results[metric.name] = result
     warn_if_untrained(planned.model)  # after the run, beside its results (or not if it fails)
     return dataclasses.replace(
         planned,
-        metrics={m.name: results[m.name] for m in active},
+        metrics=results,
         seconds=round(time.perf_counter() - start, 3),
     )

@@ -1,45 +1,57 @@
 """Hook specifications: the contract between locrob and its plugins.
 
-Three families:
+The types the hooks pass and return live in :mod:`locrob.contract`; this module names the
+hooks and imports nothing that runs them. Three families:
 
 * :class:`RegistrationSpec` — called once, when the plugins load, to fill the registries of
-  metrics, defenses, model sources, dataset sources and corruptions. A plugin module (the
-  target of an entry point in the ``locrob`` group) implements any of these.
+  metrics, defenses, model sources, dataset sources, corruptions and presentations (each
+  ``register_X`` fills the registry ``X``). A plugin module (the target of an entry point in
+  the ``locrob`` group) implements any of these.
 * :class:`TrainingSpec` — implemented by :class:`locrob.Defense` objects. The trainer
   registers every defense active in a run on that run's plugin manager and calls these hooks;
-  combining defenses is activating several of them.
-* :class:`EvaluationSpec` — implemented by :class:`locrob.Metric` objects, registered the same
-  way on an evaluation run's manager.
+  combining defenses is activating several of them, which is why training needs a manager:
+  several defenses implement the same lifecycle hook and each call reaches all of them.
+* :class:`EvaluationSpec` — implemented by :class:`locrob.Metric` objects. A metric has one
+  hook, so evaluation fans out through no manager: the runner calls each metric's ``measure``
+  itself, one at a time in the order asked, so that a failure names its metric and each
+  metric's work can be timed (and split over processes) on its own. The run's metrics are
+  still checked against this spec by a pluggy manager, exactly as defenses are, so a
+  misspelled or unmarked hook is an error rather than a metric that silently measures nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+from locrob.contract import DatasetSource, ModelSource, Presentation, Register
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from locrob.contract import EvaluationContext, MetricResult, TrainingContext
     from locrob.data.images import ImageData
-    from locrob.evaluation import EvaluationContext
-    from locrob.metrics.base import MetricResult
-    from locrob.training import TrainingContext
 
 PROJECT = "locrob"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-Register = Callable[..., None]
+# the callback each registration hook receives, one per registry
+RegisterMetric = Register["type[Metric]"]
+RegisterDefense = Register["type[Defense]"]
+RegisterModelSource = Register[ModelSource]
+RegisterDatasetSource = Register[DatasetSource]
+RegisterCorruption = Register["Corruption"]
+RegisterPresentation = Register[Presentation]
 
 
 class RegistrationSpec:
     """Hooks that fill the registries. Each receives a ``register(name, obj)`` callback."""
 
     @hookspec
-    def register_metrics(self, register: Register) -> None:
+    def register_metrics(self, register: RegisterMetric) -> None:
         """Register metric classes: ``register("clean", CleanAccuracy)``.
 
         A metric class subclasses :class:`locrob.Metric`; its constructor's keyword
@@ -47,7 +59,7 @@ class RegistrationSpec:
         """
 
     @hookspec
-    def register_defenses(self, register: Register) -> None:
+    def register_defenses(self, register: RegisterDefense) -> None:
         """Register defense classes: ``register("parseval", Parseval)``.
 
         A defense class subclasses :class:`locrob.Defense`; its constructor's keyword
@@ -55,7 +67,7 @@ class RegistrationSpec:
         """
 
     @hookspec
-    def register_model_sources(self, register: Register) -> None:
+    def register_model_sources(self, register: RegisterModelSource) -> None:
         """Register model sources, resolved from specs ``NAME`` or ``NAME:ARG``.
 
         ``register("small-cnn", source)`` where ``source(arg, **options) -> nn.Module``;
@@ -63,7 +75,7 @@ class RegistrationSpec:
         """
 
     @hookspec
-    def register_dataset_sources(self, register: Register) -> None:
+    def register_dataset_sources(self, register: RegisterDatasetSource) -> None:
         """Register dataset sources, resolved from specs ``NAME`` or ``NAME:ARG``.
 
         ``register("cifar10", source)`` where
@@ -71,12 +83,21 @@ class RegistrationSpec:
         """
 
     @hookspec
-    def register_corruptions(self, register: Register) -> None:
+    def register_corruptions(self, register: RegisterCorruption) -> None:
         """Register corruptions: ``register("fog", Corruption("fog", apply, params))``.
 
         A :class:`locrob.corruptions.Corruption` pairs ``apply(images, parameters, generator)``
         with its parameters per preset (``cifar``, ``imagenet``, ...) and severity 1-5; the
         base class checks the images and severity and seeds the generator.
+        """
+
+    @hookspec
+    def register_presentations(self, register: RegisterPresentation) -> None:
+        """Register how reports show a metric, under the metric's name:
+        ``register("noise", Presentation(figure=accuracy_against_snr))``.
+
+        A :class:`locrob.contract.Presentation` holds a figure and a Markdown table of several
+        models' results; ``locrob evaluate --out`` and ``locrob plot`` draw them.
         """
 
 

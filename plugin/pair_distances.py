@@ -23,7 +23,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +32,6 @@ from locrob.alpha.geometry import parse_norm
 from locrob.data.images import as_images, as_labels
 from locrob.errors import LocrobError
 from locrob.runtime import best_rate, progress, quiet_cuda_probe, resolve_device
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure  # imported where drawn: it costs 0.2 s
 
 EXACT_BINS = 256  # uint8 L-inf: one bin per integer distance 0..255
 FINE_BINS = 1 << 16
@@ -132,6 +129,27 @@ class Separation:
             "ds": list(ds),
             "robustness_curves": self.robustness_curves(alphas, ds),
         }
+
+    @classmethod
+    def from_dict(cls, details: dict[str, Any]) -> Separation:
+        """A light Separation from :meth:`to_dict`'s output (a report's details), enough to
+        redraw its curves: the histogram, without the per-class-pair counts."""
+        counts = details["histogram"]
+        if isinstance(counts, dict):  # sparse form of a fine histogram
+            dense = torch.zeros(round(details["upper"] / details["bin_width"]), dtype=torch.long)
+            dense[counts["bins"]] = torch.tensor(counts["counts"])
+            counts = dense
+        else:
+            counts = torch.tensor(counts)
+        return cls(
+            details["norm"],
+            details["exact"],
+            details["upper"],
+            counts,
+            torch.zeros(0),
+            [],
+            details["n_images"],
+        )
 
 
 def _compact(counts: torch.Tensor) -> dict[str, list[int]]:
@@ -334,38 +352,3 @@ def separation(
         classes=names,
         n_images=len(values),
     )
-
-
-def _curve_figure(lines: Sequence[tuple[str, list[float]]], xlabel: str, title: str) -> Figure:
-    """Incompatible fraction against alpha (log scale), one line per (label, curve)."""
-    from locrob.metrics.base import lines_figure
-
-    fig = lines_figure(
-        [(label, DEFAULT_ALPHAS, curve) for label, curve in lines],
-        xlabel=xlabel,
-        ylabel="fraction of distinct-class pairs incompatible",
-        title=title,
-        linewidth=1.8,
-    )
-    fig.axes[0].set_xscale("log")
-    return fig
-
-
-def lipschitz_figure(results: Sequence[tuple[str, Separation]]) -> Figure:
-    """Fig. 1: fraction of distinct-class pairs incompatible with alpha-Lipschitz, per data set."""
-    lines = [(label, result.lipschitz_curve()) for label, result in results]
-    title = f"one-hot labels, {results[0][1].norm} norm (paper, Fig. 1)"
-    return _curve_figure(lines, r"Lipschitz constant $\alpha$", title)
-
-
-def robustness_figure(label: str, result: Separation, ds: Sequence[float] = DEFAULT_DS) -> Figure:
-    """Fig. 3: fraction of pairs incompatible with alpha-robustness, one curve per d ~ 2r."""
-    curves = result.robustness_curves(DEFAULT_ALPHAS, ds)
-    # a curve is all zero when no distinct-class pair is closer than d: such curves coincide
-    # on the axis, so their labels say why
-    lines = [
-        (f"d = {d:g}" + ("" if any(curve) else " (no pair closer)"), curve)
-        for d, curve in zip(ds, curves, strict=True)
-    ]
-    title = f"{label}: {result.norm} norm, pairs closer than d (paper, Fig. 3)"
-    return _curve_figure(lines, r"$\alpha$", title)

@@ -21,10 +21,10 @@ import functools
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -32,20 +32,33 @@ from locrob import hookspecs
 from locrob.errors import LocrobError
 from locrob.registry import Registry
 
+if TYPE_CHECKING:
+    from locrob.contract import DatasetSource, ModelSource, Presentation
+    from locrob.corruptions.base import Corruption
+    from locrob.defenses.base import Defense
+    from locrob.metrics.base import Metric
+
 ENTRY_POINT_GROUP = "locrob"
 ALLOW_ENV = "LOCROB_PLUGINS"
 BUILTIN_DISTRIBUTION = "locrob"
 
 
-@dataclass
 class Registries:
-    """Everything the registration hooks registered: the field ``X`` is filled by ``register_X``."""
+    """Everything the registration hooks registered: the attribute ``X`` is filled by
+    ``register_X``. The one list of registries: the plugin host, its clash check and
+    ``locrob plugins`` all walk it (:meth:`each`)."""
 
-    metrics: Registry[Any] = field(default_factory=lambda: Registry("metric"))
-    defenses: Registry[Any] = field(default_factory=lambda: Registry("defense"))
-    model_sources: Registry[Any] = field(default_factory=lambda: Registry("model source"))
-    dataset_sources: Registry[Any] = field(default_factory=lambda: Registry("dataset"))
-    corruptions: Registry[Any] = field(default_factory=lambda: Registry("corruption"))
+    def __init__(self) -> None:
+        self.metrics: Registry[type[Metric]] = Registry("metric")
+        self.defenses: Registry[type[Defense]] = Registry("defense")
+        self.model_sources: Registry[ModelSource] = Registry("model source", "models")
+        self.dataset_sources: Registry[DatasetSource] = Registry("dataset")
+        self.corruptions: Registry[Corruption] = Registry("corruption")
+        self.presentations: Registry[Presentation] = Registry("presentation")
+
+    def each(self) -> list[tuple[str, Registry[Any]]]:
+        """(attribute name, registry) of every registry, in the order above."""
+        return list(vars(self).items())
 
 
 @dataclass(frozen=True)
@@ -118,14 +131,10 @@ class PluginHost:
         self._registries = None
         clashes = self.clashes()
         if clashes:  # refused here, rather than breaking every later command
-            self.unregister(registered)
+            self.pm.unregister(name=registered)
+            self._dists.pop(registered, None)
+            self._registries = None
             raise LocrobError(f"cannot register plugin '{registered}': {clashes[0]}")
-
-    def unregister(self, name: str) -> None:
-        """Remove a plugin registered by name; the registries refill."""
-        self.pm.unregister(name=name)
-        self._dists.pop(name, None)
-        self._registries = None
 
     @property
     def registries(self) -> Registries:
@@ -143,9 +152,8 @@ class PluginHost:
         if self._registries is None:
             self.load()
             reg = Registries()
-            for kind in fields(reg):
-                registry = getattr(reg, kind.name)
-                hook = getattr(self.pm.hook, f"register_{kind.name}")
+            for name, registry in reg.each():
+                hook = getattr(self.pm.hook, f"register_{name}")
                 # each plugin's hook called on its own (in the order the plugins were
                 # registered), so that every registration knows which plugin made it
                 for impl in hook.get_hookimpls():
@@ -157,8 +165,7 @@ class PluginHost:
     def clashes(self) -> list[str]:
         """A sentence for each name that several plugins (or one, twice) registered."""
         sentences = []
-        for kind in fields(Registries):
-            registry = getattr(self.registrations(), kind.name)
+        for _, registry in self.registrations().each():
             for name, owners in registry.clashes().items():
                 sentences.append(f"{registry.kind} '{name}' is registered by {self.owners(owners)}")
         return sentences

@@ -13,8 +13,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Name -> object mapping for one kind of plugin (metric, defense, ...)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, label: str = "") -> None:
         self.kind = kind
+        self.label = label or f"{kind}s"  # what listings call the whole registry
         self._items: dict[str, T] = {}
         self._owners: dict[str, list[str]] = {}
 

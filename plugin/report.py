@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from locrob.atomic import write_text
+from locrob.contract import MetricResult, split_setting
 from locrob.errors import LocrobError
-from locrob.metrics.base import MetricResult, split_setting
 
 if TYPE_CHECKING:
     import torch

@@ -23,64 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from locrob import hookspecs, plugins
+from locrob import plugins
 from locrob.atomic import write_text
-from locrob.configurable import check, instantiate
+from locrob.contract import TrainConfig, TrainingContext
 from locrob.data.images import ImageData, batches
 from locrob.defenses.base import Defense
+from locrob.defenses.lifecycle import lifecycle, make_defenses
 from locrob.errors import LocrobError
 from locrob.jsonable import jsonable
+from locrob.metrics.base import correct_predictions
 from locrob.models.architectures import Architecture
-from locrob.models.checkpoint import save_checkpoint
+from locrob.models.checkpoint import read_checkpoint, read_training_state, save_checkpoint
 from locrob.models.probe import check_model
 from locrob.runtime import eval_mode, progress, resolve_device
 from locrob.sources import data_options, load_dataset, load_model, split_spec
-
-
-@dataclass
-class TrainConfig:
-    """Optimization settings (defaults: the authors' recipe scaled to the embedded data)."""
-
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_drop: float = 0.01
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check(self.epochs >= 1, "train", f"epochs must be at least 1, got {self.epochs}")
-        check(
-            self.batch_size >= 1, "train", f"batch size must be at least 1, got {self.batch_size}"
-        )
-        check(self.lr > 0, "train", f"learning rate must be positive, got {self.lr}")
-        check(0 <= self.momentum < 1, "train", f"momentum must be in [0, 1), got {self.momentum}")
-        check(
-            self.weight_decay >= 0, "train", f"weight decay must be >= 0, got {self.weight_decay}"
-        )
-        check(0 < self.lr_drop <= 1, "train", f"lr_drop must be in (0, 1], got {self.lr_drop}")
-
-    @classmethod
-    def authors(cls, seed: int = 0) -> TrainConfig:
-        """The Laplacian-networks authors' CIFAR-10 recipe: 100 epochs at 0.1, then 0.001."""
-        return cls(epochs=100, batch_size=100, lr=0.1, seed=seed)
-
-    @property
-    def drop_epoch(self) -> int:
-        """The epoch at which the learning rate is multiplied by ``lr_drop``."""
-        return self.epochs // 2 if self.epochs > 1 else self.epochs
-
-
-@dataclass
-class TrainingContext:
-    """What the lifecycle hooks see of the run; ``epoch`` and ``step`` advance as it goes."""
-
-    config: TrainConfig
-    device: torch.device
-    num_classes: int
-    epoch: int = 0
-    step: int = 0
 
 
 @dataclass
@@ -93,42 +49,6 @@ class TrainResult:
     checkpoint: Path | None = None
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def make_defenses(
-    defenses: Sequence[str | Defense], options: Mapping[str, Mapping[str, Any]] | None = None
-) -> list[Defense]:
-    """Instantiate defenses from names (with ``options[name]``) or ready instances."""
-    return instantiate(defenses, options, plugins.registries().defenses, Defense)
-
-
-def lifecycle(defenses: Sequence[Defense]) -> pluggy.PluginManager:
-    """A plugin manager holding the active defenses, checked for conflicting hooks."""
-    pm = plugins.run_manager(hookspecs.TrainingSpec, defenses)
-    transformers = [impl.plugin_name for impl in pm.hook.transform_batch.get_hookimpls()]
-    if len(transformers) > 1:
-        raise LocrobError(
-            f"defenses {' and '.join(transformers)} both replace the training batch; "
-            "activate only one of them (their order would decide the result)"
-        )
-    return pm
-
-
-def replay_defenses(model: nn.Module, config: Mapping[str, Any]) -> None:
-    """Apply again the ``prepare_model`` of the defenses a checkpoint was trained with (they
-    may have changed the architecture: parametrizations, merges), before its weights load."""
-    recorded = config.get("defenses") or []
-    if not recorded:
-        return
-    defenses = make_defenses(
-        [d["name"] for d in recorded], {d["name"]: d.get("settings", {}) for d in recorded}
-    )
-    context = TrainingContext(
-        TrainConfig(**config.get("train", {})),
-        torch.device("cpu"),
-        int(config.get("options", {}).get("num_classes", 0)),
-    )
-    lifecycle(defenses).hook.prepare_model(model=model, context=context)
 
 
 def build_architecture(
@@ -194,14 +114,10 @@ def train_step(
     return logits, y, {"loss": loss, "cross_entropy": ce, **terms}
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on uint8/float images."""
     with eval_mode(model):
-        correct = sum(
-            int(model(xb).argmax(1).eq(yb).sum()) for xb, yb in batches(x, y, 500, device)
-        )
-    return correct / len(y)
+        return float(correct_predictions(model, batches(x, y, 500, device)).float().mean())
 
 
 def train(
@@ -240,12 +156,30 @@ def train(
     # Seed a forked RNG so that training is reproducible without reseeding the caller's.
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        return _train(
-            model, data, dataset_spec, active, pm, config, model_options, dev, out, resume
-        )
+        run = _start(model, data, dataset_spec, active, pm, config, model_options, dev)
+        if resume:
+            _resume(run, Path(out) / "model.pt", model, len(data.train_y))
+        start = time.perf_counter()
+        _epochs(run, model, data, Path(out) if out is not None else None)
+        return _finish(run, model, round(time.perf_counter() - start, 3), out)
 
 
-def _train(
+@dataclass
+class _Run:
+    """One training run's state, shared by its steps."""
+
+    net: nn.Module
+    options: dict[str, Any]
+    pm: pluggy.PluginManager
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator
+    context: TrainingContext
+    info: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    first_epoch: int = 0
+
+
+def _start(
     model: str,
     data: ImageData,
     dataset_spec: str,
@@ -254,96 +188,112 @@ def _train(
     config: TrainConfig,
     model_options: Mapping[str, Any] | None,
     dev: torch.device,
-    out: str | Path | None,
-    resume: bool,
-) -> TrainResult:
+) -> _Run:
+    """The architecture built and prepared by the defenses, its optimizer and the run's record."""
     net, options = build_architecture(model, data, model_options)
     net.to(dev)
     context = TrainingContext(config, dev, data.num_classes)
     pm.hook.prepare_model(model=net, context=context)
     net.to(dev)
     check_model(net, data.train_x, data.num_classes, data.name, dev)
-
     optimizer = torch.optim.SGD(
         net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    shuffle = torch.Generator().manual_seed(config.seed)
-    x_train, y_train = data.split("train")
-    x_test, y_test = data.split("test")
-    n_batches = -(-len(y_train) // config.batch_size)
-    described = [d.describe() for d in active]
     info = {
         "dataset": dataset_spec,
         "device": str(dev),
-        "defenses": described,
+        "defenses": [d.describe() for d in active],
         "train": asdict(config),
     }
+    shuffle = torch.Generator().manual_seed(config.seed)
+    return _Run(net, options, pm, optimizer, shuffle, context, info)
 
-    history: list[dict[str, Any]] = []
-    first = 0
-    if resume:
-        first, history = restore(Path(out) / "model.pt", model, info, net, optimizer, shuffle, dev)
-        context.step = first * n_batches
-    start = time.perf_counter()
+
+def _resume(run: _Run, path: Path, model: str, n_train: int) -> None:
+    """Continue the run saved at ``path``: its weights, optimizer, random states and history."""
+    epochs, run.history = restore(
+        path, model, run.info, run.net, run.optimizer, run.shuffle, run.context.device
+    )
+    run.first_epoch = epochs
+    run.context.step = epochs * -(-n_train // run.context.config.batch_size)
+
+
+def _epochs(run: _Run, model: str, data: ImageData, out: Path | None) -> None:
+    """The remaining epochs, each recorded (and saved to ``out``) as it ends."""
+    config = run.context.config
+    n_batches = -(-len(data.train_y) // config.batch_size)
     bar = progress(
         total=config.epochs * n_batches,
-        initial=first * n_batches,
+        initial=run.first_epoch * n_batches,
         desc=f"train {model}",
         leave=True,
     )
-    for epoch in range(first, config.epochs):
-        context.epoch = epoch
-        for group in optimizer.param_groups:  # a stateless step schedule: nothing to restore
+    for epoch in range(run.first_epoch, config.epochs):
+        run.context.epoch = epoch
+        for group in run.optimizer.param_groups:  # a stateless step schedule: nothing to restore
             group["lr"] = config.lr * (config.lr_drop if epoch >= config.drop_epoch else 1.0)
-        net.train()
-        totals: dict[str, float] = {}
-        seen = correct = 0
-        order = torch.randperm(len(y_train), generator=shuffle)
-        for x, y in batches(x_train, y_train, config.batch_size, dev, order):
-            logits, y, parts = train_step(net, x, y, pm, optimizer, context)
-
-            n = len(y)
-            seen += n
-            correct += int(logits.detach().argmax(1).eq(y).sum())
-            for name, value in parts.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach()) * n
-            context.step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{totals['loss'] / seen:.3f}")
-        stats = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            **{k: v / seen for k, v in totals.items()},
-            "train_accuracy": correct / seen,
-            "test_accuracy": accuracy(net, x_test, y_test, dev),
-        }
-        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
-            raise LocrobError(
-                f"training diverged in epoch {epoch + 1}: the weights hold NaN or Inf "
-                f"(last loss {totals['loss'] / seen:.4g}); lower the learning rate or the "
-                "defenses' weights"
-            )
-        pm.hook.on_epoch_end(model=net, stats=stats, context=context)
-        history.append(jsonable(stats, f"epoch {epoch + 1} statistics"))
+        stats = _epoch(run, data, bar)
+        run.pm.hook.on_epoch_end(model=run.net, stats=stats, context=run.context)
+        run.history.append(jsonable(stats, f"epoch {epoch + 1} statistics"))
         if out is not None:
-            state = {
-                "epoch": epoch + 1,
-                "optimizer": optimizer.state_dict(),
-                "shuffle": shuffle.get_state(),
-                "rng": torch.get_rng_state(),
-                **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
-            }
-            info["history"] = history
-            save_checkpoint(Path(out) / "model.pt", net, model, options, state, **info)
+            _save(run, model, out / "model.pt")
     bar.close()
-    seconds = round(time.perf_counter() - start, 3)
-    net.eval()
-    info.update(history=history, seconds=seconds)
-    result = TrainResult(net, history, described, None, seconds, info)
+
+
+def _epoch(run: _Run, data: ImageData, bar: Any) -> dict[str, Any]:
+    """One pass over the shuffled training set; the epoch's statistics."""
+    net, context, dev = run.net, run.context, run.context.device
+    x_train, y_train = data.split("train")
+    net.train()
+    totals: dict[str, float] = {}
+    seen = correct = 0
+    order = torch.randperm(len(y_train), generator=run.shuffle)
+    for x, y in batches(x_train, y_train, context.config.batch_size, dev, order):
+        logits, y, parts = train_step(net, x, y, run.pm, run.optimizer, context)
+        seen += len(y)
+        correct += int(logits.detach().argmax(1).eq(y).sum())
+        for name, value in parts.items():
+            totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(y)
+        context.step += 1
+        bar.update(1)
+        bar.set_postfix(epoch=context.epoch + 1, loss=f"{totals['loss'] / seen:.3f}")
+    if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+        raise LocrobError(
+            f"training diverged in epoch {context.epoch + 1}: the weights hold NaN or Inf "
+            f"(last loss {totals['loss'] / seen:.4g}); lower the learning rate or the "
+            "defenses' weights"
+        )
+    return {
+        "epoch": context.epoch + 1,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        **{k: v / seen for k, v in totals.items()},
+        "train_accuracy": correct / seen,
+        "test_accuracy": accuracy(net, *data.split("test"), dev),
+    }
+
+
+def _save(run: _Run, model: str, path: Path) -> None:
+    """The checkpoint after an epoch, with what resuming needs."""
+    dev = run.context.device
+    state = {
+        "epoch": run.context.epoch + 1,
+        "optimizer": run.optimizer.state_dict(),
+        "shuffle": run.shuffle.get_state(),
+        "rng": torch.get_rng_state(),
+        **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
+    }
+    run.info["history"] = run.history
+    save_checkpoint(path, run.net, model, run.options, state, **run.info)
+
+
+def _finish(run: _Run, model: str, seconds: float, out: str | Path | None) -> TrainResult:
+    """The result (the model in eval mode), and ``train.json`` beside the checkpoint."""
+    run.net.eval()
+    info = {**run.info, "history": run.history, "seconds": seconds}
+    result = TrainResult(run.net, run.history, run.info["defenses"], None, seconds, info)
     if out is not None:  # model.pt was written after the last epoch
-        out = Path(out)
-        result.checkpoint = out / "model.pt"
-        write_text(out / "train.json", json.dumps({"model": model, **info}, indent=2) + "\n")
+        result.checkpoint = Path(out) / "model.pt"
+        write_text(Path(out) / "train.json", json.dumps({"model": model, **info}, indent=2) + "\n")
     return result
 
 
@@ -358,8 +308,6 @@ def restore(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load the run saved at ``path`` into ``net``, ``optimizer`` and the random states, after
     checking it is the same run; returns the epochs done and their history."""
-    from locrob.models.checkpoint import read_checkpoint, read_training_state
-
     config, weights = read_checkpoint(path)
     state = read_training_state(path)
     if state is None:

@@ -346,3 +346,32 @@ def check_reported_perturbations(model, x, result):
             diff = model(xi + delta).softmax(1) - model(xi).softmax(1)
         ratio = (diff.norm() / delta.norm()).item()
         assert ratio == pytest.approx(result.per_radius[k].item(), rel=1e-3)
+
+
+def write_cifar10c(root, corruptions, n_per_severity=10000, n_written=8, folder="CIFAR-10-C"):
+    """CIFAR-10-C files in their published layout: <corruption>.npy holds 5 x 10000 uint8
+    HWC images (severity blocks in order), labels.npy the 10000 labels five times over.
+
+    The files are memory-mapped and only the first ``n_written`` images of each severity are
+    written, so they take little disk. Returns what was written per (corruption, severity).
+    """
+    folder = root / folder
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    labels = np.tile(rng.integers(0, 9, n_per_severity).astype(np.uint8), 5)  # never 9
+    np.save(folder / "labels.npy", labels)
+    written = {}
+    for corruption in corruptions:
+        images = np.lib.format.open_memmap(
+            folder / f"{corruption}.npy",
+            mode="w+",
+            dtype=np.uint8,
+            shape=(5 * n_per_severity, 32, 32, 3),
+        )
+        for severity in range(1, 6):
+            block = rng.integers(0, 256, (n_written, 32, 32, 3), dtype=np.uint8)
+            images[(severity - 1) * n_per_severity :][:n_written] = block
+            written[corruption, severity] = block
+        images.flush()
+        del images
+    return written, labels[:n_written]

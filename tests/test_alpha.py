@@ -293,10 +293,10 @@ def test_search_is_never_below_sampling(cnn_points, directions):
 
 
 def test_presets_and_overrides():
-    assert PRESETS["paper"]["n_points"] == 100 and PRESETS["paper"]["n_draws"] == 1000
+    assert PRESETS["paper"]["max_examples"] == 100 and PRESETS["paper"]["n_draws"] == 1000
     assert (
         PRESETS["authors-code"]["noise"] == "uniform"
-        and PRESETS["authors-code"]["n_points"] == 1000
+        and PRESETS["authors-code"]["max_examples"] == 1000
     )
     assert authors_radii()[0] == pytest.approx(1.75 / 30) and authors_radii()[-1] == pytest.approx(
         1.75
@@ -304,7 +304,7 @@ def test_presets_and_overrides():
     model, _ = linear_model()
     result = locrob.alpha_lim(model, points(3), preset="authors-code", n_draws=2, **LINEAR)
     assert result.settings["n_draws"] == 2 and result.settings["noise"] == "uniform"
-    assert len(result.radii) == 30 and result.settings["n_points"] == 3
+    assert len(result.radii) == 30 and result.settings["max_examples"] == 3
     # what the paper leaves open, both presets take from the authors' code
     for preset in PRESETS:
         settings = resolve(preset, None)

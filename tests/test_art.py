@@ -100,7 +100,7 @@ def test_alpha_search_at_a_small_radius_finds_the_largest_gradient_and_clever_si
         ["clever"],
         device="cpu",
         metric_options={
-            "clever": {"n_points": 3, "nb_batches": 5, "batch_size": 10, "radius": 5.0}
+            "clever": {"max_examples": 3, "nb_batches": 5, "batch_size": 10, "radius": 5.0}
         },
     )
     scores = torch.tensor(report.metrics["clever"].details["scores"], dtype=torch.float64)

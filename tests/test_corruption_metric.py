@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import Lookup, subset
+from conftest import Lookup, subset, write_cifar10c
 
 import locrob
 from locrob.corruptions import corrupt
 from locrob.metrics.corruptions import CorruptionAccuracy, mce, relative_mce
-from locrob.runtime import mix_seed
+from locrob.streams import Streams
 
 # Table 2 of the paper: CIFAR-10 test error in percent, clean / corrupted, and relative mCE
 TABLE_2 = {
@@ -72,6 +72,20 @@ def levels():
     return locrob.ImageData("levels", x, y, x, y)
 
 
+def test_results_do_not_depend_on_the_batch_size(levels):
+    """Each image's draws are addressed by its index: batching changes no number."""
+    metric = CorruptionAccuracy(corruptions=["impulse_noise", "glass_blur", "fog"], severities=[5])
+
+    def run(size: int, seed: int = 1) -> dict:
+        report = locrob.evaluate(
+            Brightness(), levels, [metric], batch_size=size, seed=seed, device="cpu"
+        )
+        return report.metrics["corruptions"].details
+
+    assert run(1) == run(7) == run(40)
+    assert run(7) != run(7, seed=2)  # the draws do decide predictions here
+
+
 def test_accuracy_per_cell_is_the_model_on_the_seeded_corruptions(levels):
     names, severities = ["contrast", "gaussian_noise"], [1, 5]
     report = locrob.evaluate(
@@ -86,11 +100,10 @@ def test_accuracy_per_cell_is_the_model_on_the_seeded_corruptions(levels):
     x, y = levels.test_x.float() / 255, levels.test_y
     for c, name in enumerate(names):
         for s, severity in enumerate(severities):
-            correct = 0
-            for b, start in enumerate(range(0, 40, 16)):
-                seed = torch.Generator().manual_seed(mix_seed(3, b, c, severity))
-                batch = corrupt(x[start : start + 16], name, severity, seed=seed)
-                correct += int(Brightness()(batch).argmax(1).eq(y[start : start + 16]).sum())
+            # image i under (name, severity) draws from the stream of (seed, i, name, severity)
+            streams = Streams.for_images(3, range(40), "cpu", name, severity)
+            batch = corrupt(x, name, severity, seed=streams)
+            correct = int(Brightness()(batch).argmax(1).eq(y).sum())
             assert res.details["accuracy"][c][s] == correct / 40
     assert res.summary["clean_error"] == 0
     cells = [a for row in res.details["accuracy"] for a in row]
@@ -209,35 +222,6 @@ def test_plot_command_writes_table_2_and_the_heat_map(trained, digits, tmp_path,
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(locrob.LocrobError, match=message):
         CorruptionAccuracy.create(**options)
-
-
-def write_cifar10c(root, corruptions, n_per_severity=10000, n_written=8, folder="CIFAR-10-C"):
-    """CIFAR-10-C files in their published layout: <corruption>.npy holds 5 x 10000 uint8
-    HWC images (severity blocks in order), labels.npy the 10000 labels five times over.
-
-    The files are memory-mapped and only the first ``n_written`` images of each severity are
-    written, so they take little disk. Returns what was written per (corruption, severity).
-    """
-    folder = root / folder
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    labels = np.tile(rng.integers(0, 9, n_per_severity).astype(np.uint8), 5)  # never 9
-    np.save(folder / "labels.npy", labels)
-    written = {}
-    for corruption in corruptions:
-        images = np.lib.format.open_memmap(
-            folder / f"{corruption}.npy",
-            mode="w+",
-            dtype=np.uint8,
-            shape=(5 * n_per_severity, 32, 32, 3),
-        )
-        for severity in range(1, 6):
-            block = rng.integers(0, 256, (n_written, 32, 32, 3), dtype=np.uint8)
-            images[(severity - 1) * n_per_severity :][:n_written] = block
-            written[corruption, severity] = block
-        images.flush()
-        del images
-    return written, labels[:n_written]
 
 
 @pytest.mark.parametrize(

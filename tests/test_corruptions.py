@@ -122,14 +122,22 @@ def decorrelation(corrupted: np.ndarray | torch.Tensor, clean: torch.Tensor) -> 
 # (radius 1.5, alias 0.1) blurs a little less than severity 4 (radius 1, alias 0.2), glass
 # blur alternates sigma and iterations, and elastic severity 1 is the largest affine warp.
 NOT_ORDERED_BY_THE_REFERENCE = {"defocus_blur", "glass_blur", "elastic_transform"}
+# Motion blur severities 3 and 4 differ only in the radius (6, 8) at sigma 2: the taps 13 to 16
+# that radius 8 adds weigh below 1e-9, so on the same directions the two blurs are the same.
+TIED_IN_THE_REFERENCE = {"motion_blur": 3}
 
 
 @pytest.mark.parametrize("name", CIFAR_10_C)
 def test_distortion_grows_with_severity(name):
     x = smooth_images(100, seed=3)
-    ours = [decorrelation(corrupt(x, name, s, seed=s), x) for s in range(1, 6)]
+    # the same draws at every severity (common random numbers): only the parameters change
+    ours = [decorrelation(corrupt(x, name, s, seed=0), x) for s in range(1, 6)]
     if name not in NOT_ORDERED_BY_THE_REFERENCE:
-        assert all(b > a for a, b in itertools.pairwise(ours)), ours
+        steps = [b - a for a, b in itertools.pairwise(ours)]
+        tied = TIED_IN_THE_REFERENCE.get(name)
+        assert all(
+            abs(step) < 1e-6 if s + 1 == tied else step > 0 for s, step in enumerate(steps)
+        ), ours
         return
     ref = [decorrelation(reference_corrupt(name, x[:40], s), x[:40]) for s in range(1, 6)]
     # where the reference itself steps clearly up or down, ours steps the same way

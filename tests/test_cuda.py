@@ -15,14 +15,15 @@ from conftest import (
     operator_norm,
     points,
     random_set,
+    smooth_images,
     subset,
 )
 
 import locrob
+from locrob.contract import TrainConfig, TrainingContext
 from locrob.defenses.laplacian import cosine_graphs, smoothness
 from locrob.defenses.pgd import PGDTraining
 from locrob.pair_distances import separation
-from locrob.training import TrainConfig, TrainingContext
 
 pytestmark = NEEDS_CUDA
 CUDA = torch.device("cuda")
@@ -141,8 +142,6 @@ DETERMINISTIC = (
 
 @pytest.mark.parametrize("preset", ["cifar", "imagenet"])
 def test_corruptions_on_cuda_match_the_cpu_or_their_statistics(preset):
-    from test_corruption_fidelity import smooth_images
-
     from locrob.corruptions import NAMES, corrupt
 
     x = smooth_images(64)

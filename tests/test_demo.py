@@ -98,8 +98,8 @@ def test_demo_command_passes_its_seed(tmp_path, locrob_cli, monkeypatch):
 
 
 def test_mean_result_averages_numbers_and_keeps_the_rest():
+    from locrob.contract import MetricResult
     from locrob.demo import mean_result
-    from locrob.metrics.base import MetricResult
 
     a = MetricResult("m", {"acc": 0.5}, {"curve": [1.0, 2.0], "names": ["x"], "n": 3})
     b = MetricResult("m", {"acc": 1.0}, {"curve": [3.0, 6.0], "names": ["y"], "n": 5})

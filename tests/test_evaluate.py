@@ -196,7 +196,7 @@ def _split_report() -> locrob.Report:
     """clean on the test split; local-robustness on its default (train) and separation on test,
     both by their own ``split`` setting."""
     options = {
-        "local-robustness": {"n_points": 4, "n_draws": 4, "radii": [0.1], "at": [0.1]},
+        "local-robustness": {"max_examples": 4, "n_draws": 4, "radii": [0.1], "at": [0.1]},
         "separation": {"split": "test"},
     }
     return locrob.evaluate(

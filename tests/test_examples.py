@@ -74,7 +74,7 @@ def test_robustbench_leaderboard_ranks_zoo_models_evaluated_alongside(
             str(tmp_path / "models"),
             "--data-dir",
             str(root),
-            "--n-examples",
+            "--max-examples",
             "6",
             "--metrics",
             "clean",

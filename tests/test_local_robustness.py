@@ -11,10 +11,14 @@ import torch
 import locrob
 from locrob import cli
 from locrob.errors import LocrobError
-from locrob.metrics.local_robustness import LocalRobustness
 
 OPTIONS = {
-    "local-robustness": {"n_points": 8, "n_draws": 6, "radii": [0.25, 0.5, 1.0], "at": [0.5, 2.0]}
+    "local-robustness": {
+        "max_examples": 8,
+        "n_draws": 6,
+        "radii": [0.25, 0.5, 1.0],
+        "at": [0.5, 2.0],
+    }
 }
 
 
@@ -24,7 +28,7 @@ def test_metric_matches_a_direct_alpha_lim_call(trained, digits):
     )
     result = report.metrics["local-robustness"]
     direct = locrob.alpha_lim(
-        trained.model, digits.train_x, [0.25, 0.5, 1.0], n_points=8, n_draws=6, device="cpu"
+        trained.model, digits.train_x, [0.25, 0.5, 1.0], max_examples=8, n_draws=6, device="cpu"
     )
     assert result.details["curve"] == pytest.approx(direct.curve.tolist())
     assert result.details["bound"] == "lower"
@@ -33,7 +37,7 @@ def test_metric_matches_a_direct_alpha_lim_call(trained, digits):
         float(direct.curve[-1])
     )  # past the last radius
     assert result.summary["auc"] == pytest.approx(direct.auc())
-    assert result.details["settings"]["n_points"] == 8 and result.settings["split"] == "train"
+    assert result.details["settings"]["max_examples"] == 8 and result.settings["split"] == "train"
 
 
 def test_the_plot_draws_one_line_per_model(trained, digits):
@@ -43,7 +47,8 @@ def test_the_plot_draws_one_line_per_model(trained, digits):
     b = locrob.evaluate(
         trained.model, digits, ["local-robustness"], metric_options=OPTIONS, name="b", seed=1
     )
-    fig = LocalRobustness.plot([(r.label, r.metrics["local-robustness"]) for r in (a, b)])
+    figure = locrob.registries().presentations.get("local-robustness").figure
+    fig = figure([(r.label, r.metrics["local-robustness"]) for r in (a, b)])
     lines = fig.axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["a", "b"]
     assert list(lines[1].get_ydata()) == pytest.approx(
@@ -59,7 +64,7 @@ def test_evaluate_and_plot_commands_write_figures(trained, tmp_path, monkeypatch
         return exit_.value.code
 
     spec = f"checkpoint:{trained.checkpoint}"
-    common = ["--metrics", "clean,local-robustness", "-o", "local-robustness.n_points=4"]
+    common = ["--metrics", "clean,local-robustness", "-o", "local-robustness.max_examples=4"]
     common += ["-o", "local-robustness.n_draws=3", "-o", "local-robustness.radii=[0.5,1.0]"]
     assert run("evaluate", "--model", spec, "--out", str(tmp_path / "a"), *common) == 0
     assert (
@@ -112,7 +117,7 @@ def test_preset_points_are_not_overridden(trained, digits):
         report = locrob.evaluate(
             trained.model, digits, ["local-robustness"], metric_options=options
         )
-        return report.metrics["local-robustness"].details["settings"]["n_points"]
+        return report.metrics["local-robustness"].details["settings"]["max_examples"]
 
     small = {"n_draws": 1, "radii": [0.5]}
     assert run({"local-robustness": {"preset": "authors-code", **small}}) == 1000
@@ -121,7 +126,12 @@ def test_preset_points_are_not_overridden(trained, digits):
 
 def test_preset_values_reach_the_estimator(trained, digits):
     options = {
-        "local-robustness": {"preset": "authors-code", "n_points": 2, "n_draws": 1, "radii": [0.5]}
+        "local-robustness": {
+            "preset": "authors-code",
+            "max_examples": 2,
+            "n_draws": 1,
+            "radii": [0.5],
+        }
     }
     report = locrob.evaluate(trained.model, digits, ["local-robustness"], metric_options=options)
     settings = report.metrics["local-robustness"].details["settings"]
@@ -133,7 +143,7 @@ def test_preset_values_reach_the_estimator(trained, digits):
     ("given", "clamp"), [({}, [0.0, 1.0]), ({"clamp": None, "denominator": "nominal"}, None)]
 )
 def test_the_ratio_options_reach_the_estimator(trained, digits, given, clamp):
-    options = {"n_points": 4, "n_draws": 3, "radii": [0.5, 1.0], **given}
+    options = {"max_examples": 4, "n_draws": 3, "radii": [0.5, 1.0], **given}
     report = locrob.evaluate(
         trained.model, digits, ["local-robustness"], metric_options={"local-robustness": options}
     )

@@ -10,16 +10,22 @@ import torch
 import locrob
 from locrob.errors import LocrobError
 from locrob.metrics.noise import GaussianNoise, add_noise_at_snr, image_norms
+from locrob.streams import Streams
 
 
 def generator(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def streams(x, seed=0):
+    """One stream per image of ``x``, as the metric gives them."""
+    return Streams.for_images(seed, range(len(x)), "cpu")
+
+
 @pytest.mark.parametrize("snr", [30.0, 40.0, 60.0])
 def test_each_image_gets_exactly_the_asked_snr_when_clamping_does_not_bind(snr):
     x = 0.3 + 0.4 * torch.rand(5, 3, 32, 32, generator=generator(1), dtype=torch.float64)
-    noisy = add_noise_at_snr(x, snr, generator())
+    noisy = add_noise_at_snr(x, snr, streams(x))
     assert noisy.min() > 0 and noisy.max() < 1  # the check below needs no clamping
     measured = 20 * torch.log10(image_norms(x) / image_norms(noisy - x))
     assert torch.allclose(measured, torch.full((5,), snr, dtype=torch.float64), atol=1e-9)
@@ -27,7 +33,7 @@ def test_each_image_gets_exactly_the_asked_snr_when_clamping_does_not_bind(snr):
 
 def test_noise_is_standard_gaussian_up_to_its_scale():
     x = torch.full((1, 3, 200, 200), 0.5, dtype=torch.float64)
-    noise = add_noise_at_snr(x, 60.0, generator()) - x  # 0.1 % of the norm: never clamped
+    noise = add_noise_at_snr(x, 60.0, streams(x)) - x  # 0.1 % of the norm: never clamped
     z = (noise / noise.std()).flatten()
     assert abs(float(z.mean())) < 0.02
     assert float((z**4).mean()) == pytest.approx(3.0, abs=0.1)  # Gaussian kurtosis
@@ -39,7 +45,7 @@ def test_noise_is_standard_gaussian_up_to_its_scale():
 def test_clamping_keeps_range_dtype_and_zero_images():
     x = torch.rand(4, 1, 8, 8, generator=generator(2))
     x[2] = 0
-    noisy = add_noise_at_snr(x, 0.0, generator())
+    noisy = add_noise_at_snr(x, 0.0, streams(x))
     assert noisy.dtype == x.dtype and noisy.min() >= 0 and noisy.max() <= 1
     assert torch.equal(noisy[2], x[2])  # no signal, no defined SNR: left alone
     assert not torch.equal(noisy[0], x[0])
@@ -71,13 +77,25 @@ def test_metric_is_reproducible_from_its_seed(trained, digits):
     assert {run(s) for s in range(4)} != {run(0)}
 
 
+def test_metric_does_not_depend_on_the_batch_size(trained, digits):
+    """Each image's noise is addressed by its index: batching changes no number."""
+    metric = GaussianNoise(snr_db=[5, 0], repeats=2)
+    runs = [
+        locrob.evaluate(trained.model, digits, [metric], device="cpu", batch_size=size)
+        for size in (13, 64, 500)
+    ]
+    details = [run.metrics["noise"].details for run in runs]
+    assert details[0] == details[1] == details[2]
+
+
 def test_noise_is_registered_by_name():
     assert "noise" in locrob.registries().metrics
 
 
 def test_plot_draws_one_line_per_model(trained, digits):
     report = locrob.evaluate(trained.model, digits, [GaussianNoise(snr_db=[30, 10])], device="cpu")
-    fig = GaussianNoise.plot([("a", report.metrics["noise"]), ("b", report.metrics["noise"])])
+    figure = locrob.registries().presentations.get("noise").figure
+    fig = figure([("a", report.metrics["noise"]), ("b", report.metrics["noise"])])
     assert len(fig.axes[0].lines) == 2
 
 

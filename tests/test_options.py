@@ -14,8 +14,8 @@ import torch
 
 import locrob
 from locrob import plugins
-from locrob.configurable import check, describe_type, option_types
-from locrob.errors import LocrobError
+from locrob.configurable import describe_type, option_types
+from locrob.errors import LocrobError, check
 from locrob.metrics.local_robustness import LocalRobustness
 from locrob.metrics.noise import GaussianNoise
 
@@ -106,7 +106,7 @@ def test_a_scalar_where_a_list_is_expected_is_a_list_of_one(metric, option, give
     [
         ({"clamp": 0.5}, "'clamp' expects a list of 2 numbers or null"),
         ({"radii": ["far"]}, "'radii' expects a list of numbers"),
-        ({"n_points": 2.5}, "'n_points' expects an integer or null, like 1; got 2.5"),
+        ({"max_examples": 2.5}, "'max_examples' expects an integer or null, like 1; got 2.5"),
         ({"split": 1}, "'split' expects a string, like \"train\""),
     ],
 )
@@ -210,7 +210,7 @@ def test_cli_reads_a_scalar_as_a_list_of_one(locrob_cli, tmp_path):
         locrob_cli,
         tmp_path,
         *("local-robustness.radii=0.5", "local-robustness.at=0.5"),
-        *("local-robustness.n_points=2", "local-robustness.n_draws=2"),
+        *("local-robustness.max_examples=2", "local-robustness.n_draws=2"),
     )
     assert code == 0, err
     result = json.loads((tmp_path / "report.json").read_text())["metrics"]["local-robustness"]
@@ -221,7 +221,7 @@ def test_cli_reads_a_scalar_as_a_list_of_one(locrob_cli, tmp_path):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("local-robustness.n_points=many", "option 'n_points' expects an integer or null"),
+        ("local-robustness.max_examples=many", "option 'max_examples' expects an integer or null"),
         ("local-robustness.radii=true", "option 'radii' expects a list of numbers"),
     ],
 )

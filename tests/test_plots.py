@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from locrob.contract import MetricResult
 from locrob.corruptions import NAMES
-from locrob.demo import sigmoid_figure
-from locrob.metrics.base import MetricResult
-from locrob.metrics.corruptions import CorruptionAccuracy
-from locrob.metrics.local_robustness import LocalRobustness
-from locrob.metrics.noise import GaussianNoise
-from locrob.pair_distances import Separation, robustness_figure
+from locrob.demo import sigmoid_curve
+from locrob.pair_distances import Separation
+from locrob.presentation import corruptions, local_robustness, noise
+from locrob.presentation.paper import sigmoid_figure
+from locrob.presentation.separation import robustness_figure
 
 MODELS = ["vanilla", "parseval", "laplacian", "parseval+laplacian", "l2nn", "pgd"]
 
@@ -45,10 +45,10 @@ def assert_legend_hides_no_line(fig) -> None:
 @pytest.mark.parametrize(
     "figure",
     [
-        lambda: LocalRobustness.plot(
+        lambda: local_robustness.figure(
             curves("radii", "curve", [0.25, 0.5, 1.0, 2.0], method="sample", settings={})
         ),
-        lambda: GaussianNoise.plot(curves("snr_db", "accuracy", [40.0, 20.0, 0.0, -10.0])),
+        lambda: noise.figure(curves("snr_db", "accuracy", [40.0, 20.0, 0.0, -10.0])),
     ],
     ids=["fig5-local-robustness", "fig4-noise"],
 )
@@ -69,7 +69,7 @@ def corruption_results() -> list[tuple[str, MetricResult]]:
 
 def test_heat_map_colour_bar_is_in_the_percent_of_its_cells_and_titles_do_not_collide():
     results = corruption_results()
-    fig = CorruptionAccuracy.plot(results)
+    fig = corruptions.figure(results)
     fig.draw_without_rendering()
     panels = fig.axes[: len(results)]
     for ax, (_, result) in zip(panels, results, strict=True):
@@ -100,7 +100,7 @@ def test_all_zero_separation_curves_say_no_pair_is_closer():
 
 
 def test_fig_2_right_panel_names_its_axis_and_its_shading():
-    fig = sigmoid_figure()
+    fig = sigmoid_figure(*sigmoid_curve())
     right = fig.axes[1]
     assert right.get_ylabel() == "F(x)"
     entries = [t.get_text() for t in right.get_legend().get_texts()]

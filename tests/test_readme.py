@@ -78,6 +78,10 @@ def test_plugin_example_works_when_registered(trained, digits, third_party):
     with torch.no_grad():
         expected = trained.model(digits.test_x.float() / 255).softmax(1).amax(1).mean()
     assert report.metrics["max-softmax"].summary["mean"] == pytest.approx(float(expected))
+    presentation = plugins.registries().presentations.get("max-softmax")
+    labelled = [("a", report.metrics["max-softmax"]), ("b", report.metrics["max-softmax"])]
+    assert presentation.table(labelled).splitlines()[3] == f"| b | {float(expected):.3f} |"
+    assert len(presentation.figure(labelled).axes[0].patches) == 2
 
 
 def test_ruff_is_clean():

@@ -11,7 +11,7 @@ import torch
 import locrob
 from locrob.atomic import write_text
 from locrob.errors import LocrobError
-from locrob.plots import save_plots
+from locrob.presentation import save_plots
 from locrob.report import (
     environment_differences,
     load_report,

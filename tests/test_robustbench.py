@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import Lookup, one_robust_one_fragile
+from conftest import Lookup, one_robust_one_fragile, write_cifar10c
 
 import locrob
 from locrob.adapters.robustbench import import_robustbench, parse_zoo_spec, zoo_checkpoint
@@ -110,7 +110,7 @@ def test_missing_cifar10c_files_are_an_error_that_creates_nothing(tmp_path):
 def test_benchmark_alongside_without_cifar_files_is_an_error_that_creates_nothing(
     tmp_path, monkeypatch
 ):
-    from locrob.adapters.robustbench import benchmark_alongside
+    from locrob.adapters.benchmark import benchmark_alongside
 
     monkeypatch.chdir(tmp_path)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
@@ -131,7 +131,7 @@ def test_benchmark_alongside_without_cifar_files_is_an_error_that_creates_nothin
 def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
     fake_cifar10, tmp_path, monkeypatch
 ):
-    from locrob.adapters.robustbench import benchmark_alongside
+    from locrob.adapters.benchmark import benchmark_alongside
 
     root, expected = fake_cifar10
     x = torch.from_numpy(expected["test"][0].reshape(-1, 3, 32, 32)).float() / 255
@@ -144,7 +144,7 @@ def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
     report = benchmark_alongside(
         model,
         ["clean"],
-        n_examples=6,
+        max_examples=6,
         data_dir=root,
         batch_size=6,
         eps=8 / 255,
@@ -170,9 +170,7 @@ def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
 def test_benchmark_alongside_takes_corruptions_through_load_cifar10c(
     fake_cifar10, tmp_path, monkeypatch
 ):
-    from test_corruption_metric import write_cifar10c
-
-    from locrob.adapters.robustbench import benchmark_alongside
+    from locrob.adapters.benchmark import benchmark_alongside
 
     root, expected = fake_cifar10
     written, labels = write_cifar10c(root, ["fog"], n_written=6)
@@ -193,7 +191,7 @@ def test_benchmark_alongside_takes_corruptions_through_load_cifar10c(
         model,
         ["clean"],
         threat_model="corruptions",
-        n_examples=6,
+        max_examples=6,
         data_dir=root,
         device="cpu",
         metric_options={"corruptions": {"corruptions": ["fog"], "severities": [1]}},

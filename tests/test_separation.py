@@ -126,7 +126,7 @@ def test_bad_input(x, y, message):
 
 def test_digits_from_the_metric_and_the_command(trained, digits, tmp_path, monkeypatch, capsys):
     report = locrob.evaluate(
-        trained.model, digits, ["separation"], metric_options={"separation": {"n_images": 200}}
+        trained.model, digits, ["separation"], metric_options={"separation": {"max_examples": 200}}
     )
     result = report.metrics["separation"]
     direct = separation(digits.train_x[:200], digits.train_y[:200], device="cpu")
@@ -148,13 +148,18 @@ def test_digits_from_the_metric_and_the_command(trained, digits, tmp_path, monke
 
 
 def test_separation_plot_redraws_from_a_report(trained, digits):
-    from locrob.metrics.separation import DatasetSeparation
-
-    options = {"separation": {"n_images": 100, "norm": "l2"}}
+    options = {"separation": {"max_examples": 100, "norm": "l2"}}
     report = locrob.evaluate(trained.model, digits, ["separation"], metric_options=options)
-    fig = DatasetSeparation.plot([("digits", report.metrics["separation"])])
+    presentation = locrob.registries().presentations.get("separation")
+    fig = presentation.figure([("digits", report.metrics["separation"])])
     direct = separation(digits.train_x[:100], digits.train_y[:100], "l2", device="cpu")
     assert list(fig.axes[0].get_lines()[0].get_ydata()) == pytest.approx(direct.lipschitz_curve())
+    table = presentation.table([("digits", report.metrics["separation"])]).splitlines()
+    assert table[0].endswith("| exact | incompatible at alpha = 1, 2, 4, 10 |")
+    row = f"| digits | 100 | {direct.n_pairs} | {direct.min_distance():.4g} | no (resolution "
+    assert table[2].startswith(row)
+    curve = ", ".join(f"{v:.4g}" for v in direct.lipschitz_curve([1.0, 2.0, 4.0, 10.0]))
+    assert table[2].endswith(f" | {curve} |")
     assert np.isfinite(report.metrics["separation"].summary["min_distance"])
 
 

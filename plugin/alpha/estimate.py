@@ -6,7 +6,7 @@ import itertools
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -44,8 +44,8 @@ def as_points(x: torch.Tensor | np.ndarray, settings: AlphaSettings) -> torch.Te
     t = t.float().div_(255.0) if t.dtype == torch.uint8 else t
     if not torch.is_floating_point(t):
         raise LocrobError(f"points must be uint8 or floating point, got {t.dtype}")
-    if settings.n_points is not None:
-        t = t[: settings.n_points]
+    if settings.max_examples is not None:
+        t = t[: settings.max_examples]
     if not bool(torch.isfinite(t).all()):
         raise LocrobError("points contain NaN or Inf")
     if settings.clamp is not None:
@@ -116,10 +116,38 @@ def alpha_lim(
     settings = resolve(preset, radii, **options)
     dev = resolve_device(device)
     model = as_module(model)
-    points = as_points(x, settings)
-    dtype = model_dtype(model)
-    points = points.to(dev, dtype)
-    ev = Evaluator(
+    points = as_points(x, settings).to(dev, model_dtype(model))
+    ev = _evaluator(model, settings, points.dtype, dev)
+    start = time.perf_counter()
+    with on_device(model, dev), eval_mode(model):
+        plan = _plan(ev, points, settings)
+        found = _maximize(plan, settings)
+    return _result(settings, plan, found, start)
+
+
+class _Plan(NamedTuple):
+    """The sampling as set up: the sampler, its images per forward pass, F's noise floor."""
+
+    sampler: Sampler
+    chunk: int
+    noise: float
+
+
+class _Found(NamedTuple):
+    """The largest ratios found per radius and point, where, and at what cost (on the device)."""
+
+    per_point: torch.Tensor
+    argmax_point: torch.Tensor
+    perturbation: torch.Tensor
+    evaluations: int
+    sampling_curve: torch.Tensor | None
+
+
+def _evaluator(
+    model: Model, settings: AlphaSettings, dtype: torch.dtype, dev: torch.device
+) -> Evaluator:
+    """The evaluator of F and of the ratio in the settings' norms, clamp and precisions."""
+    return Evaluator(
         model,
         settings.output_fn(),
         settings.p_in,
@@ -131,61 +159,74 @@ def alpha_lim(
         sums_to_one=settings.output == "softmax",
         nominal=settings.denominator == "nominal",
     )
-    start = time.perf_counter()
-    with on_device(model, dev), eval_mode(model):
-        per_example = activation_bytes(model, points[:1])
-        # each pair holds its input, perturbation, perturbed input and the activations
-        radii = settings.radii
-        images = len(points) * settings.n_draws * len(radii)
-        limit = chunk_limit(settings, 3 * per_example, images, dev)
-        f_x = clean_outputs(ev, points, limit)
-        top = f_x.argmax(dim=1, keepdim=True)
-        noise = ev.noise_floor(points, f_x, top)
-        width = len(radii) if settings.directions == "fresh" else 1
-        draws = Draws(
-            settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, dev, width
+
+
+def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings) -> _Plan:
+    """Size the chunks, compute F(x) and its noise floor, and set up the sampler's draws."""
+    per_example = activation_bytes(ev.model, points[:1])
+    # each pair holds three example-sized buffers (input, perturbation, perturbed input);
+    # activation_bytes counts one example's activations with its input
+    radii = settings.radii
+    images = len(points) * settings.n_draws * len(radii)
+    limit = chunk_limit(settings, 3 * per_example, images, ev.device)
+    f_x = clean_outputs(ev, points, limit)
+    top = f_x.argmax(dim=1, keepdim=True)
+    noise = ev.noise_floor(points, f_x, top)
+    width = len(radii) if settings.directions == "fresh" else 1
+    draws = Draws(
+        settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, ev.device, width
+    )
+    r = torch.tensor(radii, dtype=points.dtype, device=ev.device)
+    sampler = Sampler(ev, points, f_x, top, r, draws, settings.n_draws)
+    return _Plan(sampler, chunk_size(settings, sampler, limit, images), noise)
+
+
+def _maximize(plan: _Plan, settings: AlphaSettings) -> _Found:
+    """Sample every point and radius, then, with ``method="search"``, climb from the best."""
+    sampler, chunk, radii = plan.sampler, plan.chunk, settings.radii
+    with torch.no_grad():
+        sampled = sample(sampler, chunk)
+        argmax_point = sampled.per_point.argmax(dim=1)
+        best = sampled.best_pair.gather(1, argmax_point.view(-1, 1)).squeeze(1)
+        perturbation = torch.cat(
+            [best_perturbations(sampler, radii, k, best[k : k + 1]) for k in range(len(radii))]
         )
-        r = torch.tensor(radii, dtype=dtype, device=dev)
-        sampler = Sampler(ev, points, f_x, top, r, draws, settings.n_draws)
-        chunk = chunk_size(settings, sampler, limit, images)
-        with torch.no_grad():
-            sampled = sample(sampler, chunk)
-            argmax_point = sampled.per_point.argmax(dim=1)
-            best = sampled.best_pair.gather(1, argmax_point.view(-1, 1)).squeeze(1)
-            perturbation = torch.cat(
-                [best_perturbations(sampler, radii, k, best[k : k + 1]) for k in range(len(radii))]
-            )
-        per_point, evaluations = sampled.per_point, sampled.evaluations
-        sampling_curve = None
-        if settings.method == "search":
-            sampling_curve = running_max(sampled.per_point.amax(dim=1)).cpu()
-            found = search(sampler, radii, settings, sampled, chunk, argmax_point, perturbation)
-            per_point, argmax_point, perturbation = (
-                found.per_point,
-                found.argmax_point,
-                found.perturbation,
-            )
-            evaluations += found.evaluations
-    per_radius = per_point.amax(dim=1)
+    if settings.method != "search":
+        return _Found(sampled.per_point, argmax_point, perturbation, sampled.evaluations, None)
+    sampling_curve = running_max(sampled.per_point.amax(dim=1)).cpu()
+    searched = search(sampler, radii, settings, sampled, chunk, argmax_point, perturbation)
+    return _Found(
+        searched.per_point,
+        searched.argmax_point,
+        searched.perturbation,
+        sampled.evaluations + searched.evaluations,
+        sampling_curve,
+    )
+
+
+def _result(settings: AlphaSettings, plan: _Plan, found: _Found, start: float) -> AlphaResult:
+    """The AlphaResult on the CPU, after a warning naming radii at F's noise floor."""
+    points, noise = plan.sampler.x, plan.noise
+    per_radius = found.per_point.amax(dim=1)
     limited = noise_limited(per_radius, settings.radii, noise)
     if limited:
         warnings.warn(
             f"alpha_lim: at radii {', '.join(f'{r:.3g}' for r in limited)} the output changes are "
             f"within {NOISE_MARGIN:g}x the floating-point noise of F ({noise:.2g}); those values "
             "may be rounding, not slope: use larger radii or an fp64 model",
-            stacklevel=2,
+            stacklevel=3,  # the caller of alpha_lim
         )
     return AlphaResult(
-        radii=torch.tensor(settings.radii, dtype=dtype),
+        radii=torch.tensor(settings.radii, dtype=points.dtype),
         curve=running_max(per_radius).cpu(),
         per_radius=per_radius.cpu(),
-        per_point=per_point.cpu(),
-        argmax_point=argmax_point.cpu(),
-        perturbation=perturbation.cpu(),
-        settings={**settings.describe(), "n_points": len(points), "chunk_size": chunk},
+        per_point=found.per_point.cpu(),
+        argmax_point=found.argmax_point.cpu(),
+        perturbation=found.perturbation.cpu(),
+        settings={**settings.describe(), "max_examples": len(points), "chunk_size": plan.chunk},
         method=settings.method,
-        sampling_curve=sampling_curve,
-        evaluations=evaluations,
+        sampling_curve=found.sampling_curve,
+        evaluations=found.evaluations,
         seconds=time.perf_counter() - start,
         extra={"noise_floor": noise, "noise_limited_radii": limited},
     )

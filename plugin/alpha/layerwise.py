@@ -164,7 +164,7 @@ def layerwise_alpha(
             stage_inputs, _ = record_stage_inputs(model, names, points)
         modules = dict(model.named_modules())
         # every run uses the resolved settings (the preset included) on the points already chosen
-        base = {**settings.describe(), "n_points": None}
+        base = {**settings.describe(), "max_examples": None}
         del base["radii"]
         radii_t = torch.tensor(settings.radii, dtype=torch.float64)
         layer_radii = torch.zeros(len(names), len(radii_t), dtype=torch.float64)

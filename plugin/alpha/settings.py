@@ -52,7 +52,7 @@ class AlphaSettings:
     output: str = "softmax"
     output_norm: str | None = None
     method: str = "sample"
-    n_points: int | None = None
+    max_examples: int | None = None
     n_draws: int = 100
     noise: str = "gaussian"
     directions: str = "shared"
@@ -87,7 +87,7 @@ class AlphaSettings:
             _one_of("output", self.output, tuple(OUTPUTS))
         for name in ("n_draws", "search_steps", "search_restarts", "seed"):
             _integer(name, getattr(self, name), minimum=0 if name == "seed" else 1, optional=False)
-        for name in ("n_points", "chunk_size"):
+        for name in ("max_examples", "chunk_size"):
             _integer(name, getattr(self, name), minimum=1, optional=True)
         if not isinstance(self.search_step_size, (int, float)) or self.search_step_size <= 0:
             raise LocrobError(
@@ -133,7 +133,7 @@ class AlphaSettings:
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's text: 100 training examples x 1000 Gaussian draws; the rest as r_alpha.py.
     "paper": {
-        "n_points": 100,
+        "max_examples": 100,
         "n_draws": 1000,
         "noise": "gaussian",
         "directions": "fresh",
@@ -141,7 +141,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The authors' r_alpha.py throughout: first 1000 training images x 100 uniform draws.
     "authors-code": {
-        "n_points": 1000,
+        "max_examples": 1000,
         "n_draws": 100,
         "noise": "uniform",
         "directions": "fresh",

@@ -7,6 +7,7 @@ and noise.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -154,10 +155,10 @@ def bench_model(
     if sizes is None and dev.type == "cpu":
         sizes = CPU_SIZES.get(name, {}).get(preset, DEFAULT_SIZE)
     n, draws, n_radii = sizes or (None, None, None)
-    sized = {k: v for k, v in {"n_points": n, "n_draws": draws}.items() if v is not None}
+    sized = {k: v for k, v in {"max_examples": n, "n_draws": draws}.items() if v is not None}
     settings = resolve(preset, None, forward_dtype=forward_dtype, **sized)
     radii = settings.radii[-n_radii:] if n_radii is not None else settings.radii
-    n, draws = settings.n_points or 100, settings.n_draws
+    n, draws = settings.max_examples or 100, settings.n_draws
     x = (images[torch.arange(n) % len(images)].float() / 255).to(dev)
     options = {k: v for k, v in settings.describe().items() if k not in ("radii", "clamp")}
     chunks = []
@@ -219,17 +220,14 @@ CLEVER = {"nb_batches": 10, "batch_size": 50, "radius": 2.0, "norm": 2}
 
 def clever_seconds(model: nn.Module, x: torch.Tensor, dev: torch.device) -> float | None:
     """Seconds per point of ART's ``clever_u`` on ``model`` (None without ART installed)."""
-    try:
-        from art.metrics import clever_u
+    from locrob.adapters.art import clever_scores, to_art
 
-        from locrob.adapters.art import to_art
-    except ImportError:
+    if importlib.util.find_spec("art") is None:
         return None
     classifier = to_art(model, tuple(x.shape[1:]), 10, dev)
     points = x.float().cpu().numpy()
     start = time.perf_counter()
-    for point in points:
-        clever_u(classifier, point, **CLEVER, verbose=False)
+    clever_scores(classifier, points, **CLEVER)
     return (time.perf_counter() - start) / len(points)
 
 

@@ -11,8 +11,9 @@ import torch
 
 from locrob import plugins
 from locrob.corruptions import blur, digital, noise, weather
-from locrob.corruptions.base import PRESETS, SEVERITIES, Corruption, check_images, check_severity
-from locrob.hookspecs import Register, hookimpl
+from locrob.corruptions.base import PRESETS, SEVERITIES, Corruption, check_severity
+from locrob.data.images import check_images
+from locrob.hookspecs import RegisterCorruption, hookimpl
 
 BUILTIN = (*noise.CORRUPTIONS, *blur.CORRUPTIONS, *weather.CORRUPTIONS, *digital.CORRUPTIONS)
 # the 15 of CIFAR-10-C, in the order of its paper and of Table 2's mCE
@@ -41,7 +42,7 @@ def corrupt(
 
 
 @hookimpl
-def register_corruptions(register: Register) -> None:
+def register_corruptions(register: RegisterCorruption) -> None:
     for corruption in BUILTIN:
         register(corruption.name, corruption)
 

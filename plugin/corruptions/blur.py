@@ -22,6 +22,7 @@ from locrob.corruptions.operators import (
     gaussian_blur,
     sum_separable,
 )
+from locrob.streams import Streams
 
 
 @lru_cache(maxsize=32)
@@ -46,19 +47,16 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return kernel[half - keep : half + keep + 1, half - keep : half + keep + 1]
 
 
-def defocus_blur(x: torch.Tensor, params: tuple[float, float], _: torch.Generator) -> torch.Tensor:
+def defocus_blur(x: torch.Tensor, params: tuple[float, float], _: Streams) -> torch.Tensor:
     """Correlation with the defocus disk, OpenCV's ``filter2D`` boundary (reflect-101)."""
     return correlate(x, disk_kernel(*params), MIRROR)
 
 
-def glass_offsets(
-    n: int, h: int, w: int, delta: int, iterations: int, generator: torch.Generator
-) -> torch.Tensor:
+def glass_offsets(h: int, w: int, delta: int, iterations: int, streams: Streams) -> torch.Tensor:
     """The reference's random offsets: ``(n, iterations, positions, 2)`` pairs ``(dx, dy)``
     drawn from ``[-delta, delta)``, one per pixel it visits, in its visiting order."""
     positions = (h - 2 * delta) * (w - 2 * delta)
-    shape = (n, iterations, max(positions, 0), 2)
-    return torch.randint(-delta, delta, shape, generator=generator, device=generator.device)
+    return streams.randint(-delta, delta, (iterations, max(positions, 0), 2))
 
 
 def glass_sources(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Tensor:
@@ -105,14 +103,12 @@ def glass_sources(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Te
     return sources
 
 
-def glass_blur(
-    x: torch.Tensor, params: tuple[float, int, int], generator: torch.Generator
-) -> torch.Tensor:
+def glass_blur(x: torch.Tensor, params: tuple[float, int, int], streams: Streams) -> torch.Tensor:
     """Gaussian blur, 8-bit quantization, the local pixel exchanges, Gaussian blur again."""
     sigma, delta, iterations = params
     n, c, h, w = x.shape
     blurred = torch.floor(gaussian_blur(x, sigma).clamp(0, 1) * 255) / 255
-    offsets = glass_offsets(n, h, w, delta, iterations, generator)
+    offsets = glass_offsets(h, w, delta, iterations, streams)
     index = glass_sources(offsets, h, w, delta).unsqueeze(1).expand(n, c, h * w)
     return gaussian_blur(blurred.flatten(2).gather(2, index).view_as(x), sigma)
 
@@ -142,12 +138,9 @@ def motion_blur_at(
     return out
 
 
-def motion_blur(
-    x: torch.Tensor, params: tuple[float, float], generator: torch.Generator
-) -> torch.Tensor:
+def motion_blur(x: torch.Tensor, params: tuple[float, float], streams: Streams) -> torch.Tensor:
     """Motion blur along a direction drawn uniformly in [-45, 45] degrees per image."""
-    angles = torch.empty(len(x), device=x.device, dtype=torch.float64)
-    angles.uniform_(-45, 45, generator=generator)
+    angles = streams.uniform((), -45, 45)
     return motion_blur_at(x, *params, angles)
 
 
@@ -157,7 +150,7 @@ def zoom_stack(n: int, factors: tuple[float, ...]) -> np.ndarray:
     return np.stack([clipped_zoom_matrix(n, z) for z in factors])
 
 
-def zoom_blur(x: torch.Tensor, factors: tuple[float, ...], _: torch.Generator) -> torch.Tensor:
+def zoom_blur(x: torch.Tensor, factors: tuple[float, ...], _: Streams) -> torch.Tensor:
     """The mean of the image and its centre zooms by each factor."""
     h, w = x.shape[-2:]
     zoomed = sum_separable(x, zoom_stack(h, factors), zoom_stack(w, factors))

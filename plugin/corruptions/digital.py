@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from locrob.corruptions.base import Corruption, uniform
+from locrob.corruptions.base import Corruption
 from locrob.corruptions.operators import (
     MIRROR,
     REFLECT,
@@ -21,9 +21,10 @@ from locrob.corruptions.operators import (
     pixel_grid,
     separable,
 )
+from locrob.streams import Streams
 
 
-def brightness(x: torch.Tensor, lift: float, _: torch.Generator) -> torch.Tensor:
+def brightness(x: torch.Tensor, lift: float, _: Streams) -> torch.Tensor:
     """Add ``lift`` to the HSV value (clipped at 1), hue and saturation unchanged.
 
     With hue and saturation fixed, every RGB channel is proportional to the value V, so the
@@ -34,7 +35,7 @@ def brightness(x: torch.Tensor, lift: float, _: torch.Generator) -> torch.Tensor
     return torch.where(value > 0, x * (lifted / value.clamp(min=1e-12)), lifted)
 
 
-def contrast(x: torch.Tensor, keep: float, _: torch.Generator) -> torch.Tensor:
+def contrast(x: torch.Tensor, keep: float, _: Streams) -> torch.Tensor:
     """Pull each channel towards its mean: ``(x - mean) · keep + mean``."""
     mean = x.mean(dim=(2, 3), keepdim=True)
     return (x - mean) * keep + mean
@@ -75,14 +76,14 @@ def elastic_at(
 
 
 def elastic_transform(
-    x: torch.Tensor, params: tuple[float, float, float], generator: torch.Generator
+    x: torch.Tensor, params: tuple[float, float, float], streams: Streams
 ) -> torch.Tensor:
     """Elastic transform with (alpha, sigma, affine) given as fractions of the image side."""
     side = min(x.shape[-2:])
     alpha, sigma, affine = (side * p for p in params)
-    n, _, h, w = x.shape
-    corner_shift = uniform((n, 3, 2), -affine, affine, generator)
-    fields = uniform((n, 2, h, w), -1, 1, generator)
+    h, w = x.shape[-2:]
+    corner_shift = streams.uniform((3, 2), -affine, affine)
+    fields = streams.uniform((2, h, w), -1, 1)
     return elastic_at(x, alpha, sigma, corner_shift, fields)
 
 
@@ -93,13 +94,13 @@ def pixelate_matrix(n: int, factor: float) -> np.ndarray:
     return box_resize_matrix(small, n) @ box_resize_matrix(n, small)
 
 
-def pixelate(x: torch.Tensor, factor: float, _: torch.Generator) -> torch.Tensor:
+def pixelate(x: torch.Tensor, factor: float, _: Streams) -> torch.Tensor:
     """Shrink by ``factor`` and enlarge back, both with PIL's BOX filter."""
     h, w = x.shape[-2:]
     return separable(x, pixelate_matrix(h, factor), pixelate_matrix(w, factor))
 
 
-def jpeg_compression(x: torch.Tensor, quality: int, _: torch.Generator) -> torch.Tensor:
+def jpeg_compression(x: torch.Tensor, quality: int, _: Streams) -> torch.Tensor:
     """Save and reload as 8-bit JPEG at ``quality`` through PIL, as the reference does.
 
     A codec is a per-image call by nature; PIL's libjpeg (4:2:0 chroma) is the reference's.

@@ -9,25 +9,26 @@ from __future__ import annotations
 import torch
 
 from locrob.corruptions.base import Corruption
+from locrob.streams import Streams
 
 
-def gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+def gaussian_noise(x: torch.Tensor, std: float, streams: Streams) -> torch.Tensor:
     """x + N(0, std²) per pixel and channel."""
-    return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + std * streams.randn(x.shape[1:], x.dtype)
 
 
-def shot_noise(x: torch.Tensor, photons: float, generator: torch.Generator) -> torch.Tensor:
+def shot_noise(x: torch.Tensor, photons: float, streams: Streams) -> torch.Tensor:
     """Poisson(x · photons) / photons: photon counting at ``photons`` per unit intensity."""
-    return torch.poisson(x * photons, generator=generator) / photons
+    return streams.poisson(x * photons) / photons
 
 
-def impulse_noise(x: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+def impulse_noise(x: torch.Tensor, amount: float, streams: Streams) -> torch.Tensor:
     """Each value replaced with probability ``amount`` by 0 or 1 (equally likely).
 
     As scikit-image's ``random_noise(mode='s&p')``, which the reference calls.
     """
-    flipped = torch.rand(x.shape, generator=generator, device=x.device) < amount
-    salt = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
+    flipped = streams.rand(x.shape[1:]) < amount
+    salt = streams.rand(x.shape[1:]) < 0.5
     return torch.where(flipped, salt.to(x.dtype), x)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from locrob.corruptions.base import Corruption, uniform
+from locrob.corruptions.base import Corruption
 from locrob.corruptions.blur import motion_blur_at
 from locrob.corruptions.operators import (
     clipped_zoom_matrix,
@@ -24,24 +24,25 @@ from locrob.corruptions.operators import (
     separable,
 )
 from locrob.errors import LocrobError
+from locrob.streams import Streams
 
 # the reference draws np.random.randint(5) over its six files, so the sixth is never used
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
 
 
-def plasma_fractal(n: int, size: int, decay: float, generator: torch.Generator) -> torch.Tensor:
-    """``n`` diamond-square height maps of side ``size`` (a power of two), each in [0, 1].
+def plasma_fractal(size: int, decay: float, streams: Streams) -> torch.Tensor:
+    """One diamond-square height map per stream of side ``size`` (a power of two), each in [0, 1].
 
     The reference's generator: the random offset starts at ±100² and shrinks by ``decay`` at
     each halving of the step; all maps are built at once.
     """
-    maps = torch.zeros(n, size, size, dtype=torch.float64, device=generator.device)
+    maps = torch.zeros(len(streams), size, size, dtype=torch.float64, device=streams.device)
     step, wibble = size, 100.0
     while step >= 2:
         half = step // 2
 
         def wibbled(mean4: torch.Tensor, wibble: float = wibble) -> torch.Tensor:
-            return mean4 / 4 + wibble * uniform(mean4.shape, -wibble, wibble, generator)
+            return mean4 / 4 + wibble * streams.uniform(mean4.shape[1:], -wibble, wibble)
 
         corners = maps[:, ::step, ::step]
         square = corners + corners.roll(-1, 1)
@@ -61,12 +62,12 @@ def plasma_fractal(n: int, size: int, decay: float, generator: torch.Generator) 
     return maps / maps.amax(dim=(1, 2), keepdim=True)
 
 
-def fog(x: torch.Tensor, params: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+def fog(x: torch.Tensor, params: tuple[float, float], streams: Streams) -> torch.Tensor:
     """A plasma-fractal haze of weight ``strength``, then a rescale that keeps the image's peak."""
     strength, decay = params
-    n, _, h, w = x.shape
+    h, w = x.shape[-2:]
     size = 1 << (max(h, w) - 1).bit_length()  # the map is square, a power of two
-    haze = plasma_fractal(n, size, decay, generator)[:, None, :h, :w].to(x.dtype)
+    haze = plasma_fractal(size, decay, streams)[:, None, :h, :w].to(x.dtype)
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x + strength * haze) * peak / (peak + strength)
 
@@ -136,31 +137,27 @@ def frost_crops(
     return crops.permute(0, 3, 1, 2)
 
 
-def frost(
-    x: torch.Tensor, params: tuple[float, float, float], generator: torch.Generator
-) -> torch.Tensor:
+def frost(x: torch.Tensor, params: tuple[float, float, float], streams: Streams) -> torch.Tensor:
     """``keep · x + frost · crop`` of a random frost photograph at a random place."""
     keep, amount, scale = params
-    n, c, h, w = x.shape
+    c, h, w = x.shape[1:]
     textures, sizes = frost_textures(scale, h, w, str(x.device))
-    choice = torch.randint(len(FROST_FILES), (n,), generator=generator, device=x.device)
-    corner = uniform((n, 2), 0, 1, generator)
+    choice = streams.randint(0, len(FROST_FILES), ())
+    corner = streams.uniform((2,), 0, 1)
     crops = frost_crops(textures, sizes, choice, corner, h, w).to(x.dtype)
     return keep * x + amount * (crops if c == 3 else luminance(crops))
 
 
-def snow(x: torch.Tensor, params: tuple[float, ...], generator: torch.Generator) -> torch.Tensor:
+def snow(x: torch.Tensor, params: tuple[float, ...], streams: Streams) -> torch.Tensor:
     """Falling snow: a zoomed, thresholded noise layer streaked by motion blur, over a
     brightened greyish image, added with its 180-degree rotation."""
     loc, scale, zoom, threshold, radius, sigma, blend = params
-    n, _, h, w = x.shape
-    flakes = loc + scale * torch.randn(
-        (n, 1, h, w), generator=generator, device=x.device, dtype=x.dtype
-    )
+    h, w = x.shape[-2:]
+    flakes = loc + scale * streams.randn((1, h, w), x.dtype)
     flakes = separable(flakes, clipped_zoom_matrix(h, zoom), clipped_zoom_matrix(w, zoom))
     flakes = torch.where(flakes < threshold, 0, flakes).clamp(0, 1)
     flakes = torch.floor(flakes * 255) / 255  # the reference stores the layer as an 8-bit PNG
-    angles = uniform((n,), -135, -45, generator)
+    angles = streams.uniform((), -135, -45)
     flakes = torch.round(motion_blur_at(flakes, radius, sigma, angles) * 255) / 255
     x = blend * x + (1 - blend) * torch.maximum(x, luminance(x) * 1.5 + 0.5)
     return x + flakes + flakes.flip(-2, -1)

@@ -10,14 +10,13 @@ import numpy as np
 import torch
 
 from locrob.atomic import no_empty_dirs_left
+from locrob.contract import DEFAULT_DATA_DIR
 from locrob.data.images import ImageData
 from locrob.errors import LocrobError
-from locrob.hookspecs import Register, hookimpl
+from locrob.hookspecs import RegisterDatasetSource, hookimpl
 
 if TYPE_CHECKING:
     from torchvision.datasets import CIFAR10
-
-DEFAULT_DATA_DIR = Path("data")
 
 
 def cifar_split(variant: str, root: str | Path, *, train: bool, download: bool = False) -> CIFAR10:
@@ -84,6 +83,6 @@ def load_cifar(
 
 
 @hookimpl
-def register_dataset_sources(register: Register) -> None:
+def register_dataset_sources(register: RegisterDatasetSource) -> None:
     register("cifar10", partial(load_cifar, variant="cifar10"))
     register("cifar100", partial(load_cifar, variant="cifar100"))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from locrob.data.images import ImageData
-from locrob.hookspecs import Register, hookimpl
+from locrob.hookspecs import RegisterDatasetSource, hookimpl
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -46,5 +46,5 @@ def load_digits(arg: str | None = None, **_: object) -> ImageData:
 
 
 @hookimpl
-def register_dataset_sources(register: Register) -> None:
+def register_dataset_sources(register: RegisterDatasetSource) -> None:
     register("digits", load_digits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -13,38 +14,59 @@ from locrob.errors import LocrobError
 SPLITS = ("train", "test")
 
 
-def as_images(images: torch.Tensor | np.ndarray, *, what: str = "images") -> torch.Tensor:
-    """Check and return an NCHW image tensor: uint8, or float with every value in [0, 1].
+def check_images(
+    images: object, what: str = "images", *, uint8: bool = True, empty: bool = False
+) -> torch.Tensor:
+    """``images`` if they are an N x C x H x W tensor with 1 or 3 channels, uint8 (where
+    ``uint8``) or finite floats in [0, 1], and not empty (unless ``empty``); else a
+    :class:`LocrobError` that says how to fix them. The one image check of the project.
 
     Normalization belongs inside the model (as in RobustBench and torchattacks), so float
     images outside [0, 1] are refused rather than silently clamped.
     """
-    x = torch.as_tensor(images)
+    if not isinstance(images, torch.Tensor):
+        raise LocrobError(f"{what} must be a torch.Tensor, got {type(images).__name__}")
+    x = images
     if x.ndim != 4:
         raise LocrobError(
-            f"{what} must be a 4-D NCHW batch, got shape {tuple(x.shape)}; "
-            "add a batch or channel axis (x[None] or x[:, None])"
+            f"{what} must be a 4-D NCHW batch (N x C x H x W), got shape {tuple(x.shape)}; "
+            "add a batch or channel axis (x.unsqueeze(0) or x[:, None])"
         )
-    if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+    if x.shape[1] not in (1, 3):
+        if x.shape[-1] in (1, 3):
+            raise LocrobError(
+                f"{what} look channels-last (shape {tuple(x.shape)}): locrob takes N x C x H x W "
+                "with 1 (grey) or 3 (RGB) channels on axis 1; use x.permute(0, 3, 1, 2)"
+            )
         raise LocrobError(
-            f"{what} look channels-last (shape {tuple(x.shape)}); locrob takes NCHW: "
-            "use x.permute(0, 3, 1, 2)"
+            f"{what} must have 1 (grey) or 3 (RGB) channels on axis 1, got {x.shape[1]} "
+            f"(shape {tuple(x.shape)})"
         )
-    if x.shape[0] == 0:
+    if x.shape[0] == 0 and not empty:
         raise LocrobError(f"{what} are empty (shape {tuple(x.shape)})")
-    if x.dtype == torch.uint8:
+    if x.dtype == torch.uint8 and uint8:
         return x
     if not torch.is_floating_point(x):
-        raise LocrobError(f"{what} must be uint8 or floating point, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise LocrobError(f"{what} contain NaN or Inf values")
-    low, high = float(x.min()), float(x.max())
-    if low < 0.0 or high > 1.0:
+        kinds = "uint8 or floating point" if uint8 else "floats in [0, 1]"
         raise LocrobError(
-            f"{what} must lie in [0, 1], found values in [{low:.4g}, {high:.4g}]; divide uint8 "
-            "pixels by 255 and move any normalization inside the model"
+            f"{what} must be {kinds}, got {x.dtype}; convert uint8 images with x.float() / 255"
         )
-    return x.float()
+    if x.numel():
+        low, high = (float(v) for v in torch.aminmax(x))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise LocrobError(f"{what} contain NaN or Inf values")
+        if low < 0.0 or high > 1.0:
+            raise LocrobError(
+                f"{what} must lie in [0, 1], found values in [{low:.4g}, {high:.4g}]; divide "
+                "uint8 pixels by 255 and move any normalization inside the model"
+            )
+    return x
+
+
+def as_images(images: torch.Tensor | np.ndarray, *, what: str = "images") -> torch.Tensor:
+    """An image data set's tensor, checked (:func:`check_images`): uint8, or float32 in [0, 1]."""
+    x = check_images(torch.as_tensor(images), what)
+    return x if x.dtype == torch.uint8 else x.float()
 
 
 def as_labels(labels: torch.Tensor | np.ndarray, n: int, *, what: str = "labels") -> torch.Tensor:

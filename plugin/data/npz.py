@@ -12,7 +12,7 @@ import numpy as np
 
 from locrob.data.images import ImageData
 from locrob.errors import LocrobError
-from locrob.hookspecs import Register, hookimpl
+from locrob.hookspecs import RegisterDatasetSource, hookimpl
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -49,5 +49,5 @@ def load_npz(
 
 
 @hookimpl
-def register_dataset_sources(register: Register) -> None:
+def register_dataset_sources(register: RegisterDatasetSource) -> None:
     register("npz", load_npz)

@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from locrob.configurable import check
 from locrob.defenses.base import Defense
-from locrob.errors import LocrobError
-from locrob.hookspecs import Register, hookimpl
+from locrob.errors import LocrobError, check
+from locrob.hookspecs import RegisterDefense, hookimpl
 from locrob.models.l2nn import L2NN_LAYERS
 
 
@@ -59,5 +58,5 @@ class L2NNTraining(Defense):
 
 
 @hookimpl
-def register_defenses(register: Register) -> None:
+def register_defenses(register: RegisterDefense) -> None:
     register("l2nn", L2NNTraining)

@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from locrob.configurable import check
+from locrob.contract import TrainingContext
 from locrob.defenses.base import Defense
-from locrob.errors import LocrobError
-from locrob.hookspecs import Register, hookimpl
-from locrob.training import TrainingContext
+from locrob.errors import LocrobError, check
+from locrob.hookspecs import RegisterDefense, hookimpl
 
 EPS = 1e-12  # F.normalize's floor on a row norm
 
@@ -97,5 +96,5 @@ class Laplacian(Defense):
 
 
 @hookimpl
-def register_defenses(register: Register) -> None:
+def register_defenses(register: RegisterDefense) -> None:
     register("laplacian", Laplacian)

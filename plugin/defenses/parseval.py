@@ -19,12 +19,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from locrob.configurable import check
+from locrob.contract import TrainingContext
 from locrob.defenses.base import Defense
-from locrob.hookspecs import Register, hookimpl
+from locrob.errors import check
+from locrob.hookspecs import RegisterDefense, hookimpl
 from locrob.models.merges import ConvexMerge, Sum, project_to_simplex
 from locrob.runtime import mix_seed
-from locrob.training import TrainingContext
 
 
 class KernelScale(nn.Module):
@@ -100,5 +100,5 @@ class Parseval(Defense):
 
 
 @hookimpl
-def register_defenses(register: Register) -> None:
+def register_defenses(register: RegisterDefense) -> None:
     register("parseval", Parseval)

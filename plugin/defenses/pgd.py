@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from locrob.configurable import check
+from locrob.contract import TrainingContext
 from locrob.defenses.base import Defense
-from locrob.hookspecs import Register, hookimpl
-from locrob.training import TrainingContext
+from locrob.errors import check
+from locrob.hookspecs import RegisterDefense, hookimpl
 
 
 @dataclass
@@ -56,5 +56,5 @@ class PGDTraining(Defense):
 
 
 @hookimpl
-def register_defenses(register: Register) -> None:
+def register_defenses(register: RegisterDefense) -> None:
     register("pgd", PGDTraining)

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from locrob.configurable import check
+from locrob.contract import EvaluationContext, MetricResult
 from locrob.data.images import ImageData
-from locrob.evaluation import EvaluationContext
-from locrob.hookspecs import Register, hookimpl
-from locrob.metrics.base import Metric, MetricResult
+from locrob.errors import check
+from locrob.hookspecs import RegisterMetric, hookimpl
+from locrob.metrics.base import Metric, correct_predictions
 from locrob.runtime import mix_seed
 
 DEFAULT_ATTACKS = (
@@ -65,29 +65,29 @@ class AdversarialAccuracy(Metric):
     ) -> MetricResult:
         from locrob.adapters.torchattacks import make_attack, run_attack
 
-        x_all, _ = context.examples(data)
-        robust = torch.ones(len(x_all), dtype=torch.bool, device=context.device)
+        robust: torch.Tensor | None = None
         accuracy = {}
         for k, spec in enumerate(self.attacks):
             options = {key: value for key, value in spec.items() if key not in ("attack", "label")}
             # built here, once the model is on its device: torchattacks reads it at construction
             attack = make_attack(model, spec["attack"], **options)
-            hits = []
-            # torchattacks draws its random starts from the global stream: seed it per attack
-            # so each attack's result does not depend on the others, and restore it afterwards
+            # torchattacks draws its random starts for a whole batch from the global stream, so
+            # these cannot be addressed by image index: seeded per attack instead (each attack's
+            # result does not depend on the others), and the stream restored afterwards
             with torch.random.fork_rng(devices=_cuda_devices(context.device)):
                 torch.manual_seed(mix_seed(context.seed, k))
-                for x, y in context.batches(data, desc=attack_label(spec)):
-                    adversarial = run_attack(attack, x, y)
-                    with torch.no_grad():
-                        hits.append(model(adversarial).argmax(1).eq(y))
-            correct = torch.cat(hits)
-            robust &= correct
+                attacked = (
+                    (run_attack(attack, b.x, b.y), b.y)
+                    for b in self.batches(data, context, desc=attack_label(spec))
+                )
+                correct = correct_predictions(model, attacked)
+            robust = correct if robust is None else robust & correct
             accuracy[attack_label(spec)] = float(correct.float().mean())
+        assert robust is not None  # at least one attack: checked in __post_init__
         return self.result(
             {**accuracy, "worst_case": float(robust.float().mean())},
             attacks=[dict(spec) for spec in self.attacks],
-            n=len(x_all),
+            n=len(robust),
         )
 
 
@@ -98,5 +98,5 @@ def _cuda_devices(device: torch.device) -> list[int]:
 
 
 @hookimpl
-def register_metrics(register: Register) -> None:
+def register_metrics(register: RegisterMetric) -> None:
     register("adversarial", AdversarialAccuracy)

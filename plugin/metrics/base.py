@@ -1,69 +1,53 @@
-"""What every metric shares: the result type and the base class."""
+"""What every metric shares: the base class and its mechanics.
+
+The base does what torchattacks' ``Attack.__call__`` does for an attack: it iterates the
+measured split in batches on the device, gives each image its own random streams (seeded by
+the image's index, so no number depends on the batch size or on how the images are split
+between processes), counts correct predictions and keeps the tallies on the device. A
+perturbation metric then holds only its perturbation (:class:`PerturbationMetric`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
 
 from locrob.configurable import Configurable
-from locrob.errors import LocrobError
-from locrob.jsonable import jsonable
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-
-def split_setting(settings: Mapping[str, Any]) -> str | None:
-    """The split a metric chose for itself (its ``split`` setting), if it has one."""
-    own = settings.get("split")
-    return own if isinstance(own, str) else None
+from locrob.contract import EvaluationContext, MetricResult, split_setting
+from locrob.data.images import ImageData, batches
+from locrob.runtime import progress
+from locrob.streams import Streams
 
 
 @dataclass
-class MetricResult:
-    """A metric's outcome.
+class Batch:
+    """A batch of the measured examples: float images in [0, 1] and labels on the device;
+    ``first`` is the index of its first image in the split."""
 
-    ``summary`` holds the scalars that tables and leaderboards show (``{"accuracy": 0.97}``);
-    ``details`` holds anything else JSON-able (curves, per-class numbers). ``split`` is the
-    split of the data set measured (``"train"`` or ``"test"``), recorded by the evaluation
-    runner; ``None`` means the split of the report holding the result.
-    """
+    first: int
+    x: torch.Tensor
+    y: torch.Tensor
 
-    name: str
-    summary: dict[str, float]
-    details: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-    split: str | None = None
+    @property
+    def indices(self) -> range:
+        """The indices in the split of the batch's images."""
+        return range(self.first, self.first + len(self.y))
 
-    def __post_init__(self) -> None:
-        where = f"metric '{self.name}'"
-        self.summary = jsonable(dict(self.summary), f"{where} summary")
-        bad = [
-            k for k, v in self.summary.items() if v is not None and not isinstance(v, (int, float))
-        ]
-        if bad:
-            raise LocrobError(f"{where} summary values must be numbers; '{bad[0]}' is not")
-        self.details = jsonable(dict(self.details), f"{where} details")
-        self.settings = jsonable(dict(self.settings), f"{where} settings")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "summary": self.summary,
-            "details": self.details,
-            "settings": self.settings,
-            "split": self.split,
-        }
-
-    @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any]) -> MetricResult:
-        return cls(
-            name,
-            dict(data["summary"]),
-            dict(data.get("details", {})),
-            dict(data.get("settings", {})),
-            data.get("split"),
-        )
+def correct_predictions(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """Whether ``model`` classifies each image right (top-1), as one bool tensor on the
+    batches' device: the count every accuracy of the project (metrics, trainer) is made of."""
+    hits = []
+    for x, y in batches:  # drawn with gradients on: a batch may be made by an attack
+        with torch.no_grad():
+            hits.append(model(x).argmax(1).eq(y))
+    return torch.cat(hits)
 
 
 class Metric(Configurable):
@@ -75,10 +59,11 @@ class Metric(Configurable):
         @hookimpl
         def measure(self, model, data, context) -> MetricResult: ...
 
-    ``context.examples(data)`` gives the images and labels to measure on, and
-    ``context.batches(data)`` iterates them as float batches on the device. A metric that
-    measures a split of its own choosing instead (``local-robustness`` and ``separation``:
-    the training set) names it in a ``split`` setting, which the runner records in its result.
+    ``self.examples(data, context)`` gives the images and labels to measure on,
+    ``self.batches(data, context)`` iterates them as float batches on the device and
+    ``self.correct(model, data, context)`` says which the model classifies right. A metric
+    that measures a split of its own choosing (``local-robustness`` and ``separation``: the
+    training set) names it in a ``split`` setting, which the runner records in its result.
     """
 
     kind: ClassVar[str] = "metric"
@@ -87,52 +72,92 @@ class Metric(Configurable):
         """A :class:`MetricResult` carrying this metric's name and settings."""
         return MetricResult(self.name, summary, details, self.settings())
 
-    @classmethod
-    def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure | None:
-        """A figure of several models' results (label, result), or None for no figure."""
+    def measured_split(self, context: EvaluationContext) -> str:
+        """The split measured: the metric's own ``split`` setting if it has one, else the run's."""
+        return split_setting(self.settings()) or context.split
+
+    def examples(
+        self, data: ImageData, context: EvaluationContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels measured: the first ``context.max_examples`` of the split."""
+        return context.examples(data, self.measured_split(context))
+
+    def batches(
+        self, data: ImageData, context: EvaluationContext, desc: str = ""
+    ) -> Iterator[Batch]:
+        """The examples as float batches in [0, 1] on the device, with a progress bar."""
+        x, y = self.examples(data, context)
+        size = context.batch_size
+        pairs = batches(x, y, size, context.device)
+        for k, (xb, yb) in enumerate(progress(pairs, total=-(-len(y) // size), desc=desc)):
+            yield Batch(k * size, xb, yb)
+
+    def correct(
+        self, model: nn.Module, data: ImageData, context: EvaluationContext
+    ) -> torch.Tensor:
+        """Whether the model classifies each example right, on the device."""
+        pairs = ((b.x, b.y) for b in self.batches(data, context, desc=self.name))
+        return correct_predictions(model, pairs)
+
+
+@dataclass
+class Counts:
+    """What a :class:`PerturbationMetric` counted over ``n`` examples, moved to the host once:
+    ``clean`` of them classified right, ``correct[k]`` right under cell ``k`` of the grid, and
+    ``observed[k]`` the sums of the metric's own statistics under cell ``k`` (:meth:`observe`)."""
+
+    n: int
+    clean: int
+    correct: list[int]
+    observed: list[list[float]]
+
+
+class PerturbationMetric(Metric):
+    """Top-1 accuracy on perturbed copies of the examples, one count per cell of a grid (an
+    SNR, a corruption at a severity), beside the clean accuracy.
+
+    A subclass lists its grid (:meth:`cells`, each cell a tuple of ints, floats or strings that
+    names its random draws) and perturbs a batch (:meth:`perturb`); :meth:`count` does the
+    rest in one pass over the split. Image ``i`` under cell ``c`` draws from the stream of
+    ``(seed, i, *c)``, so a cell's result depends on neither the batch size nor the other cells.
+    """
+
+    def cells(self) -> Sequence[tuple[int | float | str, ...]]:
+        """The grid: one tuple per perturbation measured."""
+        raise NotImplementedError
+
+    def perturb(
+        self, x: torch.Tensor, cell: tuple[int | float | str, ...], streams: Streams
+    ) -> torch.Tensor:
+        """The batch ``x`` perturbed as ``cell`` says, drawing from the images' ``streams``."""
+        raise NotImplementedError
+
+    def observe(self, x: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor | None:
+        """Statistics of one perturbed batch to sum per cell (a 1-D tensor), or None."""
         return None
 
-    @classmethod
-    def table(cls, results: list[tuple[str, MetricResult]]) -> str | None:
-        """A Markdown table of several models' results (label, result), or None for none."""
-        return None
-
-
-def lines_figure(
-    lines: Sequence[tuple[str, Sequence[float], Sequence[float]]],
-    *,
-    xlabel: str,
-    ylabel: str,
-    title: str,
-    **style: Any,
-) -> Figure:
-    """One line per (label, xs, ys), the legend outside the axes on the right."""
-    from matplotlib.figure import Figure
-
-    # outside the axes the legend can hide no line, however many models there are;
-    # the constrained layout makes room for it
-    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
-    ax = fig.subplots()
-    for label, xs, ys in lines:
-        ax.plot(xs, ys, label=label, **style)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    return fig
-
-
-def line_figure(
-    results: list[tuple[str, MetricResult]],
-    x: str,
-    y: str,
-    *,
-    xlabel: str,
-    ylabel: str,
-    title: str,
-    **style: Any,
-) -> Figure:
-    """One line per model (label, result) of ``details[y]`` against ``details[x]``."""
-    lines = [(label, result.details[x], result.details[y]) for label, result in results]
-    return lines_figure(lines, xlabel=xlabel, ylabel=ylabel, title=title, **style)
+    @torch.no_grad()
+    def count(self, model: nn.Module, data: ImageData, context: EvaluationContext) -> Counts:
+        """The clean and per-cell counts of correct predictions over the split."""
+        cells = self.cells()
+        # tallies stay on the device: no host synchronization inside the loops
+        clean = torch.zeros((), dtype=torch.int64, device=context.device)
+        correct = torch.zeros(len(cells), dtype=torch.int64, device=context.device)
+        observed: list[torch.Tensor | None] = [None] * len(cells)
+        n = 0
+        for batch in self.batches(data, context, desc=self.name):
+            clean += correct_predictions(model, [(batch.x, batch.y)]).sum()
+            n += len(batch.y)
+            for k, cell in enumerate(cells):
+                streams = Streams.for_images(context.seed, batch.indices, context.device, *cell)
+                perturbed = self.perturb(batch.x, cell, streams)
+                correct[k] += correct_predictions(model, [(perturbed, batch.y)]).sum()
+                stats = self.observe(batch.x, perturbed)
+                if stats is not None:
+                    observed[k] = stats if observed[k] is None else observed[k] + stats
+        return Counts(
+            n,
+            int(clean),
+            correct.tolist(),
+            [[] if o is None else o.double().tolist() for o in observed],
+        )

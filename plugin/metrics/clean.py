@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from locrob.contract import EvaluationContext, MetricResult
 from locrob.data.images import ImageData
-from locrob.evaluation import EvaluationContext
-from locrob.hookspecs import Register, hookimpl
-from locrob.metrics.base import Metric, MetricResult
-
-
-@torch.no_grad()
-def predict(model: nn.Module, context: EvaluationContext, data: ImageData) -> torch.Tensor:
-    """Predicted classes for the context's examples, batched on its device."""
-    preds = [model(x).argmax(1).cpu() for x, _ in context.batches(data, desc="clean")]
-    return torch.cat(preds)
+from locrob.hookspecs import RegisterMetric, hookimpl
+from locrob.metrics.base import Metric
 
 
 @dataclass
@@ -30,8 +22,8 @@ class CleanAccuracy(Metric):
     def measure(
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> MetricResult:
-        _, y = context.examples(data)
-        correct = predict(model, context, data).eq(y)
+        _, y = self.examples(data, context)
+        correct = self.correct(model, data, context).cpu()
         per_class = {
             data.classes[c]: float(correct[y == c].float().mean())
             for c in range(data.num_classes)
@@ -46,5 +38,5 @@ class CleanAccuracy(Metric):
 
 
 @hookimpl
-def register_metrics(register: Register) -> None:
+def register_metrics(register: RegisterMetric) -> None:
     register("clean", CleanAccuracy)

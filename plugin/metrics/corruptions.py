@@ -16,25 +16,20 @@ Errors are 1 - accuracy. With ``E[c][s]`` the error under corruption ``c`` at se
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from locrob.configurable import check
+from locrob.contract import EvaluationContext, MetricResult
 from locrob.corruptions import NAMES, PRESETS, SEVERITIES, get_corruption
 from locrob.data.images import ImageData, batches
-from locrob.errors import LocrobError
-from locrob.evaluation import EvaluationContext
-from locrob.hookspecs import Register, hookimpl
-from locrob.metrics.base import Metric, MetricResult
-from locrob.runtime import mix_seed, progress
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from locrob.errors import LocrobError, check
+from locrob.hookspecs import RegisterMetric, hookimpl
+from locrob.metrics.base import PerturbationMetric, correct_predictions
+from locrob.runtime import progress
+from locrob.streams import Streams
 
 SOURCES = ("generate", "cifar10-c", "cifar100-c")
 
@@ -90,7 +85,7 @@ def _reference(path: str, role: str) -> MetricResult:
 
 
 @dataclass
-class CorruptionAccuracy(Metric):
+class CorruptionAccuracy(PerturbationMetric):
     """Top-1 accuracy under each corruption and severity, with the errors Table 2 reports."""
 
     name = "corruptions"
@@ -123,25 +118,26 @@ class CorruptionAccuracy(Metric):
             unknown = sorted(set(self.corruptions) - set(NAMES))
             check(not unknown, self.name, f"{self.source} has no files for {unknown}")
 
+    def cells(self) -> list[tuple[str, int]]:
+        return [(name, severity) for name in self.corruptions for severity in self.severities]
+
+    def perturb(self, x: torch.Tensor, cell: tuple[str, int], streams: Streams) -> torch.Tensor:
+        name, severity = cell
+        return get_corruption(name)(x, severity, preset=self.preset, seed=streams)
+
     @hookimpl
-    @torch.no_grad()
     def measure(
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> MetricResult:
-        correct = torch.zeros(
-            len(self.corruptions), len(self.severities), dtype=torch.float64, device=context.device
-        )
-        clean = torch.zeros((), dtype=torch.float64, device=context.device)
-        n = 0
-        for x, y in context.batches(data, desc="clean"):
-            clean += model(x).argmax(1).eq(y).sum()
-            n += len(y)
         if self.source == "generate":
-            self._count_generated(model, data, context, correct)
+            counts = self.count(model, data, context)
+            n, clean, correct = counts.n, counts.clean, torch.tensor(counts.correct)
         else:
-            self._count_files(model, data, context, correct, n)
-        accuracy = (correct / n).tolist()
-        clean_error = 1 - float(clean) / n
+            right = self.correct(model, data, context)
+            n, clean = len(right), int(right.sum())
+            correct = self._count_files(model, data, context, n)
+        accuracy = (correct.double().view(len(self.corruptions), -1) / n).tolist()
+        clean_error = 1 - clean / n
         corruption_error = 1 - sum(map(sum, accuracy)) / correct.numel()
         result = self.result(
             {
@@ -162,27 +158,11 @@ class CorruptionAccuracy(Metric):
             )
         return result
 
-    def _count_generated(
-        self, model: nn.Module, data: ImageData, context: EvaluationContext, correct: torch.Tensor
-    ) -> None:
-        corruptions = [get_corruption(name) for name in self.corruptions]
-        for b, (x, y) in enumerate(context.batches(data, desc="corruptions")):
-            for c, corruption in enumerate(corruptions):
-                for s, severity in enumerate(self.severities):
-                    # one stream per (batch, corruption, severity): independent of the order
-                    seed = mix_seed(context.seed, b, c, severity)
-                    generator = torch.Generator(context.device).manual_seed(seed)
-                    corrupted = corruption(x, severity, preset=self.preset, seed=generator)
-                    correct[c, s] += model(corrupted).argmax(1).eq(y).sum()
-
+    @torch.no_grad()
     def _count_files(
-        self,
-        model: nn.Module,
-        data: ImageData,
-        context: EvaluationContext,
-        correct: torch.Tensor,
-        n: int,
-    ) -> None:
+        self, model: nn.Module, data: ImageData, context: EvaluationContext, n: int
+    ) -> torch.Tensor:
+        """Correct predictions on the published files' images, per cell (the grid's order)."""
         from locrob.adapters.robustbench import load_corrupted_cifar
 
         expected = self.source.removesuffix("-c")
@@ -193,65 +173,14 @@ class CorruptionAccuracy(Metric):
                 f"not on '{data.name}' ({context.split})"
             )
         folder = Path(self.data_dir) if self.data_dir is not None else context.data_dir
-        cells = [(c, s) for c in range(len(self.corruptions)) for s in range(len(self.severities))]
-        for c, s in progress(cells, desc=self.source):
-            images, labels = load_corrupted_cifar(
-                self.source, self.corruptions[c], self.severities[s], folder, n
-            )
-            for x, y in batches(images, labels, context.batch_size, context.device):
-                correct[c, s] += model(x).argmax(1).eq(y).sum()
-
-    @classmethod
-    def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure:
-        """A heat map of the error in percent per corruption and severity, one panel per model."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(2.6 + 1.9 * len(results), 5.4), layout="constrained")
-        axes = fig.subplots(1, len(results), squeeze=False, sharey=True)[0]
-        image = None
-        for ax, (label, result) in zip(axes, results, strict=True):
-            table = errors(result)
-            # percent, like the numbers in the cells and the colour bar
-            grid = [[100 * e for e in table[name]] for name in result.details["corruptions"]]
-            image = ax.imshow(grid, cmap="magma_r", vmin=0, vmax=100, aspect="auto")
-            for i, row in enumerate(grid):
-                for j, value in enumerate(row):
-                    color = "white" if value > 50 else "black"
-                    ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color=color)
-            ax.set_xticks(range(len(result.details["severities"])))
-            ax.set_xticklabels(result.details["severities"])
-            ax.set_xlabel("severity")
-            # one short line each, so that neighbouring titles never run into each other
-            ax.set_title(
-                f"{textwrap.fill(label, 18)}\nclean {100 * result.summary['clean_error']:.1f} %"
-                f"\ncorrupted {100 * result.summary['corruption_error']:.1f} %",
-                fontsize=8,
-            )
-        names = results[0][1].details["corruptions"]
-        axes[0].set_yticks(range(len(names)))
-        axes[0].set_yticklabels(names, fontsize=7)
-        fig.colorbar(image, ax=list(axes), label="error (%)", shrink=0.8)
-        return fig
-
-    @classmethod
-    def table(cls, results: list[tuple[str, MetricResult]]) -> str:
-        """Table 2 in Markdown: errors in percent, mCE and relative mCE against the first model."""
-        vanilla = results[0][1]
-        lines = [
-            f"| model | clean error | corrupted error | mCE vs {results[0][0]} "
-            f"| relative mCE vs {results[0][0]} |",
-            "|---|---|---|---|---|",
-        ]
-        for label, result in results:
-            summary = result.summary
-            lines.append(
-                f"| {label} | {100 * summary['clean_error']:.1f} "
-                f"| {100 * summary['corruption_error']:.1f} | {mce(result, vanilla):.1f} "
-                f"| {relative_mce(result, vanilla):.1f} |"
-            )
-        return "\n".join(lines) + "\n"
+        counts = []
+        for name, severity in progress(self.cells(), desc=self.source):
+            images, labels = load_corrupted_cifar(self.source, name, severity, folder, n)
+            pairs = batches(images, labels, context.batch_size, context.device)
+            counts.append(correct_predictions(model, pairs).sum())
+        return torch.stack(counts)
 
 
 @hookimpl
-def register_metrics(register: Register) -> None:
+def register_metrics(register: RegisterMetric) -> None:
     register("corruptions", CorruptionAccuracy)

@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from locrob.configurable import check
+from locrob.contract import EvaluationContext, MetricResult
 from locrob.data.images import ImageData
-from locrob.evaluation import EvaluationContext
-from locrob.hookspecs import Register, hookimpl
-from locrob.metrics.base import Metric, MetricResult, line_figure
-from locrob.runtime import mix_seed
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from locrob.errors import check
+from locrob.hookspecs import RegisterMetric, hookimpl
+from locrob.metrics.base import PerturbationMetric
+from locrob.streams import Streams
 
 
 def image_norms(x: torch.Tensor) -> torch.Tensor:
@@ -33,18 +29,19 @@ def image_norms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1), dim=1)
 
 
-def add_noise_at_snr(x: torch.Tensor, snr_db: float, generator: torch.Generator) -> torch.Tensor:
-    """x + n clamped to [0, 1], n Gaussian with ||x|| / ||n|| = 10^(snr_db / 20) per image.
+def add_noise_at_snr(x: torch.Tensor, snr_db: float, streams: Streams) -> torch.Tensor:
+    """x + n clamped to [0, 1], n Gaussian with ||x|| / ||n|| = 10^(snr_db / 20) per image,
+    image ``i``'s noise drawn from ``streams``' row ``i``.
 
     An all-zero image has no defined SNR and gets no noise.
     """
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    noise = streams.randn(x.shape[1:], x.dtype)
     scale = image_norms(x) / (image_norms(noise) * 10 ** (snr_db / 20))
     return (x + noise * scale.view(-1, *[1] * (x.dim() - 1))).clamp(0, 1)
 
 
 @dataclass
-class GaussianNoise(Metric):
+class GaussianNoise(PerturbationMetric):
     """Top-1 accuracy on noisy copies of the examples, for each SNR of the grid."""
 
     name = "noise"
@@ -65,60 +62,39 @@ class GaussianNoise(Metric):
             f"repeats must be an integer >= 1, got {self.repeats}",
         )
 
+    def cells(self) -> list[tuple[float, int]]:
+        return [(float(snr), r) for snr in self.snr_db for r in range(self.repeats)]
+
+    def perturb(self, x: torch.Tensor, cell: tuple[float, int], streams: Streams) -> torch.Tensor:
+        return add_noise_at_snr(x, cell[0], streams)
+
+    def observe(self, x: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+        """The SNR left after clamping, summed over the images that have one, and their count."""
+        db = 20 * torch.log10(image_norms(x) / image_norms(perturbed - x))
+        finite = db.isfinite()  # all-zero images have no SNR
+        return torch.stack([db.where(finite, 0).sum().double(), finite.sum().double()])
+
     @hookimpl
-    @torch.no_grad()
     def measure(
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> MetricResult:
+        counts = self.count(model, data, context)
         grid = [float(s) for s in self.snr_db]
-        # tallies stay on the device: no host synchronization inside the loops
-        tally = torch.zeros(3, len(grid), dtype=torch.float64, device=context.device)
-        correct, seen_snr, measured = tally  # views: += writes into tally
-        clean = torch.zeros((), dtype=torch.float64, device=context.device)
-        n = 0
-        for b, (x, y) in enumerate(context.batches(data, desc="noise")):
-            clean += model(x).argmax(1).eq(y).sum()
-            n += len(y)
-            norms = image_norms(x)
-            for k, snr in enumerate(grid):
-                for r in range(self.repeats):
-                    # one stream per (batch, SNR, repeat): results do not depend on the order
-                    seed = mix_seed(context.seed, b, k, r)
-                    generator = torch.Generator(context.device).manual_seed(seed)
-                    noisy = add_noise_at_snr(x, snr, generator)
-                    correct[k] += model(noisy).argmax(1).eq(y).sum()
-                    db = 20 * torch.log10(norms / image_norms(noisy - x))
-                    finite = db.isfinite()  # all-zero images have no SNR
-                    seen_snr[k] += db.where(finite, 0).sum()
-                    measured[k] += finite.sum()
-        correct, seen_snr, measured = tally.cpu()
-        accuracy = (correct / (n * self.repeats)).tolist()
+        # the cells run over the repeats inside each SNR: sum each SNR's repeats
+        correct = torch.tensor(counts.correct, dtype=torch.float64).view(len(grid), -1).sum(1)
+        seen_snr, measured = torch.tensor(counts.observed).view(len(grid), -1, 2).sum(1).T
+        accuracy = (correct / (counts.n * self.repeats)).tolist()
         summary = {f"accuracy@{snr:g}dB": a for snr, a in zip(grid, accuracy, strict=True)}
         return self.result(
             {**summary, "mean_accuracy": sum(accuracy) / len(accuracy)},
             snr_db=grid,
             accuracy=accuracy,
-            clean_accuracy=float(clean) / n,
+            clean_accuracy=counts.clean / counts.n,
             mean_snr_after_clamp=(seen_snr / measured.clamp(min=1)).tolist(),
-            n=n,
+            n=counts.n,
         )
-
-    @classmethod
-    def plot(cls, results: list[tuple[str, MetricResult]]) -> Figure:
-        """Accuracy against SNR, one line per model, as in the paper's Fig. 4."""
-        fig = line_figure(
-            results,
-            "snr_db",
-            "accuracy",
-            xlabel="SNR (dB), before clamping to [0, 1]",
-            ylabel="accuracy under Gaussian noise",
-            title="Gaussian noise",
-            marker="o",
-        )
-        fig.axes[0].set_ylim(0, 1.02)
-        return fig
 
 
 @hookimpl
-def register_metrics(register: Register) -> None:
+def register_metrics(register: RegisterMetric) -> None:
     register("noise", GaussianNoise)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from locrob.errors import LocrobError
-from locrob.hookspecs import Register, hookimpl
+from locrob.hookspecs import RegisterModelSource, hookimpl
 from locrob.models.merges import Sum
 from locrob.models.normalize import Normalize
 
@@ -140,6 +140,6 @@ class Architecture:
 
 
 @hookimpl
-def register_model_sources(register: Register) -> None:
+def register_model_sources(register: RegisterModelSource) -> None:
     register("small-cnn", Architecture("small-cnn", small_cnn))
     register("preact-resnet18", Architecture("preact-resnet18", PreActResNet18))

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from locrob.atomic import atomic_path
+from locrob.defenses.lifecycle import replay_defenses
 from locrob.errors import LocrobError
-from locrob.hookspecs import Register, hookimpl
+from locrob.hookspecs import RegisterModelSource, hookimpl
 from locrob.jsonable import jsonable
 
 FORMAT = "locrob-checkpoint"
@@ -103,7 +104,6 @@ def read_training_state(path: str | Path) -> dict[str, Any] | None:
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved at ``path``; returns the model (eval mode) and its config."""
     from locrob.sources import load_model
-    from locrob.training import replay_defenses
 
     config, state = read_checkpoint(path)
     model = load_model(config["source"], **config.get("options", {}))
@@ -128,5 +128,5 @@ def checkpoint_source(arg: str | None = None, **_: object) -> nn.Module:
 
 
 @hookimpl
-def register_model_sources(register: Register) -> None:
+def register_model_sources(register: RegisterModelSource) -> None:
     register("checkpoint", checkpoint_source)

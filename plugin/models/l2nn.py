@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from locrob.hookspecs import Register, hookimpl
+from locrob.hookspecs import RegisterModelSource, hookimpl
 from locrob.models.architectures import Architecture
 
 
@@ -108,5 +108,5 @@ def l2nn(
 
 
 @hookimpl
-def register_model_sources(register: Register) -> None:
+def register_model_sources(register: RegisterModelSource) -> None:
     register("l2nn", Architecture("l2nn", l2nn))

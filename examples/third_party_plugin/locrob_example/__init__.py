@@ -6,7 +6,7 @@ import torch
 
 import locrob
 from locrob import hookimpl
-from locrob.configurable import check
+from locrob.errors import check
 
 
 @dataclass
@@ -18,7 +18,8 @@ class MeanConfidence(locrob.Metric):
     @hookimpl
     def measure(self, model, data, context):
         with torch.no_grad():
-            top = torch.cat([model(x).softmax(1).amax(1).cpu() for x, _ in context.batches(data)])
+            batches = self.batches(data, context)
+            top = torch.cat([model(b.x).softmax(1).amax(1).cpu() for b in batches])
         return self.result({"mean": float(top.mean())})
 
 
