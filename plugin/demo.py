@@ -27,7 +27,7 @@ from locrob.errors import LocrobError
 from locrob.evaluation import evaluate
 from locrob.metrics.adversarial import AdversarialAccuracy, attack_label
 from locrob.metrics.corruptions import relative_mce
-from locrob.pair_distances import separation
+from locrob.pair_distances import Separation, separation
 from locrob.presentation import labelled_results, save_figure
 from locrob.presentation.paper import sigmoid_figure
 from locrob.presentation.separation import lipschitz_figure, robustness_figure
@@ -244,6 +244,35 @@ def run_demo(
 ) -> list[Path]:
     """Run the whole study into ``out``; returns the files written."""
     config = config or DemoConfig()
+    _check(config)
+    out = Path(out)
+    data = load_dataset(config.dataset, data_dir=config.data_dir)
+    runs = _run_all(out, data, config, device)
+    x, y = data.split("train")
+    sep = separation(x, y, "inf", device=device)
+    reports = [_mean_report(group) for group in runs.values()]
+    written = _figures(out, data, reports, sep)
+    summary = summarize(runs)
+    written.append(
+        write_text(out / "report.md", _markdown(data, config, reports, summary, sep, written))
+    )
+    record = {
+        "schema": "locrob-demo",
+        "schema_version": 2,
+        "config": asdict(config),
+        "table": summary,
+        "models": {
+            name: {str(seed): r.to_dict() for seed, r in zip(config.seeds, group, strict=True)}
+            for name, group in runs.items()
+        },
+        "separation": sep.to_dict(),
+    }
+    written.append(write_text(out / "report.json", json.dumps(record, indent=2) + "\n"))
+    return written
+
+
+def _check(config: DemoConfig) -> None:
+    """Refuse runs the demo does not know, a first run other than vanilla, repeated seeds."""
     unknown = sorted(set(config.runs) - set(RUNS))
     if unknown:
         raise LocrobError(f"unknown demo run(s) {', '.join(unknown)}; known: {', '.join(RUNS)}")
@@ -251,8 +280,12 @@ def run_demo(
         raise LocrobError("the demo's first run must be 'vanilla': Table 2 is relative to it")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise LocrobError(f"the demo needs one or more distinct seeds, got {config.seeds}")
-    out = Path(out)
-    data = load_dataset(config.dataset, data_dir=config.data_dir)
+
+
+def _run_all(
+    out: Path, data: ImageData, config: DemoConfig, device: str | None
+) -> dict[str, list[Report]]:
+    """Every run at every seed trained (or reused) and evaluated; its report saved."""
     metrics, options = config.metrics()
     runs: dict[str, list[Report]] = {}
     for name in config.runs:
@@ -271,27 +304,40 @@ def run_demo(
             )
             report.save(out / "reports" / where)
             runs.setdefault(name, []).append(report)
-    summary = summarize(runs)
-    # the figures show each model's results averaged over the seeds
-    reports = [
-        replace(group[0], metrics={m: mean_result([g.metrics[m] for g in group]) for m in names})
-        for group in runs.values()
-        for names in [list(group[0].metrics)]
-    ]
+    return runs
 
+
+def _mean_report(group: list[Report]) -> Report:
+    """One model's report with each metric averaged over the seeds (what the figures show)."""
+    names = list(group[0].metrics)
+    return replace(group[0], metrics={m: mean_result([g.metrics[m] for g in group]) for m in names})
+
+
+def _figures(out: Path, data: ImageData, reports: list[Report], sep: Separation) -> list[Path]:
+    """Figs. 1-5 and the corruption heat map."""
     presentations = plugins.registries().presentations
     written = [save_figure(sigmoid_figure(*sigmoid_curve()), out / "fig2-sigmoid.png")]
     for metric, labelled in labelled_results(reports).items():
         if metric in FIGURES:
             fig = presentations.get(metric).figure(labelled)
             written.append(save_figure(fig, out / FIGURES[metric]))
-    x, y = data.split("train")
-    sep = separation(x, y, "inf", device=device)
     written.append(save_figure(lipschitz_figure([(data.name, sep)]), out / "fig1-separation.png"))
     written.append(
         save_figure(robustness_figure(data.name, sep), out / "fig3-separation-robustness.png")
     )
-    markdown = "\n".join(
+    return written
+
+
+def _markdown(
+    data: ImageData,
+    config: DemoConfig,
+    reports: list[Report],
+    summary: dict[str, dict[str, dict[str, Any] | None]],
+    sep: Separation,
+    figures: list[Path],
+) -> str:
+    """``report.md``: the setting, Table 2 over the seeds, the data's separation, the figures."""
+    return "\n".join(
         [
             f"# locrob demo: the paper's study on {data.name}",
             "",
@@ -304,21 +350,7 @@ def run_demo(
             f"Distinct-class training pairs: {sep.n_pairs}; the closest pair is "
             f"{sep.min_distance():.3g} apart in L∞ (pixels in [0, 1]).",
             "",
-            "Figures: " + ", ".join(p.name for p in written),
+            "Figures: " + ", ".join(p.name for p in figures),
             "",
         ]
     )
-    written.append(write_text(out / "report.md", markdown))
-    summary = {
-        "schema": "locrob-demo",
-        "schema_version": 2,
-        "config": asdict(config),
-        "table": summary,
-        "models": {
-            name: {str(seed): r.to_dict() for seed, r in zip(config.seeds, group, strict=True)}
-            for name, group in runs.items()
-        },
-        "separation": sep.to_dict(),
-    }
-    written.append(write_text(out / "report.json", json.dumps(summary, indent=2) + "\n"))
-    return written

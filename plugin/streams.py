@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -59,32 +60,24 @@ class Streams:
     def __len__(self) -> int:
         return len(self.generators)
 
+    def _each(self, shape: Sequence[int], dtype: torch.dtype, fill: Any) -> torch.Tensor:
+        """A ``(n, *shape)`` tensor whose row ``i`` is filled by ``fill(row, generator_i)``."""
+        out = torch.empty((len(self), *shape), dtype=dtype, device=self.device)
+        for row, generator in zip(out, self.generators, strict=True):
+            fill(row, generator)
+        return out
+
     def rand(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform [0, 1) draws of shape ``(n, *shape)``."""
-        return torch.stack(
-            [
-                torch.rand(tuple(shape), generator=g, device=self.device, dtype=dtype)
-                for g in self.generators
-            ]
-        )
+        return self._each(shape, dtype, lambda row, g: row.uniform_(generator=g))
 
     def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal draws of shape ``(n, *shape)``."""
-        return torch.stack(
-            [
-                torch.randn(tuple(shape), generator=g, device=self.device, dtype=dtype)
-                for g in self.generators
-            ]
-        )
+        return self._each(shape, dtype, lambda row, g: row.normal_(generator=g))
 
     def randint(self, low: int, high: int, shape: Sequence[int]) -> torch.Tensor:
         """Integers in [low, high) of shape ``(n, *shape)``."""
-        return torch.stack(
-            [
-                torch.randint(low, high, tuple(shape), generator=g, device=self.device)
-                for g in self.generators
-            ]
-        )
+        return self._each(shape, torch.int64, lambda row, g: row.random_(low, high, generator=g))
 
     def uniform(self, shape: Sequence[int], low: float, high: float) -> torch.Tensor:
         """Uniform draws in [low, high) of shape ``(n, *shape)``, in float64."""

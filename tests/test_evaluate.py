@@ -229,3 +229,40 @@ def test_a_version_1_report_loads_with_each_metric_split_from_its_settings(tmp_p
     report = locrob.load_report(tmp_path)
     assert [report.split_of(name) for name in report.metrics] == ["test", "train", "test"]
     assert report.to_dict()["schema_version"] == SCHEMA_VERSION == 2
+
+
+@dataclass
+class Blackout(locrob.metrics.base.PerturbationMetric):
+    """Blacks out each image with probability ``p`` (image 0 predicts class 0 for Fixed)."""
+
+    name = "blackout"
+    p: float = 0.5
+
+    def cells(self):
+        return [("blackout", 0), ("blackout", 1)]
+
+    def perturb(self, x, cell, streams):
+        dark = streams.rand(()) < self.p
+        return torch.where(dark.view(-1, 1, 1, 1), torch.zeros_like(x), x)
+
+
+def test_a_perturbation_metric_counts_per_image_draws_at_any_batch_size():
+    """The base's count, against the same draws made image by image from the streams."""
+    from locrob.streams import Streams
+
+    data = _data()
+    x, y = data.test_x.float() / 255, data.test_y
+    expected = []
+    for cell in Blackout().cells():
+        dark = [bool(Streams.for_images(7, [i], "cpu", *cell).rand(())[0] < 0.5) for i in range(12)]
+        predictions = [0 if d else i % 3 for i, d in enumerate(dark)]
+        expected.append(sum(int(p == t) for p, t in zip(predictions, y.tolist(), strict=True)))
+    context = locrob.EvaluationContext(torch.device("cpu"), seed=7)
+    for size in (1, 5, 12):
+        context.batch_size = size
+        counts = Blackout().count(Fixed(), data, context)
+        assert (counts.n, counts.clean, counts.correct) == (
+            12,
+            int(Fixed()(x).argmax(1).eq(y).sum()),
+            expected,
+        )
