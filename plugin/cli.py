@@ -92,8 +92,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
 ) -> None:
     """Train a model (no defense: the vanilla baseline) and save a checkpoint."""
+    from locrob.contract import TrainConfig
     from locrob.sources import load_dataset
-    from locrob.training import TrainConfig
     from locrob.training import train as run_training
 
     data = load_dataset(dataset, data_dir=data_dir, download=download)
@@ -140,8 +140,9 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a model with metric plugins; write a JSON report and a Markdown table."""
-    from locrob.evaluation import EvaluationContext, planned_report
+    from locrob.contract import EvaluationContext
     from locrob.evaluation import evaluate as run_evaluation
+    from locrob.evaluation import planned_report
     from locrob.presentation import save_plots
     from locrob.report import (
         check_same_subject,

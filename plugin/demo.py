@@ -21,7 +21,7 @@ from torch import nn
 
 from locrob import plugins
 from locrob.atomic import write_text
-from locrob.contract import MetricResult
+from locrob.contract import MetricResult, TrainConfig
 from locrob.data.images import ImageData
 from locrob.errors import LocrobError
 from locrob.evaluation import evaluate
@@ -33,7 +33,7 @@ from locrob.presentation.paper import sigmoid_figure
 from locrob.presentation.separation import lipschitz_figure, robustness_figure
 from locrob.report import Report
 from locrob.sources import load_dataset
-from locrob.training import TrainConfig, train
+from locrob.training import train
 
 # the paper's methods: (architecture, defenses); L2NN has its own architecture
 RUNS = {

@@ -115,7 +115,7 @@ def test_train_help_states_the_trainers_defaults():
     import typer
 
     from locrob.cli import app
-    from locrob.training import TrainConfig
+    from locrob.contract import TrainConfig
 
     command = typer.main.get_command(app).commands["train"]
     helps = {p.name: p.help for p in command.params}

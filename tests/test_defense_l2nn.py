@@ -8,10 +8,10 @@ from conftest import BOUND, operator_norm, subset
 from torch import nn
 
 import locrob
+from locrob.contract import TrainConfig
 from locrob.defenses.l2nn import L2NNTraining, margin_hinge
 from locrob.errors import LocrobError
 from locrob.models.l2nn import NonexpansiveConv2d, NonexpansiveLinear, TwoSidedReLU
-from locrob.training import TrainConfig
 
 
 def searched_alpha(module: nn.Module, x: torch.Tensor, radii: list[float]) -> torch.Tensor:

@@ -9,9 +9,9 @@ from conftest import assert_reloads, numpy_smoothness, subset
 from torch import nn
 
 import locrob
+from locrob.contract import TrainConfig, TrainingContext
 from locrob.defenses.laplacian import Laplacian, cosine_graphs, smoothness
 from locrob.errors import LocrobError
-from locrob.training import TrainConfig, TrainingContext
 
 
 @pytest.mark.parametrize("m", [1, 2, 3])

@@ -11,10 +11,10 @@ from conftest import assert_reloads, subset
 from torch import nn
 
 import locrob
+from locrob.contract import TrainConfig
 from locrob.defenses.parseval import Parseval, retract
 from locrob.errors import LocrobError
 from locrob.models.merges import ConvexMerge, project_to_simplex
-from locrob.training import TrainConfig
 
 
 def test_retraction_maps_each_singular_value_by_its_cubic():

@@ -9,9 +9,9 @@ from conftest import subset
 
 import locrob
 from locrob.adapters.torchattacks import make_attack, run_attack
+from locrob.contract import TrainConfig, TrainingContext
 from locrob.defenses.pgd import PGDTraining
 from locrob.errors import LocrobError
-from locrob.training import TrainConfig, TrainingContext
 
 
 def _context():

@@ -34,14 +34,9 @@ def bench_train(
 ) -> list[TrainBench]:
     """Step time of each defense alone against vanilla, on the same batch of digits, measured
     in alternating rounds (best of ``rounds``) through the trainer's own ``train_step``."""
-    from locrob.training import (
-        TrainConfig,
-        TrainingContext,
-        build_architecture,
-        lifecycle,
-        make_defenses,
-        train_step,
-    )
+    from locrob.contract import TrainConfig, TrainingContext
+    from locrob.defenses.lifecycle import lifecycle, make_defenses
+    from locrob.training import build_architecture, train_step
 
     dev = resolve_device(device)
     data = load_dataset("digits")
