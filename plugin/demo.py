@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from locrob import plugins
+from locrob import markdown, plugins
 from locrob.atomic import write_text
 from locrob.contract import MetricResult, TrainConfig
 from locrob.data.images import ImageData
@@ -205,10 +205,8 @@ def table(summary: dict[str, dict[str, dict[str, Any] | None]]) -> str:
         mean, std = (f"{value[k]:.{digits}f}" for k in ("mean", "std"))
         return mean if len(value["values"]) == 1 else f"{mean} ± {std}"
 
-    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, columns in summary.items():
-        lines.append(f"| {name} | " + " | ".join(cell(columns[c], c) for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[name, *(cell(columns[c], c) for c in COLUMNS)] for name, columns in summary.items()]
+    return markdown.table(["model", *COLUMNS], rows)
 
 
 def mean_result(results: list[MetricResult]) -> MetricResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from locrob import markdown
 from locrob.errors import LocrobError
 from locrob.report import Report, summary_columns, summary_value
 
@@ -46,10 +47,7 @@ def ranked(
 
 def leaderboard_markdown(reports: Sequence[Report], sort: str, ascending: bool = False) -> str:
     """The leaderboard as a Markdown table."""
-    header, rows = ranked(reports, sort, ascending)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown.table(*ranked(reports, sort, ascending))
 
 
 def leaderboard_html(reports: Sequence[Report], sort: str, ascending: bool = False) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from locrob import markdown
 from locrob.atomic import write_text
 from locrob.contract import MetricResult, split_setting
 from locrob.errors import LocrobError
@@ -311,9 +312,8 @@ def markdown_table(reports: Sequence[Report]) -> str:
     """One row per report, one column per metric summary value (``clean accuracy``, ...)."""
     columns = summary_columns(reports)
     header = ["model", "dataset", "split", "n", *[f"{m} {k}" for m, k in columns]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in reports:
         values = [_cell(v) if (v := summary_value(r, m, k)) is not None else "" for m, k in columns]
-        row = [r.label, str(r.dataset.get("name", "")), split_cell(r), str(r.n_examples), *values]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([r.label, str(r.dataset.get("name", "")), split_cell(r), r.n_examples, *values])
+    return markdown.table(header, rows)

@@ -2,5 +2,5 @@
 
 One module per benchmark (:mod:`~locrob.bench.alpha`, :mod:`~locrob.bench.separation`,
 :mod:`~locrob.bench.train`, :mod:`~locrob.bench.corruptions`), each with its measurement and
-its table; :mod:`~locrob.bench.common` holds the timing and the table writer they share.
+its table, timed by :func:`locrob.runtime.best_rate` and written by :func:`locrob.markdown.table`.
 """

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from locrob import markdown
 from locrob.alpha.estimate import alpha_lim
 from locrob.alpha.settings import FORWARD_DTYPES, PRESETS, resolve
-from locrob.bench.common import markdown_table
 from locrob.runtime import autocast, best_rate, resolve_device
 from locrob.sources import load_dataset, load_model
 
@@ -269,7 +269,7 @@ def alpha_table(rows: Sequence[AlphaBench]) -> str:
         "authors' loop img/s (numpy / torch noise)",
         "speed-up (numpy / torch noise)",
     ]
-    table = markdown_table(
+    table = markdown.table(
         header,
         (
             [
@@ -299,7 +299,7 @@ def alpha_table(rows: Sequence[AlphaBench]) -> str:
         f"ART clever_u s/point ({gradients})",
         "clever_u / alpha_lim",
     ]
-    clever = markdown_table(
+    clever = markdown.table(
         header,
         (
             [

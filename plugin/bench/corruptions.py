@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from locrob.bench.common import markdown_table
+from locrob import markdown
 from locrob.errors import LocrobError
 from locrob.runtime import best_rate, resolve_device
 
@@ -122,4 +122,4 @@ def corruption_table(rows: Sequence[CorruptionBench]) -> str:
         "imagecorruptions (img/s)",
         "speed-up",
     ]
-    return markdown_table(header, cells)
+    return markdown.table(header, cells)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from locrob.bench.common import markdown_table
+from locrob import markdown
 from locrob.errors import LocrobError
 from locrob.runtime import resolve_device, synchronize
 
@@ -121,4 +121,4 @@ def separation_table(rows: Sequence[SeparationBench]) -> str:
         for r in rows
     )
     version = f"torch {torch.__version__}; kernel chosen on the probe tile (pairs/s): {rates}"
-    return version + "\n\n" + markdown_table(header, cells)
+    return version + "\n\n" + markdown.table(header, cells)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from locrob.bench.common import markdown_table
+from locrob import markdown
 from locrob.runtime import resolve_device, synchronize
 from locrob.sources import load_dataset
 
@@ -70,4 +70,4 @@ def train_table(rows: Sequence[TrainBench]) -> str:
         [r.defense, f"{r.ms_per_step:.1f}", f"{r.ratio:.2f}", TRAIN_TARGETS.get(r.defense, "")]
         for r in rows
     )
-    return markdown_table(["defense", "ms per step", "x vanilla", "target"], cells)
+    return markdown.table(["defense", "ms per step", "x vanilla", "target"], cells)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
+from locrob import markdown
 from locrob.contract import Presentation
 from locrob.hookspecs import RegisterPresentation, hookimpl
 from locrob.metrics.corruptions import errors, mce, relative_mce
@@ -50,19 +51,24 @@ def figure(results: Labelled) -> Figure:
 def table(results: Labelled) -> str:
     """Table 2 in Markdown: errors in percent, mCE and relative mCE against the first model."""
     vanilla = results[0][1]
-    lines = [
-        f"| model | clean error | corrupted error | mCE vs {results[0][0]} "
-        f"| relative mCE vs {results[0][0]} |",
-        "|---|---|---|---|---|",
+    header = [
+        "model",
+        "clean error",
+        "corrupted error",
+        f"mCE vs {results[0][0]}",
+        f"relative mCE vs {results[0][0]}",
     ]
-    for label, result in results:
-        summary = result.summary
-        lines.append(
-            f"| {label} | {100 * summary['clean_error']:.1f} "
-            f"| {100 * summary['corruption_error']:.1f} | {mce(result, vanilla):.1f} "
-            f"| {relative_mce(result, vanilla):.1f} |"
-        )
-    return "\n".join(lines) + "\n"
+    rows = [
+        [
+            label,
+            f"{100 * result.summary['clean_error']:.1f}",
+            f"{100 * result.summary['corruption_error']:.1f}",
+            f"{mce(result, vanilla):.1f}",
+            f"{relative_mce(result, vanilla):.1f}",
+        ]
+        for label, result in results
+    ]
+    return markdown.table(header, rows)
 
 
 @hookimpl

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from locrob import markdown
 from locrob.contract import Presentation
 from locrob.hookspecs import RegisterPresentation, hookimpl
 from locrob.pair_distances import DEFAULT_ALPHAS, DEFAULT_DS, Separation
@@ -69,20 +70,30 @@ def table(results: Labelled) -> str:
     """Each data set's images, distinct-class pairs and closest pair, and the fraction of its
     pairs incompatible with an alpha-Lipschitz F at the first result's alphas."""
     alphas = _alphas(results[0][1])
-    lines = [
-        "| data set | images | distinct-class pairs | min distance | exact | "
-        f"incompatible at alpha = {', '.join(f'{a:g}' for a in alphas)} |",
-        "|---|---|---|---|---|---|",
+    header = [
+        "data set",
+        "images",
+        "distinct-class pairs",
+        "min distance",
+        "exact",
+        f"incompatible at alpha = {', '.join(f'{a:g}' for a in alphas)}",
     ]
+    rows = []
     for label, result in results:
         details = result.details
         curve = Separation.from_dict(details).lipschitz_curve(alphas)
         exact = "yes" if details["exact"] else f"no (resolution {details['resolution']:.2g})"
-        lines.append(
-            f"| {label} | {details['n_images']} | {details['n_pairs']} | "
-            f"{details['min_distance']:.4g} | {exact} | {', '.join(f'{v:.4g}' for v in curve)} |"
+        rows.append(
+            [
+                label,
+                details["n_images"],
+                details["n_pairs"],
+                f"{details['min_distance']:.4g}",
+                exact,
+                ", ".join(f"{v:.4g}" for v in curve),
+            ]
         )
-    return "\n".join(lines) + "\n"
+    return markdown.table(header, rows)
 
 
 @hookimpl
