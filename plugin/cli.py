@@ -140,6 +140,7 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a model with metric plugins; write a JSON report and a Markdown table."""
+    from locrob import distributed
     from locrob.contract import EvaluationContext
     from locrob.evaluation import evaluate as run_evaluation
     from locrob.evaluation import planned_report
@@ -154,34 +155,39 @@ def evaluate(
     from locrob.runtime import resolve_device
     from locrob.sources import load_dataset
 
-    data = load_dataset(dataset, data_dir=data_dir, download=download)
-    saved = saved_report(out)  # checked before the run, so that a refusal wastes no measuring
-    if saved is not None:
-        context = EvaluationContext(resolve_device(device), split, batch_size, max_examples, seed)
-        check_same_subject(saved, out, **identity(planned_report(model, data, context, name)))
-    report = run_evaluation(
-        model,
-        data,
-        [m.strip() for m in metrics.split(",") if m.strip()],
-        metric_options=parse_options(option),
-        split=split,
-        max_examples=max_examples,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        name=name,
-        data_dir=data_dir,
-        download=download,
-    )
-    # metrics measured before into --out stay, and its figures are redrawn from the whole report
-    report = merge_saved(saved, report, out)
-    figures = save_plots([report], out, replaces=report.figures)
-    report.figures = [figure.name for figure in figures]
-    path = report.save(out)
-    typer.echo(markdown_table([report]), nl=False)
-    typer.echo(f"report: {path}")
-    for figure in figures:
-        typer.echo(f"figure: {figure}")
+    with distributed.launched_group(device) as device:  # under torchrun: one rank of a group
+        data = load_dataset(dataset, data_dir=data_dir, download=download)
+        saved = saved_report(out)  # checked before the run, so that a refusal wastes no measuring
+        if saved is not None:
+            context = EvaluationContext(
+                resolve_device(device), split, batch_size, max_examples, seed
+            )
+            check_same_subject(saved, out, **identity(planned_report(model, data, context, name)))
+        report = run_evaluation(
+            model,
+            data,
+            [m.strip() for m in metrics.split(",") if m.strip()],
+            metric_options=parse_options(option),
+            split=split,
+            max_examples=max_examples,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            name=name,
+            data_dir=data_dir,
+            download=download,
+        )
+        if distributed.current().rank != 0:  # every rank holds the report; rank 0 writes it
+            return
+        # metrics measured before into --out stay, and its figures are redrawn from the whole report
+        report = merge_saved(saved, report, out)
+        figures = save_plots([report], out, replaces=report.figures)
+        report.figures = [figure.name for figure in figures]
+        path = report.save(out)
+        typer.echo(markdown_table([report]), nl=False)
+        typer.echo(f"report: {path}")
+        for figure in figures:
+            typer.echo(f"figure: {figure}")
 
 
 def compared_reports(paths: list[Path]) -> list[Report]:

@@ -43,7 +43,9 @@ class EvaluationContext:
     The metric measures the first ``max_examples`` images of ``split`` (all where None), in
     batches of ``batch_size`` on ``device``; its random draws derive from ``seed``.
     ``data_dir`` is the run's data folder (``--data-dir``): metrics that read files of their
-    own (CIFAR-10-C) look there unless an option of theirs names another folder.
+    own (CIFAR-10-C) look there unless an option of theirs names another folder. A run split
+    over a torch.distributed group gives a shardable metric its ``rank`` of ``world_size``
+    (:mod:`locrob.distributed`); every other metric runs with rank 0 of 1.
     """
 
     device: torch.device
@@ -52,6 +54,8 @@ class EvaluationContext:
     max_examples: int | None = None
     seed: int = 0
     data_dir: Path = DEFAULT_DATA_DIR
+    rank: int = 0
+    world_size: int = 1
 
     def examples(
         self, data: ImageData, split: str | None = None

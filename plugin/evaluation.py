@@ -4,7 +4,10 @@ collects one report."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from locrob import hookspecs, plugins
+from locrob import distributed, hookspecs, plugins
 from locrob.configurable import instantiate
 from locrob.contract import DEFAULT_DATA_DIR, EvaluationContext, MetricResult
 from locrob.data.images import ImageData
@@ -57,6 +60,48 @@ def as_data(data: ImageData | str | tuple[Any, Any]) -> ImageData:
     )
 
 
+def measure(
+    metric: Metric, model: nn.Module, data: ImageData, context: EvaluationContext
+) -> MetricResult:
+    """One metric's result. In a run split over processes, a shardable metric measures on
+    every rank (its tallies summed); any other measures on rank 0 alone, with a warning, and
+    its result (or its error) is sent to the other ranks."""
+    if context.world_size > 1 and not metric.shardable:
+        if context.rank == 0:
+            warnings.warn(
+                f"metric '{metric.name}' does not declare itself shardable: it runs on rank 0 "
+                f"alone while {context.world_size - 1} other process(es) wait",
+                stacklevel=2,
+            )
+        single = dataclasses.replace(context, rank=0, world_size=1)
+        return distributed.from_rank_zero(lambda: measure(metric, model, data, single))
+    result = metric.measure(model=model, data=data, context=context)
+    if not isinstance(result, MetricResult) or result.name != metric.name:
+        raise LocrobError(
+            f"metric '{metric.name}' returned no result under its own name "
+            "(use self.result(summary, **details))"
+        )
+    if result.split is None:  # a metric that recorded its split itself knows it best
+        result.split = metric.measured_split(context)
+    return result
+
+
+def _digest(model: nn.Module, planned: Report, metrics: Sequence[Metric]) -> str:
+    """A SHA-256 of what a run measures: the weights, the data and settings, the metrics."""
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    plan = {  # not the device: each rank has its own
+        "model": planned.model,
+        "data": [planned.dataset, planned.split, planned.n_examples],
+        "settings": {k: v for k, v in planned.settings.items() if k != "device"},
+        "metrics": {m.name: m.settings() for m in metrics},
+    }
+    digest.update(json.dumps(plan, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
 def planned_report(
     model: nn.Module | str, data: ImageData, context: EvaluationContext, name: str | None = None
 ) -> Report:
@@ -76,6 +121,7 @@ def planned_report(
             "batch_size": context.batch_size,
             "seed": context.seed,
             "device": str(context.device),
+            "world_size": context.world_size,
         },
         environment=environment(context.device),
     )
@@ -110,6 +156,7 @@ def evaluate(
         raise LocrobError(f"max_examples must be at least 1, got {max_examples}")
     if batch_size < 1:
         raise LocrobError(f"batch_size must be at least 1, got {batch_size}")
+    shard = distributed.current()
     context = EvaluationContext(
         resolve_device(device),
         split,
@@ -117,6 +164,8 @@ def evaluate(
         max_examples,
         seed,
         Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR,
+        shard.rank,
+        shard.world_size,
     )
     planned = planned_report(model, data, context, name)
     if isinstance(model, str):
@@ -125,21 +174,13 @@ def evaluate(
     active = make_metrics(metrics, metric_options)
 
     plugins.run_manager(hookspecs.EvaluationSpec, active)  # the check: hookspecs.py says why
+    if context.world_size > 1:
+        distributed.check_same("model, data or settings", _digest(model, planned, active))
 
     with on_device(model, context.device), eval_mode(model):
         check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)
         start = time.perf_counter()
-        results = {}
-        for metric in active:
-            result = metric.measure(model=model, data=data, context=context)
-            if not isinstance(result, MetricResult) or result.name != metric.name:
-                raise LocrobError(
-                    f"metric '{metric.name}' returned no result under its own name "
-                    "(use self.result(summary, **details))"
-                )
-            if result.split is None:  # a metric that recorded its split itself knows it best
-                result.split = metric.measured_split(context)
-            results[metric.name] = result
+        results = {metric.name: measure(metric, model, data, context) for metric in active}
     warn_if_untrained(planned.model)  # after the run, beside its results (or not if it fails)
     return dataclasses.replace(
         planned,

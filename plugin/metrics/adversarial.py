@@ -82,10 +82,10 @@ class AdversarialAccuracy(Metric):
                 )
                 correct = correct_predictions(model, attacked)
             robust = correct if robust is None else robust & correct
-            accuracy[attack_label(spec)] = float(correct.float().mean())
+            accuracy[attack_label(spec)] = int(correct.sum()) / len(correct)
         assert robust is not None  # at least one attack: checked in __post_init__
         return self.result(
-            {**accuracy, "worst_case": float(robust.float().mean())},
+            {**accuracy, "worst_case": int(robust.sum()) / len(robust)},
             attacks=[dict(spec) for spec in self.attacks],
             n=len(robust),
         )

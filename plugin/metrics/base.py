@@ -19,6 +19,7 @@ from torch import nn
 from locrob.configurable import Configurable
 from locrob.contract import EvaluationContext, MetricResult, split_setting
 from locrob.data.images import ImageData, batches
+from locrob.distributed import Shard
 from locrob.runtime import progress
 from locrob.streams import Streams
 
@@ -39,15 +40,18 @@ class Batch:
 
 
 def correct_predictions(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Whether ``model`` classifies each image right (top-1), as one bool tensor on the
-    batches' device: the count every accuracy of the project (metrics, trainer) is made of."""
+    batches' device (``device`` where there is no batch): the count every accuracy of the
+    project (metrics, trainer) is made of."""
     hits = []
     for x, y in batches:  # drawn with gradients on: a batch may be made by an attack
         with torch.no_grad():
             hits.append(model(x).argmax(1).eq(y))
-    return torch.cat(hits)
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=device)
 
 
 class Metric(Configurable):
@@ -67,6 +71,9 @@ class Metric(Configurable):
     """
 
     kind: ClassVar[str] = "metric"
+    # a metric that measures only what :meth:`batches` gives it and sums its tallies over
+    # :meth:`shard` declares itself shardable; any other runs on rank 0 alone in a group
+    shardable: ClassVar[bool] = False
 
     def result(self, summary: dict[str, float], **details: Any) -> MetricResult:
         """A :class:`MetricResult` carrying this metric's name and settings."""
@@ -85,31 +92,39 @@ class Metric(Configurable):
     def batches(
         self, data: ImageData, context: EvaluationContext, desc: str = ""
     ) -> Iterator[Batch]:
-        """The examples as float batches in [0, 1] on the device, with a progress bar."""
+        """The examples as float batches in [0, 1] on the device, with a progress bar: in a
+        run split over processes, this rank's range of them (:meth:`shard`)."""
         x, y = self.examples(data, context)
-        size = context.batch_size
+        mine = self.shard(context).indices(len(y))
+        x, y, size = x[mine.start : mine.stop], y[mine.start : mine.stop], context.batch_size
         pairs = batches(x, y, size, context.device)
         for k, (xb, yb) in enumerate(progress(pairs, total=-(-len(y) // size), desc=desc)):
-            yield Batch(k * size, xb, yb)
+            yield Batch(mine.start + k * size, xb, yb)
+
+    def shard(self, context: EvaluationContext) -> Shard:
+        """This process's part of the run: ``shard.indices(n)`` its range, ``shard.sum(t)`` a
+        tally summed over the processes (single-process runs: everything, and the identity)."""
+        return Shard(context.rank, context.world_size)
 
     def correct(
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> torch.Tensor:
-        """Whether the model classifies each example right, on the device."""
+        """Whether the model classifies each example of :meth:`batches` right, on the device."""
         pairs = ((b.x, b.y) for b in self.batches(data, context, desc=self.name))
-        return correct_predictions(model, pairs)
+        return correct_predictions(model, pairs, context.device)
 
 
 @dataclass
 class Counts:
     """What a :class:`PerturbationMetric` counted over ``n`` examples, moved to the host once:
     ``clean`` of them classified right, ``correct[k]`` right under cell ``k`` of the grid, and
-    ``observed[k]`` the sums of the metric's own statistics under cell ``k`` (:meth:`observe`)."""
+    ``observed[k]`` the sums of the metric's own integer statistics under cell ``k``
+    (:meth:`observe`)."""
 
     n: int
     clean: int
     correct: list[int]
-    observed: list[list[float]]
+    observed: list[list[int]]
 
 
 class PerturbationMetric(Metric):
@@ -132,32 +147,31 @@ class PerturbationMetric(Metric):
         """The batch ``x`` perturbed as ``cell`` says, drawing from the images' ``streams``."""
         raise NotImplementedError
 
-    def observe(self, x: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor | None:
-        """Statistics of one perturbed batch to sum per cell (a 1-D tensor), or None."""
-        return None
+    shardable: ClassVar[bool] = True
+    observed: ClassVar[int] = 0  # how many statistics :meth:`observe` returns
+
+    def observe(self, x: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+        """``observed`` statistics of one perturbed batch, summed per cell (a 1-D int64
+        tensor). Integers, so that a sum does not depend on how the images were grouped into
+        batches and processes: a real value is counted in fixed point (micro-units)."""
+        return torch.zeros(0, dtype=torch.int64, device=x.device)
 
     @torch.no_grad()
     def count(self, model: nn.Module, data: ImageData, context: EvaluationContext) -> Counts:
         """The clean and per-cell counts of correct predictions over the split."""
         cells = self.cells()
         # tallies stay on the device: no host synchronization inside the loops
-        clean = torch.zeros((), dtype=torch.int64, device=context.device)
-        correct = torch.zeros(len(cells), dtype=torch.int64, device=context.device)
-        observed: list[torch.Tensor | None] = [None] * len(cells)
-        n = 0
+        dev, width = context.device, 2 + len(cells)
+        counts = torch.zeros(width, dtype=torch.int64, device=dev)  # n, clean, per cell
+        observed = torch.zeros(len(cells), self.observed, dtype=torch.int64, device=dev)
         for batch in self.batches(data, context, desc=self.name):
-            clean += correct_predictions(model, [(batch.x, batch.y)]).sum()
-            n += len(batch.y)
+            counts[0] += len(batch.y)
+            counts[1] += correct_predictions(model, [(batch.x, batch.y)]).sum()
             for k, cell in enumerate(cells):
-                streams = Streams.for_images(context.seed, batch.indices, context.device, *cell)
+                streams = Streams.for_images(context.seed, batch.indices, dev, *cell)
                 perturbed = self.perturb(batch.x, cell, streams)
-                correct[k] += correct_predictions(model, [(perturbed, batch.y)]).sum()
-                stats = self.observe(batch.x, perturbed)
-                if stats is not None:
-                    observed[k] = stats if observed[k] is None else observed[k] + stats
-        return Counts(
-            n,
-            int(clean),
-            correct.tolist(),
-            [[] if o is None else o.double().tolist() for o in observed],
-        )
+                counts[2 + k] += correct_predictions(model, [(perturbed, batch.y)]).sum()
+                observed[k] += self.observe(batch.x, perturbed)
+        shard = self.shard(context)
+        n, clean, *correct = shard.sum(counts).tolist()
+        return Counts(n, clean, correct, shard.sum(observed).tolist())

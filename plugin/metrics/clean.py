@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from locrob.contract import EvaluationContext, MetricResult
@@ -17,22 +18,29 @@ class CleanAccuracy(Metric):
     """Fraction of examples classified correctly."""
 
     name = "clean"
+    shardable = True
 
     @hookimpl
     def measure(
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> MetricResult:
         _, y = self.examples(data, context)
-        correct = self.correct(model, data, context).cpu()
+        mine = self.shard(context).indices(len(y))
+        y = y[mine.start : mine.stop].to(context.device)
+        right = self.correct(model, data, context)
+        # per class: images and right answers, summed over the processes of a split run
+        tally = torch.stack(
+            [y.bincount(minlength=data.num_classes), y[right].bincount(minlength=data.num_classes)]
+        )
+        seen, hits = self.shard(context).sum(tally).cpu()
         per_class = {
-            data.classes[c]: float(correct[y == c].float().mean())
-            for c in range(data.num_classes)
-            if bool((y == c).any())
+            data.classes[c]: float(hits[c] / seen[c]) for c in range(data.num_classes) if seen[c]
         }
+        n, n_correct = int(seen.sum()), int(hits.sum())
         return self.result(
-            {"accuracy": float(correct.float().mean())},
-            n_correct=int(correct.sum()),
-            n=len(y),
+            {"accuracy": n_correct / n},
+            n_correct=n_correct,
+            n=n,
             per_class_accuracy=per_class,
         )
 

@@ -133,8 +133,8 @@ class CorruptionAccuracy(PerturbationMetric):
             counts = self.count(model, data, context)
             n, clean, correct = counts.n, counts.clean, torch.tensor(counts.correct)
         else:
-            right = self.correct(model, data, context)
-            n, clean = len(right), int(right.sum())
+            n = len(self.examples(data, context)[1])
+            clean = int(self.shard(context).sum(self.correct(model, data, context).sum()))
             correct = self._count_files(model, data, context, n)
         accuracy = (correct.double().view(len(self.corruptions), -1) / n).tolist()
         clean_error = 1 - clean / n
@@ -173,12 +173,15 @@ class CorruptionAccuracy(PerturbationMetric):
                 f"not on '{data.name}' ({context.split})"
             )
         folder = Path(self.data_dir) if self.data_dir is not None else context.data_dir
+        shard = self.shard(context)
+        mine = shard.indices(n)  # a split run: this rank's images of every file
         counts = []
         for name, severity in progress(self.cells(), desc=self.source):
             images, labels = load_corrupted_cifar(self.source, name, severity, folder, n)
+            images, labels = images[mine.start : mine.stop], labels[mine.start : mine.stop]
             pairs = batches(images, labels, context.batch_size, context.device)
-            counts.append(correct_predictions(model, pairs).sum())
-        return torch.stack(counts)
+            counts.append(correct_predictions(model, pairs, context.device).sum())
+        return shard.sum(torch.stack(counts))
 
 
 @hookimpl

@@ -68,11 +68,14 @@ class GaussianNoise(PerturbationMetric):
     def perturb(self, x: torch.Tensor, cell: tuple[float, int], streams: Streams) -> torch.Tensor:
         return add_noise_at_snr(x, cell[0], streams)
 
+    observed = 2
+
     def observe(self, x: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
-        """The SNR left after clamping, summed over the images that have one, and their count."""
-        db = 20 * torch.log10(image_norms(x) / image_norms(perturbed - x))
+        """The SNR left after clamping in micro-dB, summed over the images that have one, and
+        their count."""
+        db = 20 * torch.log10(image_norms(x.double()) / image_norms((perturbed - x).double()))
         finite = db.isfinite()  # all-zero images have no SNR
-        return torch.stack([db.where(finite, 0).sum().double(), finite.sum().double()])
+        return torch.stack([(db.where(finite, 0) * 1e6).round().long().sum(), finite.sum()])
 
     @hookimpl
     def measure(
@@ -83,6 +86,7 @@ class GaussianNoise(PerturbationMetric):
         # the cells run over the repeats inside each SNR: sum each SNR's repeats
         correct = torch.tensor(counts.correct, dtype=torch.float64).view(len(grid), -1).sum(1)
         seen_snr, measured = torch.tensor(counts.observed).view(len(grid), -1, 2).sum(1).T
+        seen_snr = seen_snr.double() / 1e6
         accuracy = (correct / (counts.n * self.repeats)).tolist()
         summary = {f"accuracy@{snr:g}dB": a for snr, a in zip(grid, accuracy, strict=True)}
         return self.result(

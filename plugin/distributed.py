@@ -1,0 +1,111 @@
+"""Evaluation split over the processes of a torch.distributed group, by index range.
+
+Nothing here starts processes or moves bytes of its own: ``torchrun`` (or ``srun``, or a
+caller's ``init_process_group``) makes the group, and the sums go through
+``torch.distributed.all_reduce`` (NCCL on GPUs, gloo on CPUs). Without an initialized group
+every function is the single-process identity, so plain use needs nothing of this.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from locrob.errors import LocrobError
+from locrob.runtime import resolve_device
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place in the group: ``rank`` of ``world_size``."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def indices(self, n: int) -> range:
+        """This rank's contiguous part of ``range(n)``; the parts of all ranks tile it."""
+        return range(n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size)
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the ranks, in place (every rank gets the total)."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+
+SINGLE = Shard()
+
+
+def current() -> Shard:
+    """The shard of this process: its rank and the group's size, or the single process."""
+    if dist.is_available() and dist.is_initialized():
+        return Shard(dist.get_rank(), dist.get_world_size())
+    return SINGLE
+
+
+def from_rank_zero(work: Callable[[], T]) -> T:
+    """``work()`` run on rank 0 alone and its value sent to every rank; an error on rank 0
+    is raised on every rank (so none waits for a value that will not come)."""
+    shard = current()
+    if shard.world_size == 1:
+        return work()
+    sent: list[Any] = [None]
+    if shard.rank == 0:
+        try:
+            sent = [("value", work())]
+        except Exception as err:
+            sent = [("error", f"{type(err).__name__}: {err}")]
+            dist.broadcast_object_list(sent, src=0)
+            raise
+    dist.broadcast_object_list(sent, src=0)
+    kind, value = sent[0]
+    if kind == "error":
+        raise LocrobError(f"rank 0 failed: {value}")
+    return value
+
+
+@contextmanager
+def launched_group(device: str | torch.device | None) -> Iterator[str | torch.device | None]:
+    """Join, for the block, the group a launcher started (``torchrun`` sets ``WORLD_SIZE`` and
+    the rendezvous in the environment), unless there is none or it is already joined; yields
+    the device this rank measures on: its own GPU (``cuda:LOCAL_RANK``, over NCCL) where the
+    run is on CUDA, else the same device (over gloo). The group is left at the end, once every
+    rank is there (a process that exits with a live gloo group may abort)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or current().world_size > 1:
+        yield device
+        return
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    try:
+        yield dev
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def check_same(what: str, digest: str) -> None:
+    """Refuse a group whose ranks hold different ``what`` (their ``digest`` of it differs):
+    their sums would mix measurements of different things."""
+    shard = current()
+    if shard.world_size == 1:
+        return
+    digests: list[Any] = [None] * shard.world_size
+    dist.all_gather_object(digests, digest)
+    differ = [rank for rank, d in enumerate(digests) if d != digests[0]]
+    if differ:
+        raise LocrobError(
+            f"rank(s) {', '.join(map(str, differ))} hold another {what} than rank 0; every rank "
+            "must evaluate the same model on the same data with the same settings (an "
+            "untrained architecture is drawn at random on each rank: give a checkpoint)"
+        )

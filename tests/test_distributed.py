@@ -1,0 +1,170 @@
+"""One evaluation split over a torch.distributed group: the same numbers at any world size.
+
+The groups are real: gloo on the loopback address, one spawned process per rank, each bounded
+in time. Every rank writes the report it computed; all must equal the single-process one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import locrob
+from locrob.distributed import SINGLE, Shard, current
+
+SECONDS = 240  # a whole group's run; past it the test fails instead of hanging
+METRICS = {
+    "clean": {},
+    "noise": {"snr_db": [10, 0, -10], "repeats": 2},
+    "corruptions": {
+        "corruptions": ["gaussian_noise", "impulse_noise", "glass_blur", "fog", "contrast"],
+        "severities": [1, 5],
+    },
+}
+
+
+@dataclass
+class Fragile(locrob.Metric):
+    """A third-party metric that does not declare itself shardable."""
+
+    name = "fragile"
+
+    @locrob.hookimpl
+    def measure(self, model, data, context):
+        right = self.correct(model, data, context)
+        return self.result({"accuracy": float(right.float().mean())}, n=len(right))
+
+
+OPTIONS = {"num_classes": 10, "in_channels": 3, "image_size": 32}
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)  # random weights, the same on every rank
+    return locrob.load_model("small-cnn", **OPTIONS)
+
+
+def _evaluate(batch_size: int) -> dict:
+    report = locrob.evaluate(
+        _model(),
+        "digits",
+        [*METRICS, Fragile()],
+        metric_options=METRICS,
+        max_examples=45,
+        batch_size=batch_size,
+        device="cpu",
+        seed=4,
+    )
+    return {name: result.to_dict() for name, result in report.metrics.items()} | {
+        "world_size": report.settings["world_size"]
+    }
+
+
+def _rank(rank: int, world_size: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        assert current() == Shard(rank, world_size)
+        found = _evaluate(batch_size=7)
+        Path(out, f"rank-{rank}.json").write_text(json.dumps(found))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_group(world_size: int, out: Path) -> list[dict]:
+    context = mp.start_processes(
+        _rank,
+        (world_size, _free_port(), str(out)),
+        nprocs=world_size,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + SECONDS
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"a group of {world_size} did not finish in {SECONDS} s")
+    return [json.loads((out / f"rank-{r}.json").read_text()) for r in range(world_size)]
+
+
+@pytest.fixture(scope="module")
+def single() -> dict:
+    return _evaluate(batch_size=45)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_every_rank_reports_what_one_process_measures(world_size, single, tmp_path):
+    reports = _run_group(world_size, tmp_path)
+    for found in reports:
+        assert found.pop("world_size") == world_size
+        assert found == {k: v for k, v in single.items() if k != "world_size"}
+    assert single["world_size"] == 1
+    # the perturbations did change predictions: equal numbers are not all-or-nothing ones
+    accuracy = single["noise"]["details"]["accuracy"]
+    assert len(set(accuracy)) > 1
+
+
+def test_a_shard_tiles_the_indices_and_sums_alone_as_the_identity():
+    for world_size in (1, 2, 3, 7):
+        parts = [Shard(rank, world_size).indices(10) for rank in range(world_size)]
+        assert [i for part in parts for i in part] == list(range(10))
+    t = torch.arange(3)
+    assert SINGLE.sum(t) is t and current() == SINGLE  # no group here
+
+
+def test_torchrun_splits_the_cli_evaluation_and_rank_0_writes_the_report(tmp_path, locrob_cli):
+    """``torchrun --standalone --nproc_per_node=2 -m locrob evaluate``: the same report; and
+    an untrained architecture, drawn at random on each rank, is refused."""
+    checkpoint = tmp_path / "model.pt"
+    locrob.save_checkpoint(checkpoint, _model(), "small-cnn", OPTIONS)
+    args = ["--model", f"checkpoint:{checkpoint}", "--metrics", "clean,noise"]
+    args += ["--max-examples", "30"]
+    args += ["--batch-size", "8", "-o", "noise.snr_db=[0]", "--device", "cpu"]
+    code, _, err = locrob_cli("evaluate", *args, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOCROB_PROGRESS": "0"}
+    done = subprocess.run(
+        [*launch, "-m", "locrob", "evaluate", *args, "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("report:") == 1  # rank 0 alone writes and prints
+    one, two = (locrob.load_report(tmp_path / d) for d in ("one", "two"))
+    assert two.settings["world_size"] == 2 and one.settings["world_size"] == 1
+    assert {k: r.to_dict() for k, r in one.metrics.items()} == {
+        k: r.to_dict() for k, r in two.metrics.items()
+    }
+    args[1] = "small-cnn"
+    refused = subprocess.run(
+        [*launch, "-m", "locrob", "evaluate", *args, "--out", str(tmp_path / "random")],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS,
+        env=env,
+    )
+    assert refused.returncode != 0
+    assert "rank(s) 1 hold another model, data or settings than rank 0" in refused.stderr
+    assert not (tmp_path / "random" / "report.json").exists()
