@@ -30,6 +30,7 @@ import torch
 
 from locrob.alpha.geometry import parse_norm
 from locrob.data.images import as_images, as_labels
+from locrob.distributed import SINGLE, Shard
 from locrob.errors import LocrobError
 from locrob.runtime import best_rate, progress, quiet_cuda_probe, resolve_device
 
@@ -290,11 +291,14 @@ def separation(
     *,
     tile: int = 512,
     device: str | torch.device | None = None,
+    shard: Shard = SINGLE,
 ) -> Separation:
     """The distribution of distances between every unordered pair of images of distinct classes.
 
     ``x``: NCHW images, uint8 or float in [0, 1]; ``y``: integer labels. Distances are in
-    [0, 1] image units (uint8 levels / 255). Exact for uint8 under L-inf.
+    [0, 1] image units (uint8 levels / 255). Exact for uint8 under L-inf. With a ``shard`` of
+    a process group, this rank measures every ``world_size``-th tile and the histograms are
+    summed over the group (integers: the same at any world size).
     """
     if len(x) == 0:
         raise LocrobError("no images: the separation analysis needs at least two classes of images")
@@ -323,8 +327,9 @@ def separation(
     bins = EXACT_BINS if exact else FINE_BINS
     counts = torch.zeros(bins, dtype=torch.long, device=dev)
     pair_counts = torch.zeros(n_classes * n_classes * PAIR_BINS, dtype=torch.long, device=dev)
-    all_tiles = list(tiles(len(values), tile))
-    for i0, i1, j0, j1 in progress(all_tiles, desc="separation", unit="tile"):
+    # strided, so that each rank gets tiles from the whole triangle (the first rows' are longest)
+    mine = list(tiles(len(values), tile))[shard.rank :: shard.world_size]
+    for i0, i1, j0, j1 in progress(mine, desc="separation", unit="tile"):
         ci, cj = dense[i0:i1, None], dense[None, j0:j1]
         keep = ci != cj
         if i0 == j0:  # the diagonal tile: each unordered pair once (j > i)
@@ -342,6 +347,8 @@ def separation(
         pair_counts += torch.bincount(
             (lo * n_classes + hi) * PAIR_BINS + coarse, minlength=pair_counts.numel()
         )
+    shard.sum(counts)
+    shard.sum(pair_counts)
     names = [str(c) for c in classes]
     return Separation(
         norm="inf" if p == float("inf") else "l2",

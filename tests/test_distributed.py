@@ -22,8 +22,10 @@ import torch.multiprocessing as mp
 
 import locrob
 from locrob.distributed import SINGLE, Shard, current
+from locrob.pair_distances import separation
 
-SECONDS = 240  # a whole group's run; past it the test fails instead of hanging
+SECONDS = 240
+NORMS = ("inf", "l2")  # a whole group's run; past it the test fails instead of hanging
 METRICS = {
     "clean": {},
     "noise": {"snr_db": [10, 0, -10], "repeats": 2},
@@ -31,6 +33,7 @@ METRICS = {
         "corruptions": ["gaussian_noise", "impulse_noise", "glass_blur", "fog", "contrast"],
         "severities": [1, 5],
     },
+    "separation": {"max_examples": 40, "norm": "l2"},
 }
 
 
@@ -70,6 +73,16 @@ def _evaluate(batch_size: int) -> dict:
     }
 
 
+def _separation(shard: Shard) -> dict:
+    """Both kinds of separation histogram (exact L-inf on uint8, binned L2) in small tiles, so
+    that every rank has several."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (90, 3, 8, 8), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 4, (90,), generator=g)
+    kinds = {norm: separation(x, y, norm, tile=16, device="cpu", shard=shard) for norm in NORMS}
+    return {norm: [r.counts.tolist(), r.pair_counts.tolist()] for norm, r in kinds.items()}
+
+
 def _rank(rank: int, world_size: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -78,6 +91,7 @@ def _rank(rank: int, world_size: int, port: int, out: str) -> None:
     try:
         assert current() == Shard(rank, world_size)
         found = _evaluate(batch_size=7)
+        found["pairs"] = _separation(current())
         Path(out, f"rank-{rank}.json").write_text(json.dumps(found))
     finally:
         dist.destroy_process_group()
@@ -108,7 +122,7 @@ def _run_group(world_size: int, out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def single() -> dict:
-    return _evaluate(batch_size=45)
+    return _evaluate(batch_size=45) | {"pairs": _separation(SINGLE)}
 
 
 @pytest.mark.parametrize("world_size", [2, 3])

@@ -24,6 +24,7 @@ class DatasetSeparation(Metric):
     """Distinct-class pair distances of ``split`` (the training set by default)."""
 
     name = "separation"
+    shardable = True  # the pair tiles split over the ranks, the histograms summed
     norm: str | float = "inf"  # "l2", "inf", or 2
     split: str = "train"
     max_examples: int | None = None
@@ -39,7 +40,7 @@ class DatasetSeparation(Metric):
         x, y = data.split(self.split)
         if self.max_examples is not None:
             x, y = x[: self.max_examples], y[: self.max_examples]
-        result = separation(x, y, self.norm, device=context.device)
+        result = separation(x, y, self.norm, device=context.device, shard=self.shard(context))
         curve = result.lipschitz_curve(self.alphas)
         summary = {"min_distance": result.min_distance()}
         summary.update({f"incompatible@{a:g}": v for a, v in zip(self.alphas, curve, strict=True)})
