@@ -34,6 +34,10 @@ METRICS = {
         "severities": [1, 5],
     },
     "separation": {"max_examples": 40, "norm": "l2"},
+    "adversarial": {
+        "attacks": [{"attack": "PGD", "eps": 0.03, "alpha": 0.01, "steps": 2}],
+        "block": 8,
+    },
 }
 
 
