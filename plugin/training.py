@@ -117,7 +117,8 @@ def train_step(
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on uint8/float images."""
     with eval_mode(model):
-        return float(correct_predictions(model, batches(x, y, 500, device)).float().mean())
+        right = correct_predictions(model, batches(x, y, 500, device), device)
+    return int(right.sum()) / len(right)
 
 
 def train(
