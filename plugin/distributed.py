@@ -40,6 +40,12 @@ class Shard:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor``'s elementwise maximum over the ranks, in place."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
 
 SINGLE = Shard()
 

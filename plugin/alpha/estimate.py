@@ -27,6 +27,7 @@ from locrob.alpha.sampling import (
 )
 from locrob.alpha.search import search
 from locrob.alpha.settings import AlphaSettings, resolve
+from locrob.distributed import SINGLE, Shard
 from locrob.errors import LocrobError
 from locrob.runtime import eval_mode, on_device, resolve_device
 from locrob.sources import as_module
@@ -94,6 +95,7 @@ def alpha_lim(
     *,
     preset: str | None = None,
     device: str | torch.device | None = None,
+    shard: Shard = SINGLE,
     **options: Any,
 ) -> AlphaResult:
     """Estimate alpha_lim(F, r) over the points ``x`` for each radius: a **lower bound**.
@@ -111,7 +113,9 @@ def alpha_lim(
     output, clamp and denominator as in the authors' code, which the paper does not state) or
     ``"authors-code"`` (the authors' ``r_alpha.py`` throughout: 1000 points x 100 uniform
     draws); ``options`` are the fields of :class:`locrob.alpha.settings.AlphaSettings` and
-    override the preset.
+    override the preset. With the ``shard`` of a process group (:mod:`locrob.distributed`),
+    the sampling's (point, draw) pairs are split over the group's ranks and every rank
+    returns the whole result; the search, if any, runs on every rank from the same start.
     """
     settings = resolve(preset, radii, **options)
     dev = resolve_device(device)
@@ -120,8 +124,8 @@ def alpha_lim(
     ev = _evaluator(model, settings, points.dtype, dev)
     start = time.perf_counter()
     with on_device(model, dev), eval_mode(model):
-        plan = _plan(ev, points, settings)
-        found = _maximize(plan, settings)
+        plan = _plan(ev, points, settings, shard)
+        found = _maximize(plan, settings, shard)
     return _result(settings, plan, found, start)
 
 
@@ -161,8 +165,9 @@ def _evaluator(
     )
 
 
-def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings) -> _Plan:
-    """Size the chunks, compute F(x) and its noise floor, and set up the sampler's draws."""
+def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings, shard: Shard) -> _Plan:
+    """Size the chunks (one size for every rank of a group: the same chunks at any world
+    size), compute F(x) and its noise floor, and set up the sampler's draws."""
     per_example = activation_bytes(ev.model, points[:1])
     # each pair holds three example-sized buffers (input, perturbation, perturbed input);
     # activation_bytes counts one example's activations with its input
@@ -178,14 +183,15 @@ def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings) -> _Plan
     )
     r = torch.tensor(radii, dtype=points.dtype, device=ev.device)
     sampler = Sampler(ev, points, f_x, top, r, draws, settings.n_draws)
-    return _Plan(sampler, chunk_size(settings, sampler, limit, images), noise)
+    chunk = torch.tensor([chunk_size(settings, sampler, limit, images)], device=ev.device)
+    return _Plan(sampler, int(shard.max(chunk)), noise)
 
 
-def _maximize(plan: _Plan, settings: AlphaSettings) -> _Found:
+def _maximize(plan: _Plan, settings: AlphaSettings, shard: Shard) -> _Found:
     """Sample every point and radius, then, with ``method="search"``, climb from the best."""
     sampler, chunk, radii = plan.sampler, plan.chunk, settings.radii
     with torch.no_grad():
-        sampled = sample(sampler, chunk)
+        sampled = sample(sampler, chunk, shard=shard)
         argmax_point = sampled.per_point.argmax(dim=1)
         best = sampled.best_pair.gather(1, argmax_point.view(-1, 1)).squeeze(1)
         perturbation = torch.cat(

@@ -20,6 +20,7 @@ from torch import nn
 
 from locrob.alpha.geometry import Draws, row_norms
 from locrob.alpha.settings import FORWARD_DTYPES, AlphaSettings
+from locrob.distributed import SINGLE, Shard
 from locrob.errors import LocrobError
 from locrob.runtime import autocast, progress, synchronize
 
@@ -332,21 +333,27 @@ class Sampled:
     evaluations: int
 
 
-def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim") -> Sampled:
+def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim", shard: Shard = SINGLE) -> Sampled:
     """Max ratio per (radius, point) over ``n_draws`` random directions at each radius.
 
     Each forward pass holds a chunk of pairs at every radius (``batch`` images in all; one
     pair's radii are split over several passes where they exceed it), so the Python work per
     chunk is shared by all radii. Only the index of each point's best
     pair is kept, not its perturbation: directions are addressed by pair index, so
-    :func:`best_perturbations` regenerates the few that are needed.
+    :func:`best_perturbations` regenerates the few that are needed. With a ``shard`` of a
+    process group, this rank samples its contiguous range of the chunks (the same chunks at
+    any world size) and the maxima are reduced over the group: every rank gets the whole
+    result, the same as one process's.
     """
     ev, n, n_radii = sampler.ev, len(sampler.x), len(sampler.radii)
     per_point = torch.zeros(n_radii, n, dtype=ev.compute_dtype, device=ev.device)
     best_pair = torch.full((n_radii, n), -1, dtype=torch.long, device=ev.device)
     offsets = (torch.arange(n_radii, device=ev.device) * n).view(-1, 1)  # flat (radius, point)
-    bar = progress(total=sampler.pairs * n_radii, desc=desc, unit="img", unit_scale=True)
-    for start, stop in pair_chunks(n, sampler.n_draws, max(1, batch // n_radii)):
+    chunks = list(pair_chunks(n, sampler.n_draws, max(1, batch // n_radii)))
+    mine = [chunks[i] for i in shard.indices(len(chunks))]
+    total = sum(stop - start for start, stop in mine) * n_radii
+    bar = progress(total=total, desc=desc, unit="img", unit_scale=True)
+    for start, stop in mine:
         pairs, points, ratio = sampler(start, stop, batch)
         flat = (offsets + points).flatten()
         # NaN propagates through amax, and Inf stays: both are found after the loop
@@ -357,10 +364,18 @@ def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim") -> Sampled:
         bar.update((stop - start) * n_radii)
     bar.close()
     bad = ~torch.isfinite(per_point)
-    if bool(bad.any()):
+    # every rank learns whether any found NaN or Inf, so that all stop together
+    if bool(shard.sum(bad.any().long().view(1))):
+        if not bool(bad.any()):
+            raise LocrobError("the model returned NaN or Inf on another process's pairs")
         k, i = bad.nonzero()[0].tolist()
         radius = float(sampler.radii[k])
         raise LocrobError(f"the model returned NaN or Inf at point {i} (radius {radius:.4g})")
+    if shard.world_size > 1:
+        # the largest pair index attaining the group's maximum, as one process would find it
+        local = per_point.clone()
+        shard.max(per_point)
+        shard.max(best_pair.masked_fill_(local != per_point, -1))
     return Sampled(per_point, best_pair, sampler.pairs * n_radii)
 
 

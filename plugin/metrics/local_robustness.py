@@ -28,6 +28,7 @@ class LocalRobustness(Metric):
     """alpha_lim(F, r) over radii; ``None`` settings come from ``preset`` or the defaults."""
 
     name = "local-robustness"
+    shardable = True  # the sampling's (point, draw) pairs split over the ranks
     preset: str | None = None
     radii: list[float] | None = None
     norm: str | float = "l2"  # "l2", "inf", or 2
@@ -40,6 +41,8 @@ class LocalRobustness(Metric):
     clamp: tuple[float, float] | None = (0.0, 1.0)  # null: no box
     denominator: str = "effective"
     forward_dtype: str = "float32"
+    # images per forward pass; None: the fastest, timed (fp32 rounding may then differ by run)
+    chunk_size: int | None = None
     split: str = "train"
     at: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
 
@@ -65,6 +68,7 @@ class LocalRobustness(Metric):
             "noise": self.noise,
             "directions": self.directions,
             "forward_dtype": self.forward_dtype,
+            "chunk_size": self.chunk_size,
         }
         given = {k: v for k, v in given.items() if v is not None}
         return {**given, "clamp": self.clamp, "denominator": self.denominator}
@@ -81,6 +85,7 @@ class LocalRobustness(Metric):
             preset=self.preset,
             device=context.device,
             seed=context.seed,
+            shard=self.shard(context),
             **self.options(),
         )
         summary = {f"alpha@{r:g}": result.alpha_at(r) for r in self.at}
