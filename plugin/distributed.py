@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -97,7 +97,8 @@ def launched_group(device: str | torch.device | None) -> Iterator[str | torch.de
         yield dev
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # a failed rank has left already (failures_named)
+            dist.destroy_process_group()
 
 
 def check_same(what: str, digest: str) -> None:
@@ -115,3 +116,49 @@ def check_same(what: str, digest: str) -> None:
             "must evaluate the same model on the same data with the same settings (an "
             "untrained architecture is drawn at random on each rank: give a checkpoint)"
         )
+
+
+ERROR_KEY = "locrob/error"
+
+
+@contextmanager
+def failures_named(shard: Shard) -> Iterator[None]:
+    """Make a rank's failure every rank's clear error, at once.
+
+    A rank that raises inside the block writes ``rank R: cause`` into the group's store and
+    leaves the group (which cannot serve again: the others wait in a collective), so that
+    their collective breaks now rather than at the backend's timeout; a rank whose collective
+    breaks raises the recorded cause instead of the transport's message.
+    """
+    if shard.world_size == 1:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:
+        recorded = _read_error()
+        if recorded is not None and not recorded.startswith(f"rank {shard.rank}:"):
+            raise LocrobError(f"{recorded} (rank {shard.rank} stopped with it)") from None
+        _write_error(f"rank {shard.rank}: {type(err).__name__}: {err}")
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise
+
+
+def _store() -> Any:
+    # the rendezvous store every group has; torch has no public accessor for the default one
+    return dist.distributed_c10d._get_default_store()
+
+
+def _write_error(message: str) -> None:
+    # the store may have gone with a failed rank 0: the error propagates all the same
+    with suppress(Exception):
+        _store().set(ERROR_KEY, message)
+
+
+def _read_error() -> str | None:
+    try:
+        store = _store()
+        return store.get(ERROR_KEY).decode() if store.check([ERROR_KEY]) else None
+    except Exception:
+        return None

@@ -175,12 +175,14 @@ def evaluate(
 
     plugins.run_manager(hookspecs.EvaluationSpec, active)  # the check: hookspecs.py says why
     if context.world_size > 1:
-        distributed.check_same("model, data or settings", _digest(model, planned, active))
+        with distributed.failures_named(shard):
+            distributed.check_same("model, data or settings", _digest(model, planned, active))
 
     with on_device(model, context.device), eval_mode(model):
         check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)
         start = time.perf_counter()
-        results = {metric.name: measure(metric, model, data, context) for metric in active}
+        with distributed.failures_named(shard):
+            results = {metric.name: measure(metric, model, data, context) for metric in active}
     warn_if_untrained(planned.model)  # after the run, beside its results (or not if it fails)
     return dataclasses.replace(
         planned,

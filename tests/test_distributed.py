@@ -107,7 +107,8 @@ def _rank(rank: int, world_size: int, port: int, out: str) -> None:
         found["pairs"] = _separation(current())
         Path(out, f"rank-{rank}.json").write_text(json.dumps(found))
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _free_port() -> int:
@@ -195,3 +196,47 @@ def test_torchrun_splits_the_cli_evaluation_and_rank_0_writes_the_report(tmp_pat
     assert refused.returncode != 0
     assert "rank(s) 1 hold another model, data or settings than rank 0" in refused.stderr
     assert not (tmp_path / "random" / "report.json").exists()
+
+
+@dataclass
+class Broken(locrob.Metric):
+    """Sums a tally over the group, but rank 1 fails before its part."""
+
+    name = "broken"
+    shardable = True
+
+    @locrob.hookimpl
+    def measure(self, model, data, context):
+        if context.rank == 1:
+            raise locrob.LocrobError("disk full")
+        return self.result({"n": float(self.shard(context).sum(torch.ones(1)))})
+
+
+def _failing_rank(rank: int, world_size: int, port: int, out: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        locrob.evaluate(_model(), "digits", [Broken()], max_examples=8, device="cpu")
+        message = "no error"
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    Path(out, f"rank-{rank}.txt").write_text(message)
+
+
+def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
+    start = time.monotonic()
+    context = mp.start_processes(
+        _failing_rank, (2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
+    while not context.join(timeout=1):
+        if time.monotonic() - start > 60:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank waited for the failed one past 60 s")
+    messages = [(tmp_path / f"rank-{r}.txt").read_text() for r in range(2)]
+    assert messages[1] == "LocrobError: disk full"
+    assert messages[0] == "LocrobError: rank 1: LocrobError: disk full (rank 0 stopped with it)"
