@@ -454,6 +454,28 @@ def bench_train(
     typer.echo(train_table(rows), nl=False)
 
 
+@bench_app.command("distributed")
+def bench_distributed(
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="Metrics to time (default: local-robustness, corruptions, separation)."),
+    ] = None,
+    ranks: Annotated[
+        int, typer.Option(help="Processes of the split run (gloo, 1 thread each).")
+    ] = 2,
+) -> None:
+    """One evaluation on 1 process and on N processes of this machine: speed-up, efficiency."""
+    from locrob.bench.distributed import CASES, distributed_table
+    from locrob.bench.distributed import bench_distributed as run_bench
+
+    unknown = sorted(set(metric or []) - set(CASES))
+    if unknown:
+        raise LocrobError(f"no distributed benchmark for {unknown}; known: {', '.join(CASES)}")
+    if ranks < 2:
+        raise LocrobError(f"--ranks must be at least 2, got {ranks}")
+    typer.echo(distributed_table(run_bench(metric or list(CASES), ranks)), nl=False)
+
+
 def version_callback(value: bool) -> None:
     if value:
         from locrob import __version__

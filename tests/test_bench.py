@@ -179,3 +179,22 @@ def test_bench_corruptions_runs_the_real_imagecorruptions():
         images=8, reference_images=1, device="cpu", names=["contrast"]
     )
     assert row.reference_ips > 0 and row.reference_error == ""
+
+
+def test_bench_distributed_times_one_and_two_processes_and_counts_the_reduced_bytes():
+    from locrob.bench import distributed
+
+    case = ({"corruptions": ["contrast"], "severities": [1, 5]}, 16)
+    (row,) = distributed.bench_distributed(["corruptions"], 2, {"corruptions": case})
+    assert row.metric == "corruptions" and row.ranks == 2
+    assert row.one > 0 and row.many > 0
+    assert row.efficiency == pytest.approx(row.one / row.many / 2)
+    # one rank's tallies: n, clean and two cells (int64), and the empty statistics
+    assert row.reduced_bytes == 8 * 4
+    table = distributed.distributed_table([row]).splitlines()
+    assert table[0].startswith("| metric | 1 process (s) | 2 processes (s) | speed-up |")
+
+
+def test_bench_distributed_command_refuses_unknown_metrics(locrob_cli):
+    code, _, err = locrob_cli("bench", "distributed", "--metric", "clean")
+    assert code == 2 and "no distributed benchmark for ['clean']" in err
