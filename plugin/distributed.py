@@ -9,7 +9,7 @@ every function is the single-process identity, so plain use needs nothing of thi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -78,21 +78,47 @@ def from_rank_zero(work: Callable[[], T]) -> T:
     return value
 
 
+def launch_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The rank, world size and local rank a launcher set: ``torchrun``'s variables, or
+    else, one process per task under ``srun``, SLURM's (``SLURM_PROCID``, ``SLURM_NTASKS``,
+    ``SLURM_LOCALID``; the rendezvous ``MASTER_ADDR`` / ``MASTER_PORT`` must be exported,
+    as the README's SLURM example does)."""
+    if "WORLD_SIZE" in environ:
+        return dict(environ)
+    if int(environ.get("SLURM_NTASKS", "1")) > 1:
+        if "MASTER_ADDR" not in environ or "MASTER_PORT" not in environ:
+            raise LocrobError(
+                "under srun, export MASTER_ADDR (the first node) and MASTER_PORT for the "
+                "group's rendezvous; see README, 'Several processes'"
+            )
+        return {
+            **environ,
+            "RANK": environ["SLURM_PROCID"],
+            "WORLD_SIZE": environ["SLURM_NTASKS"],
+            "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"),
+        }
+    return dict(environ)
+
+
 @contextmanager
 def launched_group(device: str | torch.device | None) -> Iterator[str | torch.device | None]:
-    """Join, for the block, the group a launcher started (``torchrun`` sets ``WORLD_SIZE`` and
-    the rendezvous in the environment), unless there is none or it is already joined; yields
+    """Join, for the block, the group a launcher started (``torchrun`` or ``srun``: see
+    :func:`launch_environment`), unless there is none or it is already joined; yields
     the device this rank measures on: its own GPU (``cuda:LOCAL_RANK``, over NCCL) where the
     run is on CUDA, else the same device (over gloo). The group is left at the end, once every
     rank is there (a process that exits with a live gloo group may abort)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or current().world_size > 1:
+    env = launch_environment(os.environ)
+    if int(env.get("WORLD_SIZE", "1")) <= 1 or current().world_size > 1:
         yield device
         return
     dev = resolve_device(device)
     if dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        dev = torch.device("cuda", int(env.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend, rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]), init_method="env://"
+    )
     try:
         yield dev
         dist.barrier()

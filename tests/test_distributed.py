@@ -240,3 +240,54 @@ def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
     messages = [(tmp_path / f"rank-{r}.txt").read_text() for r in range(2)]
     assert messages[1] == "LocrobError: disk full"
     assert messages[0] == "LocrobError: rank 1: LocrobError: disk full (rank 0 stopped with it)"
+
+
+def test_srun_tasks_form_the_group_from_slurm_variables(tmp_path, locrob_cli):
+    """Two ``srun`` tasks (SLURM_PROCID / SLURM_NTASKS, the rendezvous exported): one group."""
+    checkpoint = tmp_path / "model.pt"
+    locrob.save_checkpoint(checkpoint, _model(), "small-cnn", OPTIONS)
+    args = ["evaluate", "--model", f"checkpoint:{checkpoint}", "--metrics", "clean,noise"]
+    args += ["--max-examples", "30", "--batch-size", "8", "-o", "noise.snr_db=[0]"]
+    code, _, err = locrob_cli(*args, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    port = str(_free_port())
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "locrob", *args, "--out", str(tmp_path / "two")],
+            env={
+                **{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")},
+                "SLURM_NTASKS": "2",
+                "SLURM_PROCID": str(rank),
+                "SLURM_LOCALID": str(rank),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "OMP_NUM_THREADS": "1",
+                "LOCROB_PROGRESS": "0",
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = [task.communicate(timeout=SECONDS) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], [err[-1000:] for _, err in outputs]
+    assert "report:" in outputs[0][0] and "report:" not in outputs[1][0]
+    one, two = (locrob.load_report(tmp_path / d) for d in ("one", "two"))
+    assert two.settings["world_size"] == 2
+    assert {k: r.to_dict() for k, r in one.metrics.items()} == {
+        k: r.to_dict() for k, r in two.metrics.items()
+    }
+
+
+def test_launch_environment_reads_torchrun_then_slurm():
+    from locrob.distributed import launch_environment
+
+    torchrun = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3", "SLURM_NTASKS": "2"}
+    assert launch_environment(torchrun)["WORLD_SIZE"] == "8"  # torchrun's own, first
+    slurm = {"SLURM_NTASKS": "4", "SLURM_PROCID": "2", "SLURM_LOCALID": "0"}
+    with pytest.raises(locrob.LocrobError, match="export MASTER_ADDR"):
+        launch_environment(slurm)
+    env = launch_environment({**slurm, "MASTER_ADDR": "node1", "MASTER_PORT": "29500"})
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == ("2", "4", "0")
+    assert launch_environment({"SLURM_NTASKS": "1"}).get("WORLD_SIZE") is None
