@@ -343,6 +343,35 @@ def separation(
         typer.echo(f"figure: {figure}")
 
 
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="The sweep's TOML file (models, metrics, out...).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder of the sweep (overrides the file's).")
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="submitit executor: slurm, local (default: slurm where present)."),
+    ] = None,
+    timeout_min: Annotated[int, typer.Option(help="Time limit of each job, in minutes.")] = 60,
+    partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
+) -> None:
+    """Evaluate every model of a grid with every metric, one job per model (submitit), skip
+    the cells already done, and write the leaderboard over all reports."""
+    from locrob.sweep import load_sweep, run_sweep
+
+    grid = load_sweep(file, out=out)
+    extra = {"slurm_partition": partition} if partition else {}
+    result = run_sweep(grid, cluster=cluster, timeout_min=timeout_min, **extra)
+    typer.echo(f"ran: {len(result.ran)}, skipped (done before): {len(result.skipped)}")
+    for model, cause in result.failed.items():
+        typer.echo(f"locrob: failed: {model}: {cause}", err=True)
+    if result.leaderboard is not None:
+        typer.echo(f"leaderboard: {result.leaderboard}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
 bench_app = typer.Typer(help="Speed measured side by side in one run, reported as ratios.")
 app.add_typer(bench_app, name="bench")
 

@@ -1,0 +1,220 @@
+"""``locrob sweep``: a leaderboard's grid, models × metrics, one job per model through submitit.
+
+submitit's ``AutoExecutor`` submits the jobs: a SLURM job array on a cluster, local
+processes elsewhere (``cluster="local"``), or the calling process (``"debug"``, which opens
+the debugger on a failure: for debugging a job, not for a sweep). A cell whose
+report already exists with the same data, settings and metric settings is skipped, so a sweep
+resumes after a crash or a preemption; a failed cell is recorded in ``failures.json`` and the
+others go on. The sweep ends with the leaderboard over every report of the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from locrob.atomic import write_text
+from locrob.errors import LocrobError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
+
+
+@dataclass
+class Sweep:
+    """A grid: every model evaluated with every metric (with ``options[metric]``)."""
+
+    models: list[str]
+    metrics: list[str]
+    out: Path
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset: str = "digits"
+    split: str = "test"
+    max_examples: int | None = None
+    batch_size: int = 256
+    seed: int = 0
+    device: str | None = None
+    data_dir: str | None = None
+    sort: str | None = None  # the leaderboard's column; None: the first metric's first value
+    gpus_per_job: int = 1
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if not self.models or not self.metrics:
+            raise LocrobError("a sweep needs at least one model and one metric")
+        if len(set(self.models)) != len(self.models):
+            raise LocrobError(f"a model is listed twice in the sweep: {self.models}")
+        if self.gpus_per_job < 1:
+            raise LocrobError(f"gpus_per_job must be at least 1, got {self.gpus_per_job}")
+
+
+def load_sweep(path: str | Path, **overrides: Any) -> Sweep:
+    """A :class:`Sweep` from a TOML file (its keys are the fields; ``out`` relative to the
+    file's folder), with ``overrides`` (not None) on top."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise LocrobError(f"cannot read the sweep file '{path}': {err}") from None
+    known = {f.name for f in fields(Sweep)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise LocrobError(
+            f"the sweep file '{path}' has unknown keys {unknown}; known: {sorted(known)}"
+        )
+    if "out" in data:  # relative to the sweep file, like every path a config holds
+        data["out"] = path.parent / data["out"]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if "out" not in data:
+        raise LocrobError(f"the sweep file '{path}' needs an 'out' folder (or --out)")
+    try:
+        return Sweep(**data)
+    except TypeError as err:  # a required key missing
+        raise LocrobError(f"the sweep file '{path}': {err}") from None
+
+
+def cell_dir(sweep: Sweep, model: str) -> Path:
+    """The folder of one model's report: the spec with every other character made safe."""
+    return sweep.out / "reports" / re.sub(r"[^A-Za-z0-9._+-]+", "_", model)
+
+
+def cell_settings(sweep: Sweep, model: str) -> dict[str, Any]:
+    """What decides a cell's report: the model, the data, the evaluation's settings and each
+    metric's settings (recorded beside the report as ``cell.json``)."""
+    from locrob.evaluation import make_metrics
+
+    return {
+        "model": model,
+        "dataset": sweep.dataset,
+        "split": sweep.split,
+        "max_examples": sweep.max_examples,
+        "batch_size": sweep.batch_size,
+        "seed": sweep.seed,
+        "metrics": {m.name: m.settings() for m in make_metrics(sweep.metrics, sweep.options)},
+    }
+
+
+def is_done(sweep: Sweep, model: str) -> bool:
+    """Whether ``model``'s report exists, made with this sweep's settings."""
+    folder = cell_dir(sweep, model)
+    if not (folder / "report.json").is_file() or not (folder / "cell.json").is_file():
+        return False
+    try:
+        recorded = json.loads((folder / "cell.json").read_text())
+    except json.JSONDecodeError:
+        return False
+    return recorded == json.loads(json.dumps(cell_settings(sweep, model)))
+
+
+def run_cell(sweep: Sweep, model: str) -> str:
+    """One job: evaluate ``model`` with the sweep's metrics and save its report; returns its
+    path. With ``gpus_per_job`` > 1 the job's tasks form one group (submitit's environment)."""
+    from locrob import distributed
+    from locrob.evaluation import evaluate
+
+    if sweep.gpus_per_job > 1:
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export()
+    with distributed.launched_group(sweep.device) as device:
+        report = evaluate(
+            model,
+            sweep.dataset,
+            sweep.metrics,
+            metric_options=sweep.options,
+            split=sweep.split,
+            max_examples=sweep.max_examples,
+            batch_size=sweep.batch_size,
+            device=device,
+            seed=sweep.seed,
+            data_dir=sweep.data_dir,
+        )
+        if distributed.current().rank != 0:
+            return ""
+        folder = cell_dir(sweep, model)
+        path = report.save(folder)
+        write_text(folder / "cell.json", json.dumps(cell_settings(sweep, model), indent=2) + "\n")
+        return str(path)
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: cells run, skipped (done before) and failed (with their error)."""
+
+    ran: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    leaderboard: Path | None
+
+
+def run_sweep(
+    sweep: Sweep, cluster: str | None = None, timeout_min: int = 60, **parameters: Any
+) -> SweepResult:
+    """Submit one job per model whose report is missing (a job array on SLURM), wait for
+    them, record the failures and write the leaderboard over every report of the sweep.
+
+    ``cluster``: ``None`` (SLURM where there is one, local processes elsewhere), ``"local"``
+    or ``"debug"`` (in this process, the debugger on a failure); ``parameters`` go to the
+    executor
+    (``slurm_partition=...``).
+    """
+    try:
+        import submitit
+    except ImportError:
+        raise LocrobError(
+            "locrob sweep submits through submitit: pip install 'locrob[cluster]'"
+        ) from None
+    todo = [m for m in sweep.models if not is_done(sweep, m)]
+    skipped = [m for m in sweep.models if m not in todo]
+    failed: dict[str, str] = {}
+    if todo:
+        executor = submitit.AutoExecutor(folder=sweep.out / "jobs", cluster=cluster)
+        executor.update_parameters(
+            name="locrob-sweep",
+            timeout_min=timeout_min,
+            gpus_per_node=sweep.gpus_per_job if sweep.device and "cuda" in sweep.device else 0,
+            tasks_per_node=sweep.gpus_per_job,
+            **parameters,
+        )
+        jobs = executor.map_array(run_cell, [sweep] * len(todo), todo)
+        for model, job in zip(todo, jobs, strict=True):
+            try:
+                job.result()
+            except Exception as err:  # one model's failure must not stop the others
+                failed[model] = _cause(err)
+    write_text(sweep.out / "failures.json", json.dumps(failed, indent=2) + "\n")
+    write_text(sweep.out / "sweep.json", json.dumps(asdict(sweep), indent=2, default=str) + "\n")
+    return SweepResult([m for m in todo if m not in failed], skipped, failed, _leaderboard(sweep))
+
+
+def _cause(err: Exception) -> str:
+    """The cause of a job's failure: submitit wraps it in the job's traceback and log paths;
+    the exception's own line is the last ``Name: message`` line of that traceback."""
+    raised = re.findall(r"^([\w.]*(?:Error|Exception|Exit)\w*: .*)$", str(err), re.MULTILINE)
+    if raised:
+        name, _, message = raised[-1].partition(": ")
+        return f"{name.rsplit('.', 1)[-1]}: {message}"
+    return f"{type(err).__name__}: {err}"
+
+
+def _leaderboard(sweep: Sweep) -> Path | None:
+    """``leaderboard.md`` over the sweep's reports, sorted by ``sort`` (by default the first
+    metric's first summary value)."""
+    from locrob.leaderboard import leaderboard_markdown
+    from locrob.report import load_reports, summary_columns
+
+    folders = [cell_dir(sweep, m) for m in sweep.models]
+    done = [f for f in folders if (f / "report.json").is_file()]
+    if not done:
+        return None
+    reports = [report for _, report in load_reports(done)[0]]
+    columns = summary_columns(reports)
+    first = next((c for m in sweep.metrics for c in columns if c[0] == m), columns[0])
+    sort = sweep.sort or f"{first[0]} {first[1]}"
+    return write_text(sweep.out / "leaderboard.md", leaderboard_markdown(reports, sort))

@@ -1,0 +1,105 @@
+"""``locrob sweep``: models × metrics through submitit, resumable, failures recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import locrob
+from locrob.errors import LocrobError
+from locrob.sweep import Sweep, cell_dir, is_done, load_sweep, run_sweep
+
+pytest.importorskip("submitit")
+
+OPTIONS = {"num_classes": 10, "in_channels": 3, "image_size": 32}
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "a.pt"
+    locrob.save_checkpoint(path, locrob.load_model("small-cnn", **OPTIONS), "small-cnn", OPTIONS)
+    return path
+
+
+def _grid(tmp_path, checkpoint, snr=0) -> Sweep:
+    return Sweep(
+        models=[f"checkpoint:{checkpoint}", f"checkpoint:{tmp_path / 'missing.pt'}"],
+        metrics=["clean", "noise"],
+        out=tmp_path / "sweep",
+        options={"noise": {"snr_db": [snr]}},
+        max_examples=30,
+    )
+
+
+def test_each_model_is_a_job_failures_are_recorded_and_a_rerun_resumes(tmp_path, checkpoint):
+    grid = _grid(tmp_path, checkpoint)
+    good, missing = grid.models
+    first = run_sweep(grid, cluster="local", timeout_min=5)
+    assert first.ran == [good] and first.skipped == []
+    assert "checkpoint not found" in first.failed[missing]
+    assert json.loads((grid.out / "failures.json").read_text()) == first.failed
+    report = locrob.load_report(cell_dir(grid, good))
+    assert set(report.metrics) == {"clean", "noise"} and report.n_examples == 30
+    # the same report as one evaluation in this process
+    direct = locrob.evaluate(
+        f"checkpoint:{checkpoint}",
+        "digits",
+        ["clean", "noise"],
+        metric_options=grid.options,
+        max_examples=30,
+    )
+    assert report.metrics["noise"].summary == direct.metrics["noise"].summary
+    lines = first.leaderboard.read_text().splitlines()
+    assert lines[0].startswith("| rank | model |") and len(lines) == 3  # header, rule, one row
+    # a rerun: the done cell is skipped, the failed one tried again
+    again = run_sweep(grid, cluster="local", timeout_min=5)
+    assert again.skipped == [good] and again.ran == []
+    assert "checkpoint not found" in again.failed[missing]
+    # other settings: the cell is not done any more
+    changed = _grid(tmp_path, checkpoint, snr=10)
+    assert is_done(grid, good) and not is_done(changed, good)
+
+
+def test_the_command_reads_the_file_and_exits_1_on_failures(tmp_path, checkpoint, locrob_cli):
+    file = tmp_path / "grid.toml"
+    file.write_text(
+        f'models = ["checkpoint:{checkpoint}", "checkpoint:{tmp_path / "nope.pt"}"]\n'
+        'metrics = ["clean"]\nout = "board"\nmax_examples = 20\n'
+    )
+    code, out, err = locrob_cli("sweep", str(file), "--cluster", "local")
+    assert code == 1
+    assert "ran: 1, skipped (done before): 0" in out
+    assert f"leaderboard: {tmp_path / 'board' / 'leaderboard.md'}" in out
+    assert "nope.pt: LocrobError: checkpoint not found" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'models = ["a"]\nmetrics = ["clean"]\nout = "o"\ncolour = 1\n',
+            "unknown keys \\['colour'\\]",
+        ),
+        ('models = ["a"]\nmetrics = ["clean"]\n', "needs an 'out' folder"),
+        ('models = ["a", "a"]\nmetrics = ["clean"]\nout = "o"\n', "listed twice"),
+        ('models = []\nmetrics = ["clean"]\nout = "o"\n', "at least one model"),
+        ('metrics = ["clean"]\nout = "o"\n', "models"),
+        ("models = [\n", "cannot read the sweep file"),
+    ],
+)
+def test_bad_sweep_files_are_refused(tmp_path, text, message):
+    file = tmp_path / "grid.toml"
+    file.write_text(text)
+    with pytest.raises(LocrobError, match=message):
+        load_sweep(file)
+
+
+def test_out_is_relative_to_the_file_unless_given(tmp_path):
+    file = tmp_path / "grids" / "grid.toml"
+    file.parent.mkdir()
+    file.write_text('models = ["a"]\nmetrics = ["clean"]\nout = "o"\n')
+    assert load_sweep(file).out == tmp_path / "grids" / "o"
+    assert load_sweep(file, out=tmp_path / "x").out == tmp_path / "x"
