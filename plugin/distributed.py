@@ -9,6 +9,7 @@ every function is the single-process identity, so plain use needs nothing of thi
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -48,6 +49,14 @@ class Shard:
 
 
 SINGLE = Shard()
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback address, for the rendezvous of a group of local
+    processes (the tests, ``locrob bench distributed``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def current() -> Shard:

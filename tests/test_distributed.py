@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import locrob
-from locrob.distributed import SINGLE, Shard, current
+from locrob.distributed import SINGLE, Shard, current, free_port
 from locrob.pair_distances import separation
 
 SECONDS = 240
@@ -111,16 +110,10 @@ def _rank(rank: int, world_size: int, port: int, out: str) -> None:
             dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_group(world_size: int, out: Path) -> list[dict]:
     context = mp.start_processes(
         _rank,
-        (world_size, _free_port(), str(out)),
+        (world_size, free_port(), str(out)),
         nprocs=world_size,
         join=False,
         start_method="spawn",
@@ -159,40 +152,47 @@ def test_a_shard_tiles_the_indices_and_sums_alone_as_the_identity():
     assert SINGLE.sum(t) is t and current() == SINGLE  # no group here
 
 
-def test_torchrun_splits_the_cli_evaluation_and_rank_0_writes_the_report(tmp_path, locrob_cli):
-    """``torchrun --standalone --nproc_per_node=2 -m locrob evaluate``: the same report; and
-    an untrained architecture, drawn at random on each rank, is refused."""
+@pytest.fixture
+def cli_run(tmp_path, locrob_cli):
+    """``locrob evaluate`` arguments on a checkpoint, and the report of one process."""
     checkpoint = tmp_path / "model.pt"
     locrob.save_checkpoint(checkpoint, _model(), "small-cnn", OPTIONS)
-    args = ["--model", f"checkpoint:{checkpoint}", "--metrics", "clean,noise"]
-    args += ["--max-examples", "30"]
-    args += ["--batch-size", "8", "-o", "noise.snr_db=[0]", "--device", "cpu"]
-    code, _, err = locrob_cli("evaluate", *args, "--out", str(tmp_path / "one"))
+    args = ["evaluate", "--model", f"checkpoint:{checkpoint}", "--metrics", "clean,noise"]
+    args += ["--max-examples", "30", "--batch-size", "8", "-o", "noise.snr_db=[0]"]
+    code, _, err = locrob_cli(*args, "--out", str(tmp_path / "one"))
     assert code == 0, err
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOCROB_PROGRESS": "0"}
-    done = subprocess.run(
-        [*launch, "-m", "locrob", "evaluate", *args, "--out", str(tmp_path / "two")],
-        capture_output=True,
-        text=True,
-        timeout=SECONDS,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("report:") == 1  # rank 0 alone writes and prints
-    one, two = (locrob.load_report(tmp_path / d) for d in ("one", "two"))
-    assert two.settings["world_size"] == 2 and one.settings["world_size"] == 1
-    assert {k: r.to_dict() for k, r in one.metrics.items()} == {
+    return args, locrob.load_report(tmp_path / "one")
+
+
+def _same_metrics(one: locrob.Report, two: locrob.Report) -> bool:
+    return {k: r.to_dict() for k, r in one.metrics.items()} == {
         k: r.to_dict() for k, r in two.metrics.items()
     }
-    args[1] = "small-cnn"
-    refused = subprocess.run(
-        [*launch, "-m", "locrob", "evaluate", *args, "--out", str(tmp_path / "random")],
+
+
+def _torchrun(args: list[str], out: Path) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return subprocess.run(
+        [*launch, "-m", "locrob", *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=SECONDS,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "LOCROB_PROGRESS": "0"},
     )
+
+
+def test_torchrun_splits_the_cli_evaluation_and_rank_0_writes_the_report(tmp_path, cli_run):
+    """``torchrun --standalone --nproc_per_node=2 -m locrob evaluate``: the same report; and
+    an untrained architecture, drawn at random on each rank, is refused."""
+    args, one = cli_run
+    done = _torchrun(args, tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("report:") == 1  # rank 0 alone writes and prints
+    two = locrob.load_report(tmp_path / "two")
+    assert two.settings["world_size"] == 2 and one.settings["world_size"] == 1
+    assert _same_metrics(one, two)
+    args[2] = "small-cnn"
+    refused = _torchrun(args, tmp_path / "random")
     assert refused.returncode != 0
     assert "rank(s) 1 hold another model, data or settings than rank 0" in refused.stderr
     assert not (tmp_path / "random" / "report.json").exists()
@@ -230,7 +230,7 @@ def _failing_rank(rank: int, world_size: int, port: int, out: str) -> None:
 def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
     start = time.monotonic()
     context = mp.start_processes(
-        _failing_rank, (2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+        _failing_rank, (2, free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
     )
     while not context.join(timeout=1):
         if time.monotonic() - start > 60:
@@ -242,15 +242,10 @@ def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
     assert messages[0] == "LocrobError: rank 1: LocrobError: disk full (rank 0 stopped with it)"
 
 
-def test_srun_tasks_form_the_group_from_slurm_variables(tmp_path, locrob_cli):
+def test_srun_tasks_form_the_group_from_slurm_variables(tmp_path, cli_run):
     """Two ``srun`` tasks (SLURM_PROCID / SLURM_NTASKS, the rendezvous exported): one group."""
-    checkpoint = tmp_path / "model.pt"
-    locrob.save_checkpoint(checkpoint, _model(), "small-cnn", OPTIONS)
-    args = ["evaluate", "--model", f"checkpoint:{checkpoint}", "--metrics", "clean,noise"]
-    args += ["--max-examples", "30", "--batch-size", "8", "-o", "noise.snr_db=[0]"]
-    code, _, err = locrob_cli(*args, "--out", str(tmp_path / "one"))
-    assert code == 0, err
-    port = str(_free_port())
+    args, one = cli_run
+    port = str(free_port())
     tasks = [
         subprocess.Popen(
             [sys.executable, "-m", "locrob", *args, "--out", str(tmp_path / "two")],
@@ -273,11 +268,8 @@ def test_srun_tasks_form_the_group_from_slurm_variables(tmp_path, locrob_cli):
     outputs = [task.communicate(timeout=SECONDS) for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0], [err[-1000:] for _, err in outputs]
     assert "report:" in outputs[0][0] and "report:" not in outputs[1][0]
-    one, two = (locrob.load_report(tmp_path / d) for d in ("one", "two"))
-    assert two.settings["world_size"] == 2
-    assert {k: r.to_dict() for k, r in one.metrics.items()} == {
-        k: r.to_dict() for k, r in two.metrics.items()
-    }
+    two = locrob.load_report(tmp_path / "two")
+    assert two.settings["world_size"] == 2 and _same_metrics(one, two)
 
 
 def test_launch_environment_reads_torchrun_then_slurm():

@@ -12,7 +12,6 @@ the group's rendezvous or the digest check).
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from locrob import markdown
+from locrob.distributed import free_port
 
 # per metric: its options, and the examples evaluated (digits; small-cnn of random weights)
 CASES: dict[str, tuple[dict[str, Any], int]] = {
@@ -109,16 +109,10 @@ def _worker(
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _time(metric: str, case: tuple[dict[str, Any], int], world_size: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "rank0.json"
-        args = (world_size, _free_port(), metric, case, str(out))
+        args = (world_size, free_port(), metric, case, str(out))
         mp.start_processes(_worker, args, nprocs=world_size, start_method="spawn")
         return json.loads(out.read_text())
 
