@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -60,7 +59,12 @@ class Streams:
     def __len__(self) -> int:
         return len(self.generators)
 
-    def _each(self, shape: Sequence[int], dtype: torch.dtype, fill: Any) -> torch.Tensor:
+    def _each(
+        self,
+        shape: Sequence[int],
+        dtype: torch.dtype,
+        fill: Callable[[torch.Tensor, torch.Generator], object],
+    ) -> torch.Tensor:
         """A ``(n, *shape)`` tensor whose row ``i`` is filled by ``fill(row, generator_i)``."""
         out = torch.empty((len(self), *shape), dtype=dtype, device=self.device)
         for row, generator in zip(out, self.generators, strict=True):

@@ -14,6 +14,7 @@ attacks whole blocks).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,18 +115,19 @@ class AdversarialAccuracy(Metric):
         block by block from ``first``; each block's random start seeded by its index."""
         from locrob.adapters.torchattacks import run_attack
 
-        hits = []
-        # torchattacks draws a random start for a whole call from the global stream: forked
-        # here (the caller's stream is restored afterwards) and seeded per block of images
-        with torch.random.fork_rng(devices=_cuda_devices(context.device)):
+        def attacked() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             blocks = batches(x, y, self.block, context.device)
             desc = attack_label(self.attacks[k])
             for b, (xb, yb) in enumerate(
                 progress(blocks, total=-(-len(y) // self.block), desc=desc)
             ):
                 torch.manual_seed(mix_seed(context.seed, k, first + b * self.block))
-                hits.append(correct_predictions(model, [(run_attack(attack, xb, yb), yb)]))
-        return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=context.device)
+                yield run_attack(attack, xb, yb), yb
+
+        # torchattacks draws a random start for a whole call from the global stream: forked
+        # here (the caller's stream is restored afterwards) and seeded per block of images
+        with torch.random.fork_rng(devices=_cuda_devices(context.device)):
+            return correct_predictions(model, attacked(), context.device)
 
 
 def _cuda_devices(device: torch.device) -> list[int]:

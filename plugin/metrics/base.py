@@ -137,6 +137,9 @@ class PerturbationMetric(Metric):
     ``(seed, i, *c)``, so a cell's result depends on neither the batch size nor the other cells.
     """
 
+    shardable: ClassVar[bool] = True
+    observed: ClassVar[int] = 0  # how many statistics :meth:`observe` returns
+
     def cells(self) -> Sequence[tuple[int | float | str, ...]]:
         """The grid: one tuple per perturbation measured."""
         raise NotImplementedError
@@ -146,9 +149,6 @@ class PerturbationMetric(Metric):
     ) -> torch.Tensor:
         """The batch ``x`` perturbed as ``cell`` says, drawing from the images' ``streams``."""
         raise NotImplementedError
-
-    shardable: ClassVar[bool] = True
-    observed: ClassVar[int] = 0  # how many statistics :meth:`observe` returns
 
     def observe(self, x: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
         """``observed`` statistics of one perturbed batch, summed per cell (a 1-D int64

@@ -10,7 +10,7 @@ from torch import nn
 from locrob.contract import EvaluationContext, MetricResult
 from locrob.data.images import ImageData
 from locrob.hookspecs import RegisterMetric, hookimpl
-from locrob.metrics.base import Metric
+from locrob.metrics.base import Metric, correct_predictions
 
 
 @dataclass
@@ -24,14 +24,12 @@ class CleanAccuracy(Metric):
     def measure(
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> MetricResult:
-        _, y = self.examples(data, context)
-        mine = self.shard(context).indices(len(y))
-        y = y[mine.start : mine.stop].to(context.device)
-        right = self.correct(model, data, context)
         # per class: images and right answers, summed over the processes of a split run
-        tally = torch.stack(
-            [y.bincount(minlength=data.num_classes), y[right].bincount(minlength=data.num_classes)]
-        )
+        tally = torch.zeros(2, data.num_classes, dtype=torch.int64, device=context.device)
+        for b in self.batches(data, context, desc=self.name):
+            right = correct_predictions(model, [(b.x, b.y)])
+            tally[0] += b.y.bincount(minlength=data.num_classes)
+            tally[1] += b.y[right].bincount(minlength=data.num_classes)
         seen, hits = self.shard(context).sum(tally).cpu()
         per_class = {
             data.classes[c]: float(hits[c] / seen[c]) for c in range(data.num_classes) if seen[c]

@@ -48,6 +48,7 @@ class GaussianNoise(PerturbationMetric):
     # CIFAR-10 models fall between 30 and 15 dB (Fig. 4); digits (dark, clamped) hold out to 0 dB
     snr_db: list[float] = field(default_factory=lambda: [40, 30, 20, 15, 10, 5, 0, -5, -10])
     repeats: int = 1
+    observed = 2  # the SNR after clamping (micro-dB, summed) and the images that have one
 
     def __post_init__(self) -> None:
         check(len(self.snr_db) > 0, self.name, "snr_db needs at least one value")
@@ -67,8 +68,6 @@ class GaussianNoise(PerturbationMetric):
 
     def perturb(self, x: torch.Tensor, cell: tuple[float, int], streams: Streams) -> torch.Tensor:
         return add_noise_at_snr(x, cell[0], streams)
-
-    observed = 2
 
     def observe(self, x: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
         """The SNR left after clamping in micro-dB, summed over the images that have one, and
