@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from locrob.errors import LocrobError
+from locrob.runtime import mix_seed
 
 
 def _art() -> Any:
@@ -82,25 +83,31 @@ def clever_scores(
     radius: float,
     norm: float,
     seed: int | None = None,
+    first: int = 0,
 ) -> list[float]:
     """ART's untargeted CLEVER score (``clever_u``) of each point, capped at ``radius``.
 
-    ``clever_u`` samples with numpy's global generator: with ``seed`` it is seeded for these
-    scores and restored afterwards, so the caller's stream is left as it was.
+    ``clever_u`` samples with numpy's global generator: with ``seed``, point ``i`` (numbered
+    from ``first``) is scored from a generator seeded by (seed, first + i), so a score depends
+    on neither the other points nor how they are split between processes; the caller's
+    stream is restored afterwards.
     """
     from art.metrics import clever_u
 
     state = np.random.get_state()
-    if seed is not None:
-        np.random.seed(seed)
+    scores = []
     try:
-        return [
-            float(clever_u(classifier, p, nb_batches, batch_size, radius, norm, verbose=False))
-            for p in points
-        ]
+        for i, point in enumerate(points, start=first):
+            if seed is not None:
+                np.random.seed(mix_seed(seed, i) & 0xFFFFFFFF)  # the legacy seed is 32-bit
+            scores.append(
+                float(
+                    clever_u(classifier, point, nb_batches, batch_size, radius, norm, verbose=False)
+                )
+            )
+        return scores
     finally:
-        if seed is not None:
-            np.random.set_state(state)
+        np.random.set_state(state)
 
 
 def loss_sensitivity(classifier: Any, x: np.ndarray, one_hot: np.ndarray) -> float:

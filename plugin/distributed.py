@@ -35,6 +35,13 @@ class Shard:
         """This rank's contiguous part of ``range(n)``; the parts of all ranks tile it."""
         return range(n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size)
 
+    def blocks(self, n: int, size: int) -> range:
+        """This rank's part of ``range(n)`` in whole blocks of ``size`` (each starting at a
+        multiple of ``size``): every block is computed as one process would compute it, at any
+        world size, so even floating-point results do not depend on the number of ranks."""
+        part = self.indices(-(-n // size))
+        return range(part.start * size, min(n, part.stop * size))
+
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over the ranks, in place (every rank gets the total)."""
         if self.world_size > 1:

@@ -6,6 +6,7 @@ in time. Every rank writes the report it computed; all must equal the single-pro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -47,6 +48,9 @@ METRICS = {
         "method": "search",
     },
 }
+if importlib.util.find_spec("art") is not None:  # ART's scores, where ART is installed
+    METRICS |= {"clever": {"max_examples": 5, "nb_batches": 2, "batch_size": 4}}
+    METRICS |= {"loss-sensitivity": {}}
 
 
 @dataclass
@@ -95,6 +99,20 @@ def _separation(shard: Shard) -> dict:
     return {norm: [r.counts.tolist(), r.pair_counts.tolist()] for norm, r in kinds.items()}
 
 
+def _layerwise(shard: Shard) -> dict:
+    """Layer-wise alpha of a small chain, searched, in chunks small enough that every rank
+    has sampling chunks and search starts of each stage."""
+    torch.manual_seed(1)
+    chain = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+    )
+    x = torch.rand(5, 12, generator=torch.Generator().manual_seed(2))
+    found = locrob.layerwise_alpha(
+        chain, x, [0.1, 0.4], n_draws=8, chunk_size=6, method="search", seed=3, shard=shard
+    )
+    return found.to_dict()
+
+
 def _rank(rank: int, world_size: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -104,6 +122,7 @@ def _rank(rank: int, world_size: int, port: int, out: str) -> None:
         assert current() == Shard(rank, world_size)
         found = _evaluate(batch_size=7)
         found["pairs"] = _separation(current())
+        found["layerwise"] = _layerwise(current())
         Path(out, f"rank-{rank}.json").write_text(json.dumps(found))
     finally:
         if dist.is_initialized():
@@ -129,7 +148,10 @@ def _run_group(world_size: int, out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def single() -> dict:
-    return _evaluate(batch_size=45) | {"pairs": _separation(SINGLE)}
+    return _evaluate(batch_size=7) | {
+        "pairs": _separation(SINGLE),
+        "layerwise": _layerwise(SINGLE),
+    }
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
@@ -142,6 +164,23 @@ def test_every_rank_reports_what_one_process_measures(world_size, single, tmp_pa
     # the perturbations did change predictions: equal numbers are not all-or-nothing ones
     accuracy = single["noise"]["details"]["accuracy"]
     assert len(set(accuracy)) > 1
+
+
+def test_the_numbers_do_not_depend_on_the_batch_size(single):
+    """Counts are integers and draws are seeded per image: equal at any batch size. A sum of
+    floats (ART's loss sensitivity, summed per batch) differs by rounding only."""
+    other = _evaluate(batch_size=45)
+    sensitivities = [
+        found.pop("loss-sensitivity", {"summary": {"loss_sensitivity": 0.0}})["summary"]
+        for found in (other, {**single})
+    ]
+    assert sensitivities[0]["loss_sensitivity"] == pytest.approx(
+        sensitivities[1]["loss_sensitivity"], rel=1e-6
+    )
+    expected = {
+        k: v for k, v in single.items() if k not in ("pairs", "layerwise", "loss-sensitivity")
+    }
+    assert other == expected
 
 
 def test_a_shard_tiles_the_indices_and_sums_alone_as_the_identity():

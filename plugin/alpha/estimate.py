@@ -114,8 +114,8 @@ def alpha_lim(
     ``"authors-code"`` (the authors' ``r_alpha.py`` throughout: 1000 points x 100 uniform
     draws); ``options`` are the fields of :class:`locrob.alpha.settings.AlphaSettings` and
     override the preset. With the ``shard`` of a process group (:mod:`locrob.distributed`),
-    the sampling's (point, draw) pairs are split over the group's ranks and every rank
-    returns the whole result; the search, if any, runs on every rank from the same start.
+    the sampling's (point, draw) pairs and the search's starts are split over the group's
+    ranks, and every rank returns the whole result.
     """
     settings = resolve(preset, radii, **options)
     dev = resolve_device(device)
@@ -200,7 +200,7 @@ def _maximize(plan: _Plan, settings: AlphaSettings, shard: Shard) -> _Found:
     if settings.method != "search":
         return _Found(sampled.per_point, argmax_point, perturbation, sampled.evaluations, None)
     sampling_curve = running_max(sampled.per_point.amax(dim=1)).cpu()
-    searched = search(sampler, radii, settings, sampled, chunk, argmax_point, perturbation)
+    searched = search(sampler, radii, settings, sampled, chunk, argmax_point, perturbation, shard)
     return _Found(
         searched.per_point,
         searched.argmax_point,

@@ -20,6 +20,7 @@ from torch import nn
 from locrob.alpha.estimate import alpha_lim, as_points, model_dtype
 from locrob.alpha.result import AlphaResult
 from locrob.alpha.settings import OUTPUTS, resolve
+from locrob.distributed import SINGLE, Shard
 from locrob.errors import LocrobError
 from locrob.runtime import eval_mode, on_device, resolve_device
 
@@ -147,11 +148,14 @@ def layerwise_alpha(
     layers: Sequence[str] | None = None,
     preset: str | None = None,
     device: str | torch.device | None = None,
+    shard: Shard = SINGLE,
     **options: Any,
 ) -> LayerwiseResult:
     """alpha_l for each layer at radius r * prod_{m<l} alpha_m, their product (Proposition 1)
     and the end-to-end alpha_lim, side by side. ``options`` are those of :func:`alpha_lim`;
-    the clamp applies to the first layer's input (the images) only.
+    the clamp applies to the first layer's input (the images) only. With the ``shard`` of a
+    process group, each of the estimates is split over the ranks as :func:`alpha_lim` splits
+    one, and every rank returns the whole result.
     """
     settings = resolve(preset, radii, **options)
     if callable(settings.output) or settings.output not in OUTPUTS:
@@ -184,9 +188,11 @@ def layerwise_alpha(
                 }
                 stage_radii = layer_radii[i][positive].tolist()
                 # the stage's own module: the chunk tuner's cache, keyed by model, serves reruns
-                result = alpha_lim(modules[name], y, stage_radii, device=dev, **stage_options)
+                result = alpha_lim(
+                    modules[name], y, stage_radii, device=dev, shard=shard, **stage_options
+                )
                 per_layer[i][positive] = result.curve.double()
             scale = scale * per_layer[i]
-        end_to_end = alpha_lim(model, points, settings.radii, device=dev, **base)
+        end_to_end = alpha_lim(model, points, settings.radii, device=dev, shard=shard, **base)
         composed = per_layer.prod(dim=0)
         return LayerwiseResult(names, radii_t, layer_radii, per_layer, composed, end_to_end)

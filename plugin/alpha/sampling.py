@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -316,14 +316,6 @@ def chunk_size(settings: AlphaSettings, sampler: Sampler, limit: int, total: int
     return limit if settings.chunk_size is not None else tuned_chunk(sampler, limit, total)
 
 
-def pair_chunks(n_points: int, n_draws: int, size: int) -> Iterator[tuple[int, int]]:
-    """Ranges of the flat (point, draw) pair index, ``size`` pairs at a time; pair
-    ``point * n_draws + draw``."""
-    total = n_points * n_draws
-    for start in range(0, total, size):
-        yield start, min(start + size, total)
-
-
 @dataclass
 class Sampled:
     """Raw sampling output: per-point maxima and the pair that attained each."""
@@ -349,11 +341,12 @@ def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim", shard: Shard =
     per_point = torch.zeros(n_radii, n, dtype=ev.compute_dtype, device=ev.device)
     best_pair = torch.full((n_radii, n), -1, dtype=torch.long, device=ev.device)
     offsets = (torch.arange(n_radii, device=ev.device) * n).view(-1, 1)  # flat (radius, point)
-    chunks = list(pair_chunks(n, sampler.n_draws, max(1, batch // n_radii)))
-    mine = [chunks[i] for i in shard.indices(len(chunks))]
-    total = sum(stop - start for start, stop in mine) * n_radii
+    size = max(1, batch // n_radii)
+    mine = shard.blocks(sampler.pairs, size)
+    total = len(mine) * n_radii
     bar = progress(total=total, desc=desc, unit="img", unit_scale=True)
-    for start, stop in mine:
+    for start in range(mine.start, mine.stop, size):
+        stop = min(start + size, mine.stop)
         pairs, points, ratio = sampler(start, stop, batch)
         flat = (offsets + points).flatten()
         # NaN propagates through amax, and Inf stays: both are found after the loop

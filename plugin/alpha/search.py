@@ -24,6 +24,7 @@ import torch
 from locrob.alpha.geometry import project, row_norms, to_sphere
 from locrob.alpha.sampling import Evaluator, Sampled, Sampler, best_perturbations
 from locrob.alpha.settings import AlphaSettings
+from locrob.distributed import SINGLE, Shard
 from locrob.runtime import progress
 
 SEARCH_STREAM = 1_000_000  # streams of the restarts, one per radius
@@ -86,40 +87,59 @@ def search(
     chunk: int,
     argmax_point: torch.Tensor,
     perturbation: torch.Tensor,
+    shard: Shard = SINGLE,
 ) -> Searched:
     """Gradient ascent from the sampling's best perturbations (and fresh restarts): the
     sampling's record (``argmax_point``, ``perturbation``) with the search's finds where they
-    beat the sampling maximum. The arguments are left as they are."""
+    beat the sampling maximum. The arguments are left as they are.
+
+    The starts of a radius are ascended in blocks of a third of ``chunk`` (the same blocks at
+    any world size); with the ``shard`` of a process group, each rank ascends its range of the
+    blocks, the maxima are reduced over the group and the winning perturbation comes from the
+    rank that found it, so every rank returns one process's result.
+    """
     argmax_point, perturbation = argmax_point.clone(), perturbation.clone()
     ev, x, f_x = sampler.ev, sampler.x, sampler.f_x
     n = len(x)
     restarts = settings.search_restarts
+    total = restarts * n
     per_point = sampled.per_point.clone()
     # backward keeps the activations: a third of the sampling chunk
     size = max(1, chunk // 3)
-    bar = progress(total=len(radii) * n * restarts, desc="alpha_lim search", unit="start")
+    owned = shard.blocks(total, size)  # the starts this rank ascends
+    found_here = torch.zeros_like(perturbation)  # each radius's winner, where this rank has it
+    tops: dict[int, int] = {}  # radius -> point, where the search beat the sampling
+    bar = progress(total=len(radii) * len(owned), desc="alpha_lim search", unit="start")
     for k, r in enumerate(radii):
         starts = [best_perturbations(sampler, radii, k, sampled.best_pair[k])]
         if restarts > 1:  # other streams than the sampling's: starts never repeat a draw
             fresh = sampler.draws.sibling(SEARCH_STREAM + k).get(0, (restarts - 1) * n)
             starts.append(fresh.squeeze(1).to(ev.compute_dtype) * r)
         starts = torch.cat(starts)
-        point_of = torch.arange(restarts * n, device=ev.device) % n
-        found = torch.empty(restarts * n, dtype=ev.compute_dtype, device=ev.device)
-        found_eps = torch.empty_like(starts)
-        for lo in range(0, restarts * n, size):
+        point_of = torch.arange(total, device=ev.device) % n
+        # -inf where another rank ascends: the group's maximum is the one process's array
+        found = torch.full((total,), -torch.inf, dtype=ev.compute_dtype, device=ev.device)
+        found_eps = torch.zeros_like(starts)
+        for lo in range(owned.start, owned.stop, size):
             idx = slice(lo, lo + size)
             pts = point_of[idx]
             found[idx], found_eps[idx] = _ascend(ev, x[pts], f_x[pts], starts[idx], r, settings)
             bar.update(len(pts))
-        by_point = found.view(restarts, n)
+        by_point = shard.max(found).view(restarts, n)
         best_restart = by_point.argmax(dim=0)
         point_best = by_point.gather(0, best_restart.view(1, -1)).squeeze(0)
         per_point[k] = torch.maximum(per_point[k], point_best)
         top = int(point_best.argmax())
+        winner = int(best_restart[top]) * n + top
         if point_best[top] > sampled.per_point[k].max():
-            argmax_point[k] = top
-            perturbation[k] = found_eps[int(best_restart[top]) * n + top]
+            tops[k] = top
+            if winner in owned:
+                found_here[k] = found_eps[winner]
     bar.close()
-    evaluations = len(radii) * n * restarts * (settings.search_steps + 1)
+    # one rank holds each winner, the others zeros: the sum is the winner, exactly
+    winners = shard.sum(found_here) if tops else found_here
+    for k, top in tops.items():
+        argmax_point[k] = top
+        perturbation[k] = winners[k]
+    evaluations = len(radii) * total * (settings.search_steps + 1)
     return Searched(per_point, argmax_point, perturbation, evaluations)

@@ -77,9 +77,8 @@ class AdversarialAccuracy(Metric):
 
         x, y = self.examples(data, context)
         shard = self.shard(context)
-        # this rank's whole blocks: contiguous, each starting at a multiple of block
-        mine = shard.indices(-(-len(y) // self.block))
-        lo, hi = mine.start * self.block, min(len(y), mine.stop * self.block)
+        mine = shard.blocks(len(y), self.block)
+        lo, hi = mine.start, mine.stop
         counts = torch.zeros(len(self.attacks) + 1, dtype=torch.int64, device=context.device)
         robust = torch.ones(hi - lo, dtype=torch.bool, device=context.device)
         for k, spec in enumerate(self.attacks):

@@ -34,6 +34,7 @@ class Clever(Metric):
     """ART's untargeted CLEVER score (capped at ``radius``) on the first ``max_examples``."""
 
     name = "clever"
+    shardable = True  # the points split over the ranks, each scored from its own seed
     max_examples: int = 10
     nb_batches: int = 10
     batch_size: int = 20
@@ -53,20 +54,30 @@ class Clever(Metric):
         from locrob.adapters.art import clever_scores
 
         x, _ = self.examples(data, context)
-        scores = clever_scores(
-            art_classifier(model, data, context),
-            to_float(x[: self.max_examples]).numpy(),
-            nb_batches=self.nb_batches,
-            batch_size=self.batch_size,
-            radius=self.radius,
-            norm=self.norm,
-            seed=context.seed,
+        n = min(self.max_examples, len(x))
+        shard = self.shard(context)
+        mine = shard.indices(n)
+        # float64, zeros but this rank's points: the sum over the ranks is every score, exactly
+        scores = torch.zeros(n, dtype=torch.float64, device=context.device)
+        scores[mine.start : mine.stop] = torch.tensor(
+            clever_scores(
+                art_classifier(model, data, context),
+                to_float(x[mine.start : mine.stop]).numpy(),
+                nb_batches=self.nb_batches,
+                batch_size=self.batch_size,
+                radius=self.radius,
+                norm=self.norm,
+                seed=context.seed,
+                first=mine.start,
+            ),
+            dtype=torch.float64,
         )
+        found = shard.sum(scores).tolist()
         return self.result(
-            {"mean_score": float(np.mean(scores)), "min_score": float(np.min(scores))},
-            scores=scores,
+            {"mean_score": float(np.mean(found)), "min_score": float(np.min(found))},
+            scores=found,
             capped_at=self.radius,
-            n=len(scores),
+            n=n,
         )
 
 
@@ -75,6 +86,7 @@ class LossSensitivity(Metric):
     """ART's loss sensitivity: the mean L2 norm of the input gradient of each example's loss."""
 
     name = "loss-sensitivity"
+    shardable = True  # whole batches to each rank
 
     @hookimpl
     def measure(
@@ -83,12 +95,16 @@ class LossSensitivity(Metric):
         from locrob.adapters.art import loss_sensitivity
 
         classifier = art_classifier(model, data, context)
-        values, n = [], 0
+        n = len(self.examples(data, context)[1])
+        # one sum per batch, zeros but this rank's batches: summed over the ranks exactly,
+        # then added in batch order, as one process adds them
+        sums = torch.zeros(-(-n // context.batch_size), dtype=torch.float64)
         for b in self.batches(data, context, desc=self.name):
             one_hot = torch.nn.functional.one_hot(b.y, data.num_classes).cpu().numpy()
-            values.append(loss_sensitivity(classifier, b.x.cpu().numpy(), one_hot) * len(b.y))
-            n += len(b.y)
-        return self.result({"loss_sensitivity": float(sum(values) / n)}, n=n)
+            mean = loss_sensitivity(classifier, b.x.cpu().numpy(), one_hot)
+            sums[b.first // context.batch_size] = mean * len(b.y)
+        total = self.shard(context).sum(sums.to(context.device)).sum()
+        return self.result({"loss_sensitivity": float(total) / n}, n=n)
 
 
 @hookimpl

@@ -93,10 +93,11 @@ class Metric(Configurable):
         self, data: ImageData, context: EvaluationContext, desc: str = ""
     ) -> Iterator[Batch]:
         """The examples as float batches in [0, 1] on the device, with a progress bar: in a
-        run split over processes, this rank's range of them (:meth:`shard`)."""
+        run split over processes, this rank's whole batches of them (:meth:`shard`)."""
         x, y = self.examples(data, context)
-        mine = self.shard(context).indices(len(y))
-        x, y, size = x[mine.start : mine.stop], y[mine.start : mine.stop], context.batch_size
+        size = context.batch_size
+        mine = self.shard(context).blocks(len(y), size)
+        x, y = x[mine.start : mine.stop], y[mine.start : mine.stop]
         pairs = batches(x, y, size, context.device)
         for k, (xb, yb) in enumerate(progress(pairs, total=-(-len(y) // size), desc=desc)):
             yield Batch(mine.start + k * size, xb, yb)
