@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -45,17 +46,31 @@ class Shard:
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over the ranks, in place (every rank gets the total)."""
         if self.world_size > 1:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            collective(dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
         return tensor
 
     def max(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor``'s elementwise maximum over the ranks, in place."""
         if self.world_size > 1:
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+            collective(dist.all_reduce, tensor, op=dist.ReduceOp.MAX)
         return tensor
 
 
 SINGLE = Shard()
+
+
+class CollectiveBroke(LocrobError):
+    """A collective operation failed: most often another rank has left the group."""
+
+
+def collective(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)``, a ``torch.distributed`` collective, with its failure raised
+    as :class:`CollectiveBroke` (gloo and NCCL raise a bare ``RuntimeError`` when a peer is
+    gone), so that :func:`failures_named` can tell it from a rank's own error."""
+    try:
+        return call(*args, **kwargs)
+    except RuntimeError as err:
+        raise CollectiveBroke(str(err).splitlines()[0]) from err
 
 
 def free_port() -> int:
@@ -85,9 +100,9 @@ def from_rank_zero(work: Callable[[], T]) -> T:
             sent = [("value", work())]
         except Exception as err:
             sent = [("error", f"{type(err).__name__}: {err}")]
-            dist.broadcast_object_list(sent, src=0)
+            collective(dist.broadcast_object_list, sent, src=0)
             raise
-    dist.broadcast_object_list(sent, src=0)
+    collective(dist.broadcast_object_list, sent, src=0)
     kind, value = sent[0]
     if kind == "error":
         raise LocrobError(f"rank 0 failed: {value}")
@@ -137,7 +152,7 @@ def launched_group(device: str | torch.device | None) -> Iterator[str | torch.de
     )
     try:
         yield dev
-        dist.barrier()
+        collective(dist.barrier)
     finally:
         if dist.is_initialized():  # a failed rank has left already (failures_named)
             dist.destroy_process_group()
@@ -150,7 +165,7 @@ def check_same(what: str, digest: str) -> None:
     if shard.world_size == 1:
         return
     digests: list[Any] = [None] * shard.world_size
-    dist.all_gather_object(digests, digest)
+    collective(dist.all_gather_object, digests, digest)
     differ = [rank for rank, d in enumerate(digests) if d != digests[0]]
     if differ:
         raise LocrobError(
@@ -161,6 +176,8 @@ def check_same(what: str, digest: str) -> None:
 
 
 ERROR_KEY = "locrob/error"
+ANSWER_KEY = "locrob/answered/{}"
+GRACE_S = 5.0  # how long the survivors of a lost rank wait for each other's answer
 
 
 @contextmanager
@@ -170,7 +187,10 @@ def failures_named(shard: Shard) -> Iterator[None]:
     A rank that raises inside the block writes ``rank R: cause`` into the group's store and
     leaves the group (which cannot serve again: the others wait in a collective), so that
     their collective breaks now rather than at the backend's timeout; a rank whose collective
-    breaks raises the recorded cause instead of the transport's message.
+    breaks raises the recorded cause instead of the transport's message. Where nothing is
+    recorded, a rank stopped without a word (a signal, the out-of-memory killer, a lost node):
+    the survivors answer a roll call in the store for a few seconds and name the ranks that
+    did not answer.
     """
     if shard.world_size == 1:
         yield
@@ -181,10 +201,48 @@ def failures_named(shard: Shard) -> Iterator[None]:
         recorded = _read_error()
         if recorded is not None and not recorded.startswith(f"rank {shard.rank}:"):
             raise LocrobError(f"{recorded} (rank {shard.rank} stopped with it)") from None
+        if isinstance(err, CollectiveBroke) and recorded is None:
+            raise LocrobError(_roll_call(shard, str(err))) from None
         _write_error(f"rank {shard.rank}: {type(err).__name__}: {err}")
         if dist.is_initialized():
             dist.destroy_process_group()
         raise
+
+
+def _roll_call(shard: Shard, transport: str) -> str:
+    """The message of a survivor of a broken collective: a recorded cause if one comes, else
+    the ranks that did not answer within ``GRACE_S`` (those still busy elsewhere included)."""
+    try:
+        store = _store()
+        store.set(ANSWER_KEY.format(shard.rank), "1")
+        # leaving breaks the collectives the others may still wait in, so they answer too;
+        # the store lives on while referenced here
+        dist.destroy_process_group()
+        deadline = time.monotonic() + GRACE_S
+        while True:
+            answered = [r for r in range(shard.world_size) if store.check([ANSWER_KEY.format(r)])]
+            recorded = _read_error()
+            if recorded is not None or len(answered) == shard.world_size:
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    except Exception:  # the store is gone with the process that held it
+        return (
+            "another rank stopped without an error and the group's store went with it (rank 0, "
+            "or the launcher, holds it): see the launcher's log; the transport said: "
+            f"{transport}"
+        )
+    if recorded is not None:
+        return f"{recorded} (rank {shard.rank} stopped with it)"
+    silent = [str(r) for r in range(shard.world_size) if r not in answered]
+    if not silent:  # every rank is here: the collective itself failed
+        return f"a collective failed on every rank: {transport}"
+    return (
+        f"rank(s) {', '.join(silent)} stopped without an error (killed by a signal, out of "
+        f"memory, or its node lost; or still busy {GRACE_S:g} s later): see the launcher's log; "
+        f"the transport said: {transport}"
+    )
 
 
 def _store() -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -251,12 +252,26 @@ class Broken(locrob.Metric):
         return self.result({"n": float(self.shard(context).sum(torch.ones(1)))})
 
 
-def _failing_rank(rank: int, world_size: int, port: int, out: str) -> None:
+@dataclass
+class Killed(locrob.Metric):
+    """Sums a tally over the group, but rank 1 is killed before its part (no error raised)."""
+
+    name = "killed"
+    shardable = True
+
+    @locrob.hookimpl
+    def measure(self, model, data, context):
+        if context.rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.result({"n": float(self.shard(context).sum(torch.ones(1)))})
+
+
+def _failing_rank(rank: int, world_size: int, port: int, out: str, metric: type) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
     )
     try:
-        locrob.evaluate(_model(), "digits", [Broken()], max_examples=8, device="cpu")
+        locrob.evaluate(_model(), "digits", [metric()], max_examples=8, device="cpu")
         message = "no error"
     except Exception as err:
         message = f"{type(err).__name__}: {err}"
@@ -266,19 +281,37 @@ def _failing_rank(rank: int, world_size: int, port: int, out: str) -> None:
     Path(out, f"rank-{rank}.txt").write_text(message)
 
 
-def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
-    start = time.monotonic()
+def _failing_group(world_size: int, metric: type, out: Path) -> list[int | None]:
+    """Run ``metric`` on a group; the exit codes, once every process has stopped (the ones
+    alive past 60 s are killed and the test fails: a rank waited for the failed one)."""
+    args = (world_size, free_port(), str(out), metric)
     context = mp.start_processes(
-        _failing_rank, (2, free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+        _failing_rank, args, nprocs=world_size, join=False, start_method="spawn"
     )
-    while not context.join(timeout=1):
-        if time.monotonic() - start > 60:
+    deadline = time.monotonic() + 60
+    while any(process.is_alive() for process in context.processes):
+        if time.monotonic() > deadline:
             for process in context.processes:
                 process.kill()
             pytest.fail("a rank waited for the failed one past 60 s")
+        time.sleep(0.2)
+    return [process.exitcode for process in context.processes]
+
+
+def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
+    assert _failing_group(2, Broken, tmp_path) == [0, 0]
     messages = [(tmp_path / f"rank-{r}.txt").read_text() for r in range(2)]
     assert messages[1] == "LocrobError: disk full"
     assert messages[0] == "LocrobError: rank 1: LocrobError: disk full (rank 0 stopped with it)"
+
+
+def test_a_killed_rank_is_named_by_the_others(tmp_path):
+    """Rank 1 of 3 dies without a word: the others stop in bounded time; rank 0 names it."""
+    assert _failing_group(3, Killed, tmp_path) == [0, -signal.SIGKILL, 0]
+    assert not (tmp_path / "rank-1.txt").exists()
+    rank_0 = (tmp_path / "rank-0.txt").read_text()
+    assert rank_0.startswith("LocrobError: rank(s) 1 stopped without an error"), rank_0
+    assert (tmp_path / "rank-2.txt").read_text().startswith("LocrobError: ")
 
 
 def test_srun_tasks_form_the_group_from_slurm_variables(tmp_path, cli_run):
