@@ -58,9 +58,8 @@ def benchmark_alongside(
 
     bench_ds, threat = _benchmark_ids(dataset, threat_model)
     model, dev = as_module(model), resolve_device(device)
-    x, y, data = _benchmark_examples(dataset, bench_ds, max_examples, data_dir, download)
-    summary, details = _attack_accuracy(model, x, y, threat, eps, batch_size, dev, seed)
-    metrics, options = _locrob_metrics(metrics, metric_options, threat, dataset)
+    data = _benchmark_examples(dataset, bench_ds, max_examples, data_dir, download)
+    metrics, options = _metrics(metrics, metric_options, threat, dataset, eps)
     report = evaluate(
         model,
         data,
@@ -72,8 +71,11 @@ def benchmark_alongside(
         name=name,
         data_dir=data_dir,
     )
-    summary = summary or _corruptions_accuracy(report)
-    report.metrics["robustbench"] = MetricResult("robustbench", summary, details)
+    if threat not in ATTACKED_THREATS:
+        details = {"threat_model": threat, "n_examples": len(data.test_y)}
+        summary = _corruptions_accuracy(report)
+        report.metrics["robustbench"] = MetricResult("robustbench", summary, details)
+    summary = report.metrics["robustbench"].summary
     report.model["robustbench"] = _model_info(report, model, dataset, eps, summary)
     return report
 
@@ -97,8 +99,8 @@ def _benchmark_ids(dataset: str, threat_model: str) -> tuple[Any, str]:
 
 def _benchmark_examples(
     dataset: str, bench_ds: Any, max_examples: int, data_dir: str | Path, download: bool
-) -> tuple[torch.Tensor, torch.Tensor, ImageData]:
-    """RobustBench's first test images (floats in [0, 1]) and labels, and both as ImageData."""
+) -> ImageData:
+    """RobustBench's first test images and labels as ImageData (8-bit, exactly)."""
     from locrob.data.cifar import cifar_split
     from locrob.data.images import ImageData
 
@@ -109,44 +111,28 @@ def _benchmark_examples(
         bench_ds, max_examples, str(data_dir), data_mod.PREPROCESSINGS[None]
     )
     images = (x * 255).round().to(torch.uint8)  # ToTensor of 8-bit images: exact
-    return x, y, ImageData(dataset, images, y.long(), images, y.long())
+    return ImageData(dataset, images, y.long(), images, y.long())
 
 
-def _attack_accuracy(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    threat: str,
-    eps: float | None,
-    batch_size: int,
-    device: torch.device,
-    seed: int,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """RobustBench's clean and AutoAttack accuracy for Linf / L2 (none for corruptions), and
-    the details recorded with them."""
-    details: dict[str, Any] = {"threat_model": threat, "n_examples": len(y)}
-    if threat not in ATTACKED_THREATS:
-        return {}, details
-    if eps is None:
-        raise LocrobError(f"the {threat} benchmark needs eps")
-    clean, robust = _autoattack(model, x, y, threat, eps, batch_size, device, seed)
-    details.update(eps=eps, attack="AutoAttack (standard)")
-    return {"clean_accuracy": clean, "autoattack_accuracy": robust}, details
-
-
-def _locrob_metrics(
+def _metrics(
     metrics: Sequence[Any],
     metric_options: dict[str, dict[str, Any]] | None,
     threat: str,
     dataset: str,
+    eps: float | None,
 ) -> tuple[list[Any], dict[str, dict[str, Any]]]:
-    """The metrics locrob runs and their options: for corruptions, ``corruptions`` is among
-    them and reads ``<dataset>-c``."""
+    """The metrics of the run and their options: RobustBench's own first (the ``robustbench``
+    metric for Linf / L2; for corruptions, ``corruptions`` reading ``<dataset>-c``), then the
+    ones asked for."""
     metrics, options = list(metrics), dict(metric_options or {})
-    if threat not in ATTACKED_THREATS:
-        if "corruptions" not in metrics:
-            metrics.append("corruptions")
-        options["corruptions"] = {"source": f"{dataset}-c", **options.get("corruptions", {})}
+    if threat in ATTACKED_THREATS:
+        if eps is None:
+            raise LocrobError(f"the {threat} benchmark needs eps")
+        options["robustbench"] = {"threat_model": threat, "eps": eps}
+        return ["robustbench", *metrics], options
+    if "corruptions" not in metrics:
+        metrics.append("corruptions")
+    options["corruptions"] = {"source": f"{dataset}-c", **options.get("corruptions", {})}
     return metrics, options
 
 
@@ -182,7 +168,7 @@ def _model_info(
     return {k: info.get(k) for k in fields}
 
 
-def _autoattack(
+def autoattack_accuracy(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,

@@ -345,9 +345,26 @@ def separation(
 
 @app.command()
 def sweep(
-    file: Annotated[Path, typer.Argument(help="The sweep's TOML file (models, metrics, out...).")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="The sweep's TOML file (models, metrics, out...), if any."),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated model specs (instead of the file's).")
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metric names (instead of the file's).")
+    ] = None,
+    option: OptionList = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set spec (default: digits).")] = None,
+    max_examples: Annotated[int | None, typer.Option(help="Use the first N examples.")] = None,
+    device: Device = None,
+    data_dir: DataDir = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder of the sweep (overrides the file's).")
+    ] = None,
+    gpus_per_job: Annotated[
+        int | None, typer.Option(help="GPUs per model: one group of that many tasks per job.")
     ] = None,
     cluster: Annotated[
         str | None,
@@ -357,10 +374,22 @@ def sweep(
     partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
 ) -> None:
     """Evaluate every model of a grid with every metric, one job per model (submitit), skip
-    the cells already done, and write the leaderboard over all reports."""
+    the cells already done, and write the leaderboard over all reports. The grid comes from
+    FILE, from the options, or from both (the options win)."""
     from locrob.sweep import load_sweep, run_sweep
 
-    grid = load_sweep(file, out=out)
+    grid = load_sweep(
+        file,
+        models=models.split(",") if models else None,
+        metrics=metrics.split(",") if metrics else None,
+        options=parse_options(option),
+        dataset=dataset,
+        max_examples=max_examples,
+        device=device,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        out=out,
+        gpus_per_job=gpus_per_job,
+    )
     extra = {"slurm_partition": partition} if partition else {}
     result = run_sweep(grid, cluster=cluster, timeout_min=timeout_min, **extra)
     typer.echo(f"ran: {len(result.ran)}, skipped (done before): {len(result.skipped)}")

@@ -43,15 +43,18 @@ def make_metrics(
     return instantiate(metrics, options, plugins.registries().metrics, Metric)
 
 
-def as_data(data: ImageData | str | tuple[Any, Any]) -> ImageData:
-    """An :class:`ImageData` from itself, a dataset spec, or ``(images, labels)``.
+def as_data(
+    data: ImageData | str | tuple[Any, Any], data_dir: str | Path | None = None
+) -> ImageData:
+    """An :class:`ImageData` from itself, a dataset spec (its files under ``data_dir``), or
+    ``(images, labels)``.
 
     ``(images, labels)`` becomes a data set whose train and test splits are both those arrays.
     """
     if isinstance(data, ImageData):
         return data
     if isinstance(data, str):
-        return load_dataset(data)
+        return load_dataset(data, data_dir=data_dir)
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
         return ImageData("arrays", x, y, x, y)
@@ -148,10 +151,11 @@ def evaluate(
     :func:`locrob.load_model`; ``data`` an :class:`ImageData`, a spec for
     :func:`locrob.load_dataset`, or ``(images, labels)``. ``name`` labels the model in tables
     and plots. The model is moved to ``device`` and left there, in its original mode.
-    ``data_dir`` is where metrics reading files of their own find them (default ``data``).
+    ``data_dir`` is where a data set spec's files are, and where metrics reading files of
+    their own find them (default ``data``).
     ``download`` lets a model source that can fetch missing weights (``robustbench:``) do so.
     """
-    data = as_data(data)
+    data = as_data(data, data_dir)
     if max_examples is not None and max_examples < 1:
         raise LocrobError(f"max_examples must be at least 1, got {max_examples}")
     if batch_size < 1:

@@ -54,29 +54,37 @@ class Sweep:
             raise LocrobError(f"gpus_per_job must be at least 1, got {self.gpus_per_job}")
 
 
-def load_sweep(path: str | Path, **overrides: Any) -> Sweep:
+def load_sweep(path: str | Path | None = None, **overrides: Any) -> Sweep:
     """A :class:`Sweep` from a TOML file (its keys are the fields; ``out`` relative to the
-    file's folder), with ``overrides`` (not None) on top."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise LocrobError(f"cannot read the sweep file '{path}': {err}") from None
+    file's folder), with ``overrides`` (not None) on top: ``options`` merged per metric, the
+    others replacing the file's. Without a file, the overrides are the whole grid."""
+    data: dict[str, Any] = {}
+    where = f"the sweep file '{path}'" if path is not None else "the sweep"
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise LocrobError(f"cannot read {where}: {err}") from None
+        if "out" in data:  # relative to the sweep file, like every path a config holds
+            data["out"] = path.parent / data["out"]
     known = {f.name for f in fields(Sweep)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise LocrobError(
-            f"the sweep file '{path}' has unknown keys {unknown}; known: {sorted(known)}"
-        )
-    if "out" in data:  # relative to the sweep file, like every path a config holds
-        data["out"] = path.parent / data["out"]
-    data.update({k: v for k, v in overrides.items() if v is not None})
+        raise LocrobError(f"{where} has unknown keys {unknown}; known: {sorted(known)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for metric, options in given.pop("options", {}).items():
+        data.setdefault("options", {})[metric] = {
+            **data.get("options", {}).get(metric, {}),
+            **options,
+        }
+    data.update(given)
     if "out" not in data:
-        raise LocrobError(f"the sweep file '{path}' needs an 'out' folder (or --out)")
+        raise LocrobError(f"{where} needs an 'out' folder (or --out)")
     try:
         return Sweep(**data)
     except TypeError as err:  # a required key missing
-        raise LocrobError(f"the sweep file '{path}': {err}") from None
+        raise LocrobError(f"{where}: {err}") from None
 
 
 def cell_dir(sweep: Sweep, model: str) -> Path:
@@ -185,7 +193,7 @@ def run_sweep(
         jobs = executor.map_array(run_cell, [sweep] * len(todo), todo)
         for model, job in zip(todo, jobs, strict=True):
             try:
-                job.result()
+                job.results()  # one per task: a job of gpus_per_job tasks has several
             except Exception as err:  # one model's failure must not stop the others
                 failed[model] = _cause(err)
     write_text(sweep.out / "failures.json", json.dumps(failed, indent=2) + "\n")

@@ -11,7 +11,9 @@ import pytest
 import torch
 from conftest import TopLeftGray, one_robust_one_fragile
 
+import locrob
 from locrob.adapters.robustbench import import_robustbench, zoo_checkpoint
+from locrob.sweep import cell_dir, load_sweep, run_cell, run_sweep
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -51,9 +53,13 @@ def test_reproduce_cifar10_runs_the_study_on_cifar10_with_preact_resnet18(fake_c
     assert json.loads(checkpoint["config"])["source"] == "preact-resnet18"
 
 
-def test_robustbench_leaderboard_ranks_zoo_models_evaluated_alongside(
+def test_the_robustbench_leaderboard_sweep_ranks_zoo_models_by_autoattack_accuracy(
     fake_cifar10, tmp_path, monkeypatch
 ):
+    """The example sweep file, one zoo model, the job run in this process (a job in a process
+    of its own would not see the test's stand-in architecture); then the sweep itself finds
+    the cell done and writes the leaderboard."""
+    pytest.importorskip("submitit")
     root, expected = fake_cifar10
     zoo = import_robustbench("robustbench.model_zoo")
     enums = import_robustbench("robustbench.model_zoo.enums")
@@ -67,32 +73,40 @@ def test_robustbench_leaderboard_ranks_zoo_models_evaluated_alongside(
     path = zoo_checkpoint(tmp_path / "models", "cifar10", "Linf", "Ding2020MMA")
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": model.state_dict()}, path)
-    reports = script("robustbench_leaderboard.py")["main"](
-        [
-            "Ding2020MMA",
-            "--model-dir",
-            str(tmp_path / "models"),
-            "--data-dir",
-            str(root),
-            "--max-examples",
-            "6",
-            "--metrics",
-            "clean",
-            "--out",
-            str(tmp_path / "zoo"),
-            "--device",
-            "cpu",
-        ]
+    monkeypatch.setenv("LOCROB_MODEL_DIR", str(tmp_path / "models"))
+    grid = load_sweep(
+        EXAMPLES / "robustbench_leaderboard.toml",
+        models=["robustbench:cifar10/Linf/Ding2020MMA"],
+        metrics=["robustbench", "clean"],  # the file's local-robustness left out: seconds
+        out=tmp_path / "zoo",
+        data_dir=str(root),
+        max_examples=6,
+        device="cpu",
     )
-    (report,) = reports
+    assert grid.options == {"robustbench": {"threat_model": "Linf", "eps": 8 / 255}}
+    run_cell(grid, grid.models[0])
+    result = run_sweep(grid, cluster="local")
+    assert result.skipped == grid.models and result.failed == {}
+    report = locrob.load_report(cell_dir(grid, grid.models[0]))
     assert report.metrics["robustbench"].summary == {
         "clean_accuracy": pytest.approx(2 / 6),
         "autoattack_accuracy": pytest.approx(1 / 6),
     }
     assert report.metrics["clean"].summary["accuracy"] == pytest.approx(2 / 6)
-    board = (tmp_path / "zoo" / "leaderboard.md").read_text()
-    assert "| 1 | Ding2020MMA | cifar10 | 6 | 0.3333 | 0.3333 | 0.1667 |" in board
-    assert (tmp_path / "zoo" / "leaderboard.html").is_file()
+    board = result.leaderboard.read_text()
+    row = "| 1 | robustbench:cifar10/Linf/Ding2020MMA | cifar10 | 6 | 0.3333 | 0.1667 | 0.3333 |"
+    assert row in board
+
+
+def test_the_sweep_file_says_which_zoo_checkpoint_is_missing(fake_cifar10, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCROB_MODEL_DIR", str(tmp_path / "models"))
+    grid = load_sweep(
+        EXAMPLES / "robustbench_leaderboard.toml",
+        out=tmp_path / "zoo",
+        data_dir=str(fake_cifar10[0]),
+    )
+    with pytest.raises(locrob.LocrobError, match=r"RobustBench checkpoint missing: .*Ding2020MMA"):
+        run_cell(grid, grid.models[0])
 
 
 def test_alpha_tightness_table_shows_sampling_far_below_sigma_max_at_image_size(capsys):
@@ -116,7 +130,6 @@ def test_alpha_tightness_table_shows_sampling_far_below_sigma_max_at_image_size(
     ("name", "message"),
     [
         ("reproduce_cifar10.py", "cifar10 files not found: expected {tmp}/data/cifar-10-"),
-        ("robustbench_leaderboard.py", "RobustBench checkpoint missing: models/cifar10/Linf/"),
     ],
 )
 def test_an_example_without_its_files_says_so_in_one_line(

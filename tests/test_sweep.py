@@ -103,3 +103,50 @@ def test_out_is_relative_to_the_file_unless_given(tmp_path):
     file.write_text('models = ["a"]\nmetrics = ["clean"]\nout = "o"\n')
     assert load_sweep(file).out == tmp_path / "grids" / "o"
     assert load_sweep(file, out=tmp_path / "x").out == tmp_path / "x"
+
+
+def test_a_job_of_several_tasks_is_one_group_and_reports_what_one_process_measures(
+    tmp_path, checkpoint
+):
+    """``gpus_per_job = 2`` (here on the CPU): each model is one job of two tasks that form a
+    torch.distributed group through submitit's environment; rank 0 writes the report."""
+    one, two = (
+        Sweep(
+            models=[f"checkpoint:{checkpoint}"],
+            metrics=["clean", "noise"],
+            out=tmp_path / name,
+            options={"noise": {"snr_db": [0]}},
+            max_examples=30,
+            device="cpu",
+            gpus_per_job=tasks,
+        )
+        for name, tasks in (("one", 1), ("two", 2))
+    )
+    for grid in (one, two):
+        assert run_sweep(grid, cluster="local", timeout_min=5).failed == {}
+    reports = [locrob.load_report(cell_dir(grid, grid.models[0])) for grid in (one, two)]
+    assert [r.settings["world_size"] for r in reports] == [1, 2]
+    assert [{k: m.to_dict() for k, m in r.metrics.items()} for r in reports[:1]] == [
+        {k: m.to_dict() for k, m in reports[1].metrics.items()}
+    ]
+
+
+def test_the_grid_can_come_from_the_command_line_alone_or_over_a_file(
+    tmp_path, checkpoint, locrob_cli
+):
+    args = ["sweep", "--models", f"checkpoint:{checkpoint}", "--metrics", "clean,noise"]
+    args += ["-o", "noise.snr_db=[5]", "--max-examples", "12", "--out", str(tmp_path / "cli")]
+    code, out, err = locrob_cli(*args, "--cluster", "local")
+    assert code == 0, err
+    assert "ran: 1, skipped (done before): 0" in out
+    (folder,) = (tmp_path / "cli" / "reports").iterdir()
+    report = locrob.load_report(folder)
+    assert report.n_examples == 12 and report.metrics["noise"].settings["snr_db"] == [5]
+    file = tmp_path / "grid.toml"
+    file.write_text(
+        'models = ["a"]\nmetrics = ["noise"]\nout = "o"\n[options.noise]\nrepeats = 2\n'
+    )
+    grid = load_sweep(file, models=["b"], options={"noise": {"snr_db": [5]}})
+    assert grid.models == ["b"] and grid.options == {"noise": {"repeats": 2, "snr_db": [5]}}
+    with pytest.raises(LocrobError, match="needs an 'out' folder"):
+        load_sweep(None, models=["b"], metrics=["clean"])
