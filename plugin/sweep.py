@@ -186,7 +186,7 @@ def run_sweep(
         executor.update_parameters(
             name="locrob-sweep",
             timeout_min=timeout_min,
-            gpus_per_node=sweep.gpus_per_job if sweep.device and "cuda" in sweep.device else 0,
+            gpus_per_node=_gpus(sweep, executor.cluster),
             tasks_per_node=sweep.gpus_per_job,
             **parameters,
         )
@@ -199,6 +199,19 @@ def run_sweep(
     write_text(sweep.out / "failures.json", json.dumps(failed, indent=2) + "\n")
     write_text(sweep.out / "sweep.json", json.dumps(asdict(sweep), indent=2, default=str) + "\n")
     return SweepResult([m for m in todo if m not in failed], skipped, failed, _leaderboard(sweep))
+
+
+def _gpus(sweep: Sweep, cluster: str) -> int:
+    """GPUs per job: one per task, unless the sweep runs on another device, or on the default
+    device where the jobs run on this machine and it has no GPU (a SLURM login node without
+    GPUs says nothing of the nodes the jobs get)."""
+    if sweep.device is not None and not sweep.device.startswith("cuda"):
+        return 0
+    if sweep.device is None and cluster != "slurm":
+        import torch
+
+        return sweep.gpus_per_job if torch.cuda.is_available() else 0
+    return sweep.gpus_per_job
 
 
 def _cause(err: Exception) -> str:

@@ -150,3 +150,15 @@ def test_the_grid_can_come_from_the_command_line_alone_or_over_a_file(
     assert grid.models == ["b"] and grid.options == {"noise": {"repeats": 2, "snr_db": [5]}}
     with pytest.raises(LocrobError, match="needs an 'out' folder"):
         load_sweep(None, models=["b"], metrics=["clean"])
+
+
+def test_jobs_ask_for_a_gpu_per_task_unless_the_sweep_runs_elsewhere(tmp_path):
+    from locrob.sweep import _gpus
+
+    def grid(device, tasks=4):
+        return Sweep(["a"], ["clean"], tmp_path, device=device, gpus_per_job=tasks)
+
+    assert _gpus(grid("cpu"), "slurm") == 0
+    assert _gpus(grid("cuda"), "slurm") == 4 and _gpus(grid("cuda:0", 2), "local") == 2
+    assert _gpus(grid(None), "slurm") == 4  # a login node's lack of GPUs says nothing
+    assert _gpus(grid(None), "local") == (4 if torch.cuda.is_available() else 0)
