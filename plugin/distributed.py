@@ -8,12 +8,15 @@ every function is the single-process identity, so plain use needs nothing of thi
 
 from __future__ import annotations
 
+import itertools
 import os
+import pickle
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -88,22 +91,33 @@ def current() -> Shard:
     return SINGLE
 
 
+_rank_zero_calls = itertools.count()
+RANK_ZERO_WAIT = timedelta(days=7)  # a metric on rank 0 alone may take hours (AutoAttack)
+
+
 def from_rank_zero(work: Callable[[], T]) -> T:
     """``work()`` run on rank 0 alone and its value sent to every rank; an error on rank 0
-    is raised on every rank (so none waits for a value that will not come)."""
+    is raised on every rank (so none waits for a value that will not come).
+
+    The other ranks wait in the group's store, not in a collective: a collective would give
+    up at the backend's timeout (10 min for NCCL), and rank 0's work may take hours. They stop
+    at once if rank 0 goes, since the store goes with it (or the launcher stops them).
+    """
     shard = current()
     if shard.world_size == 1:
         return work()
-    sent: list[Any] = [None]
+    key = f"locrob/rank0/{next(_rank_zero_calls)}"  # every rank makes the same calls in order
+    store = _store()
     if shard.rank == 0:
         try:
-            sent = [("value", work())]
+            value = work()
         except Exception as err:
-            sent = [("error", f"{type(err).__name__}: {err}")]
-            collective(dist.broadcast_object_list, sent, src=0)
+            collective(store.set, key, pickle.dumps(("error", f"{type(err).__name__}: {err}")))
             raise
-    collective(dist.broadcast_object_list, sent, src=0)
-    kind, value = sent[0]
+        collective(store.set, key, pickle.dumps(("value", value)))
+        return value
+    collective(store.wait, [key], RANK_ZERO_WAIT)
+    kind, value = pickle.loads(collective(store.get, key))
     if kind == "error":
         raise LocrobError(f"rank 0 failed: {value}")
     return value

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -266,9 +267,15 @@ class Killed(locrob.Metric):
         return self.result({"n": float(self.shard(context).sum(torch.ones(1)))})
 
 
-def _failing_rank(rank: int, world_size: int, port: int, out: str, metric: type) -> None:
+def _failing_rank(
+    rank: int, world_size: int, port: int, out: str, metric: type, timeout_s: float
+) -> None:
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
     )
     try:
         locrob.evaluate(_model(), "digits", [metric()], max_examples=8, device="cpu")
@@ -281,10 +288,12 @@ def _failing_rank(rank: int, world_size: int, port: int, out: str, metric: type)
     Path(out, f"rank-{rank}.txt").write_text(message)
 
 
-def _failing_group(world_size: int, metric: type, out: Path) -> list[int | None]:
+def _failing_group(
+    world_size: int, metric: type, out: Path, timeout_s: float = 60
+) -> list[int | None]:
     """Run ``metric`` on a group; the exit codes, once every process has stopped (the ones
     alive past 60 s are killed and the test fails: a rank waited for the failed one)."""
-    args = (world_size, free_port(), str(out), metric)
+    args = (world_size, free_port(), str(out), metric, timeout_s)
     context = mp.start_processes(
         _failing_rank, args, nprocs=world_size, join=False, start_method="spawn"
     )
@@ -312,6 +321,24 @@ def test_a_killed_rank_is_named_by_the_others(tmp_path):
     rank_0 = (tmp_path / "rank-0.txt").read_text()
     assert rank_0.startswith("LocrobError: rank(s) 1 stopped without an error"), rank_0
     assert (tmp_path / "rank-2.txt").read_text().startswith("LocrobError: ")
+
+
+@dataclass
+class Slow(locrob.Metric):
+    """A third-party metric, not shardable, that takes longer than the group's timeout."""
+
+    name = "slow"
+
+    @locrob.hookimpl
+    def measure(self, model, data, context):
+        time.sleep(4)
+        return self.result({"n": 1.0})
+
+
+def test_the_ranks_wait_for_rank_0_alone_past_the_backends_timeout(tmp_path):
+    """They wait in the store, not in a collective that would give up after 2 s here."""
+    assert _failing_group(2, Slow, tmp_path, timeout_s=2) == [0, 0]
+    assert [(tmp_path / f"rank-{r}.txt").read_text() for r in range(2)] == ["no error"] * 2
 
 
 def test_srun_tasks_form_the_group_from_slurm_variables(tmp_path, cli_run):
