@@ -99,7 +99,7 @@ class LossSensitivity(Metric):
         # one sum per batch, zeros but this rank's batches: summed over the ranks exactly,
         # then added in batch order, as one process adds them
         sums = torch.zeros(-(-n // context.batch_size), dtype=torch.float64)
-        for b in self.batches(data, context, desc=self.name):
+        for b in self.batches(data, context, desc=self.name, aligned=True):
             one_hot = torch.nn.functional.one_hot(b.y, data.num_classes).cpu().numpy()
             mean = loss_sensitivity(classifier, b.x.cpu().numpy(), one_hot)
             sums[b.first // context.batch_size] = mean * len(b.y)

@@ -90,13 +90,19 @@ class Metric(Configurable):
         return context.examples(data, self.measured_split(context))
 
     def batches(
-        self, data: ImageData, context: EvaluationContext, desc: str = ""
+        self, data: ImageData, context: EvaluationContext, desc: str = "", aligned: bool = False
     ) -> Iterator[Batch]:
         """The examples as float batches in [0, 1] on the device, with a progress bar: in a
-        run split over processes, this rank's whole batches of them (:meth:`shard`)."""
+        run split over processes, this rank's contiguous range of them (:meth:`shard`).
+
+        ``aligned`` gives each rank whole batches of the single-process run instead, each then
+        computed exactly as one process computes it (what a sum of floating-point values per
+        batch needs to be the same at any world size), at the cost of balance: a rank may get
+        one batch more than another. Counts need not: they are exact in any grouping.
+        """
         x, y = self.examples(data, context)
-        size = context.batch_size
-        mine = self.shard(context).blocks(len(y), size)
+        size, shard = context.batch_size, self.shard(context)
+        mine = shard.blocks(len(y), size) if aligned else shard.indices(len(y))
         x, y = x[mine.start : mine.stop], y[mine.start : mine.stop]
         pairs = batches(x, y, size, context.device)
         for k, (xb, yb) in enumerate(progress(pairs, total=-(-len(y) // size), desc=desc)):
