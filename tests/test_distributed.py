@@ -240,35 +240,25 @@ def test_torchrun_splits_the_cli_evaluation_and_rank_0_writes_the_report(tmp_pat
 
 
 @dataclass
-class Broken(locrob.Metric):
-    """Sums a tally over the group, but rank 1 fails before its part."""
+class Faulty(locrob.Metric):
+    """Sums a tally over the group, but rank 1 fails before its part: it raises, or it is
+    killed (``kill``: no error raised)."""
 
-    name = "broken"
+    name = "faulty"
     shardable = True
+    kill: bool = False
 
     @locrob.hookimpl
     def measure(self, model, data, context):
         if context.rank == 1:
+            if self.kill:
+                os.kill(os.getpid(), signal.SIGKILL)
             raise locrob.LocrobError("disk full")
         return self.result({"n": float(self.shard(context).sum(torch.ones(1)))})
 
 
-@dataclass
-class Killed(locrob.Metric):
-    """Sums a tally over the group, but rank 1 is killed before its part (no error raised)."""
-
-    name = "killed"
-    shardable = True
-
-    @locrob.hookimpl
-    def measure(self, model, data, context):
-        if context.rank == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.result({"n": float(self.shard(context).sum(torch.ones(1)))})
-
-
 def _failing_rank(
-    rank: int, world_size: int, port: int, out: str, metric: type, timeout_s: float
+    rank: int, world_size: int, port: int, out: str, metric: locrob.Metric, timeout_s: float
 ) -> None:
     dist.init_process_group(
         "gloo",
@@ -278,7 +268,7 @@ def _failing_rank(
         timeout=timedelta(seconds=timeout_s),
     )
     try:
-        locrob.evaluate(_model(), "digits", [metric()], max_examples=8, device="cpu")
+        locrob.evaluate(_model(), "digits", [metric], max_examples=8, device="cpu")
         message = "no error"
     except Exception as err:
         message = f"{type(err).__name__}: {err}"
@@ -289,7 +279,7 @@ def _failing_rank(
 
 
 def _failing_group(
-    world_size: int, metric: type, out: Path, timeout_s: float = 60
+    world_size: int, metric: locrob.Metric, out: Path, timeout_s: float = 60
 ) -> list[int | None]:
     """Run ``metric`` on a group; the exit codes, once every process has stopped (the ones
     alive past 60 s are killed and the test fails: a rank waited for the failed one)."""
@@ -308,7 +298,7 @@ def _failing_group(
 
 
 def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
-    assert _failing_group(2, Broken, tmp_path) == [0, 0]
+    assert _failing_group(2, Faulty(), tmp_path) == [0, 0]
     messages = [(tmp_path / f"rank-{r}.txt").read_text() for r in range(2)]
     assert messages[1] == "LocrobError: disk full"
     assert messages[0] == "LocrobError: rank 1: LocrobError: disk full (rank 0 stopped with it)"
@@ -316,7 +306,7 @@ def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
 
 def test_a_killed_rank_is_named_by_the_others(tmp_path):
     """Rank 1 of 3 dies without a word: the others stop in bounded time; rank 0 names it."""
-    assert _failing_group(3, Killed, tmp_path) == [0, -signal.SIGKILL, 0]
+    assert _failing_group(3, Faulty(kill=True), tmp_path) == [0, -signal.SIGKILL, 0]
     assert not (tmp_path / "rank-1.txt").exists()
     rank_0 = (tmp_path / "rank-0.txt").read_text()
     assert rank_0.startswith("LocrobError: rank(s) 1 stopped without an error"), rank_0
@@ -337,7 +327,7 @@ class Slow(locrob.Metric):
 
 def test_the_ranks_wait_for_rank_0_alone_past_the_backends_timeout(tmp_path):
     """They wait in the store, not in a collective that would give up after 2 s here."""
-    assert _failing_group(2, Slow, tmp_path, timeout_s=2) == [0, 0]
+    assert _failing_group(2, Slow(), tmp_path, timeout_s=2) == [0, 0]
     assert [(tmp_path / f"rank-{r}.txt").read_text() for r in range(2)] == ["no error"] * 2
 
 
