@@ -44,6 +44,7 @@ def test_builtins_load_through_the_entry_point_group():
         "local-robustness",
         "loss-sensitivity",
         "noise",
+        "robustbench",
         "separation",
     ]
     assert {"small-cnn", "preact-resnet18", "checkpoint"} <= set(reg.model_sources.names())
@@ -208,7 +209,8 @@ def test_locrob_plugins_lists_everything_with_the_clash_marked(locrob_cli):
     assert "first  [(registered at run time)]  hooks: register_metrics" in out
     assert "second  [(registered at run time)]" in out
     assert (
-        "clean, clever, corruptions, local-robustness, loss-sensitivity, noise, separation, "
+        "clean, clever, corruptions, local-robustness, loss-sensitivity, noise, robustbench, "
+        "separation, "
         "shared (CLASH: plugin 'first' (registered at run time) and plugin 'second' "
         "(registered at run time))\n" in out
     )
@@ -256,7 +258,7 @@ def test_third_party_plugin_through_the_cli(third_party, trained, tmp_path):
     assert "example  [locrob-example 0.1.0]  hooks: register_defenses, register_metrics" in listing
     assert (
         "metrics: adversarial, clean, clever, corruptions, local-robustness, loss-sensitivity, "
-        "mean-confidence, noise, separation" in listing
+        "mean-confidence, noise, robustbench, separation" in listing
     )
     assert "defenses: input-noise" in listing
 
