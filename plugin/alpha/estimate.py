@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from locrob.alpha.bound import PRE_ACTIVATIONS, upper_bounds
 from locrob.alpha.geometry import Draws
 from locrob.alpha.result import AlphaResult, running_max
 from locrob.alpha.sampling import (
@@ -121,8 +122,10 @@ def alpha_lim(
     dev = resolve_device(device)
     model = as_module(model)
     points = as_points(x, settings).to(dev, model_dtype(model))
-    ev = _evaluator(model, settings, points.dtype, dev)
     start = time.perf_counter()
+    if settings.method == "bound":
+        return _bounded(model, points, settings, dev, shard, start)
+    ev = _evaluator(model, settings, points.dtype, dev)
     with on_device(model, dev), eval_mode(model):
         plan = _plan(ev, points, settings, shard)
         found = _maximize(plan, settings, shard)
@@ -207,6 +210,45 @@ def _maximize(plan: _Plan, settings: AlphaSettings, shard: Shard) -> _Found:
         searched.perturbation,
         sampled.evaluations + searched.evaluations,
         sampling_curve,
+    )
+
+
+def _bounded(
+    model: nn.Module,
+    points: torch.Tensor,
+    settings: AlphaSettings,
+    dev: torch.device,
+    shard: Shard,
+    start: float,
+) -> AlphaResult:
+    """``method="bound"``: the certified upper bound (:mod:`locrob.alpha.bound`), each
+    rank of a group bounding its range of the points."""
+    if not isinstance(model, nn.Module):
+        raise LocrobError("method='bound' needs an nn.Module (it reads the layers)")
+    mine = shard.indices(len(points))
+    with torch.no_grad():
+        found = upper_bounds(model.to(dev), points[mine.start : mine.stop], settings)
+    per_point = torch.zeros(len(settings.radii), len(points), dtype=torch.float64, device=dev)
+    per_point[:, mine.start : mine.stop] = found.per_point.to(dev)
+    per_point = shard.sum(per_point).cpu()  # zeros but each rank's points: exact
+    per_radius = per_point.amax(dim=1)
+    return AlphaResult(
+        radii=torch.tensor(settings.radii, dtype=torch.float64),
+        curve=running_max(per_radius),
+        per_radius=per_radius,
+        per_point=per_point,
+        argmax_point=per_point.argmax(dim=1),
+        perturbation=torch.empty(len(settings.radii), 0),
+        settings={**settings.describe(), "max_examples": len(points)},
+        method="bound",
+        evaluations=len(settings.radii) * len(points),
+        seconds=time.perf_counter() - start,
+        extra={
+            "global_bound": found.global_bound,
+            "pre_activations": PRE_ACTIVATIONS,
+            "precision": str(found.dtype).removeprefix("torch."),
+        },
+        bound="upper",
     )
 
 

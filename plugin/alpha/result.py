@@ -10,14 +10,16 @@ import torch
 
 @dataclass
 class AlphaResult:
-    """An alpha_lim curve over radii. Every value is a **lower bound** on the true alpha_lim.
+    """An alpha_lim curve over radii: a **lower bound** on the true alpha_lim from sampling or
+    search (``bound == "lower"``), or a certified **upper bound** (``method="bound"``).
 
     ``curve[k]`` is the running maximum of ``per_radius`` up to ``radii[k]`` (alpha_lim at r is a
     supremum over ||e|| < r, so it never decreases). ``per_point[k, i]`` is point i's own
     maximum ratio at ``radii[k]``; ``argmax_point[k]`` and ``perturbation[k]`` say where
     ``per_radius[k]`` was attained (the effective perturbation, after clamping).
     ``extra["noise_floor"]`` is the measured floating-point noise of F, and
-    ``extra["noise_limited_radii"]`` the radii whose values sit within 100x of it.
+    ``extra["noise_limited_radii"]`` the radii whose values sit within 100x of it. An upper
+    bound has no perturbation (``perturbation`` is empty): it holds for all of them.
     """
 
     radii: torch.Tensor
@@ -32,6 +34,7 @@ class AlphaResult:
     evaluations: int = 0
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    bound: str = "lower"
 
     def alpha_at(self, r: float) -> float:
         """The curve at the largest radius <= ``r`` (0 below the smallest radius)."""
@@ -51,7 +54,7 @@ class AlphaResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (per-point values and perturbations are left out)."""
         data = {
-            "bound": "lower",
+            "bound": self.bound,
             "method": self.method,
             "radii": self.radii.tolist(),
             "curve": self.curve.tolist(),

@@ -18,7 +18,7 @@ OUTPUTS: dict[str, OutputFn] = {
     "softmax": lambda logits: logits.softmax(dim=1),
     "logits": lambda logits: logits,
 }
-METHODS = ("sample", "search")
+METHODS = ("sample", "search", "bound")
 DIRECTIONS = ("fresh", "shared")
 DENOMINATORS = ("effective", "nominal")
 FORWARD_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}

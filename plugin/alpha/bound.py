@@ -1,0 +1,226 @@
+"""A certified upper bound on alpha_lim(F, r): the local Lipschitz constant over each region.
+
+For a point x and a radius r the region is the ball ||e|| <= r around x, inside the clamp
+box. Every ratio ||F(x+e) - F(x)|| / ||e|| with x+e in the region is at most the largest
+operator norm of F's Jacobian over the region (the mean value inequality along the segment,
+which stays in the convex region; dividing by the nominal r instead of the effective ||e||
+only lowers the ratio). That norm is bounded in three passes:
+
+1. the region as a box (the ball's bounding box, clipped to the clamp box) carried forward
+   through the network by interval arithmetic, every pre-activation getting an interval; in
+   L2, the first affine layers also get the exact ball's interval (the point's value plus
+   r times each row's norm), and the tighter of the two is kept;
+2. the Jacobian carried backward from the output as an interval matrix: the output
+   function's Jacobian over the logits' intervals (softmax: from the intervals of the
+   probabilities), times each layer's exact linear map, times each nonlinearity's interval
+   of derivatives;
+3. the norm of that interval matrix, ||centre|| + ||radius|| (exact for a point interval).
+
+Every step rounds outward (:mod:`locrob.alpha.interval`) and runs in float64 by default. The
+global bound, the product of the layers' operator norms (sums where branches merge), is
+computed alongside; each value reported is the smaller of the two, both being upper bounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from locrob.alpha.bound_graph import Graph, input_lipschitz, trace
+from locrob.alpha.bound_rules import Linear, Merge
+from locrob.alpha.interval import Interval, gamma, matrix_norm_bound, unit_roundoff
+from locrob.alpha.settings import AlphaSettings
+from locrob.errors import LocrobError
+from locrob.runtime import progress
+
+INF = float("inf")
+PRE_ACTIVATIONS = "interval bound propagation; in L2 the first affine layers over the exact ball"
+
+
+@dataclass
+class UpperBounds:
+    """Per radius and point, the certified upper bound (the smaller of the local and the
+    global one); the global bound alone; and how the bounds were made."""
+
+    per_point: torch.Tensor  # (R, N)
+    local: torch.Tensor  # (R, N), before the minimum with the global bound
+    global_bound: float
+    dtype: torch.dtype
+
+
+def upper_bounds(
+    model: nn.Module,
+    points: torch.Tensor,
+    settings: AlphaSettings,
+    dtype: torch.dtype = torch.float64,
+    batch: int = 8,
+) -> UpperBounds:
+    """Certified upper bounds on every ratio around each of ``points`` at each of the
+    settings' radii, computed in ``dtype``, ``batch`` regions at a time."""
+    if callable(settings.output):
+        raise LocrobError("the bound takes output='softmax' or 'logits', not a function")
+    model = copy.deepcopy(model).to(dtype).eval()  # the caller's model stays as it is
+    x = points.to(dtype)
+    with torch.no_grad():
+        graph = trace(model, x[:1])
+        outputs = model(x[:1]).shape[1]
+    global_bound = _global(graph, settings, outputs)
+    radii = torch.tensor(settings.radii, dtype=dtype, device=x.device)
+    items = [(k, i) for k in range(len(radii)) for i in range(len(x))]
+    local = torch.empty(len(radii), len(x), dtype=dtype)
+    bar = progress(total=len(items), desc="alpha_lim bound", unit="region")
+    for lo in range(0, len(items), batch):
+        chunk = items[lo : lo + batch]
+        ks = torch.tensor([k for k, _ in chunk], device=x.device)
+        idx = torch.tensor([i for _, i in chunk], device=x.device)
+        with torch.no_grad():
+            found = _local(graph, x[idx], radii[ks], settings)
+        local[ks.cpu(), idx.cpu()] = found.cpu()
+        bar.update(len(chunk))
+    bar.close()
+    return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype)
+
+
+def _global(graph: Graph, settings: AlphaSettings, outputs: int) -> float:
+    """The product bound: the network's Lipschitz constant in the input norm, times the
+    output function's (softmax: 1/2 in L2 and in Linf), times the change of norm."""
+    p, q = settings.p_in, settings.p_out
+    lip = input_lipschitz(graph, p) * (0.5 if settings.output == "softmax" else 1.0)
+    # ||v||_q <= ||v||_p for q = Linf; ||v||_2 <= sqrt(n) ||v||_inf
+    change = math.sqrt(outputs) if (p, q) == (INF, 2.0) else 1.0
+    return lip * change * (1 + 1e-9)
+
+
+def _region(x: torch.Tensor, r: torch.Tensor, settings: AlphaSettings) -> Interval:
+    """The box around each point that holds its ball of radius r, inside the clamp box."""
+    r = r.view(-1, *[1] * (x.ndim - 1))
+    lo, hi = x - r, x + r
+    if settings.clamp is not None:
+        lo, hi = lo.clamp(*settings.clamp), hi.clamp(*settings.clamp)
+    return Interval.between(torch.minimum(lo, x), torch.maximum(hi, x))
+
+
+def _local(graph: Graph, x: torch.Tensor, r: torch.Tensor, settings: AlphaSettings) -> torch.Tensor:
+    """The local bound of each (point, radius) region of the batch: the logits' Jacobian
+    over the region, times the output function's Jacobian over the logits' range."""
+    values = _forward(graph, x, r, settings)
+    logits = values[graph.output]
+    b, k = logits.center.shape
+    eye = torch.eye(k, dtype=x.dtype, device=x.device).expand(b, k, k).clone()
+    jacobian = _backward(graph, values, Interval.point(eye))
+    flat = Interval(jacobian.center.flatten(2), jacobian.radius.flatten(2))
+    if settings.output == "softmax":
+        logits = _logit_range(graph, x, r, flat, logits, settings)
+        flat = _matmul(_softmax_jacobian(logits), flat)
+    return matrix_norm_bound(flat, settings.p_in, settings.p_out)
+
+
+def _logit_range(
+    graph: Graph,
+    x: torch.Tensor,
+    r: torch.Tensor,
+    jacobian: Interval,
+    logits: Interval,
+    settings: AlphaSettings,
+) -> Interval:
+    """The logits over the region, tightened by the mean value theorem: logit k moves by at
+    most r times its Jacobian row's dual norm, from its value at the point."""
+    at = _forward(graph, x, torch.zeros_like(r), settings)[graph.output]  # encloses f(x)
+    dual = 2.0 if settings.p_in == 2 else 1.0
+    rows = torch.linalg.vector_norm(jacobian.center, ord=dual, dim=2) + torch.linalg.vector_norm(
+        jacobian.radius, ord=dual, dim=2
+    )
+    reach = rows * r.view(-1, 1) * (1 + gamma(jacobian.center.shape[2], x.dtype))
+    return logits.intersect(at.lower - reach, at.upper + reach)
+
+
+def _matmul(a: Interval, b: Interval) -> Interval:
+    """The product of batches of interval matrices (B, K, K) x (B, K, D), midpoint-radius."""
+    center = a.center @ b.center
+    radius = a.center.abs() @ b.radius + a.radius @ (b.center.abs() + b.radius)
+    g = gamma(a.center.shape[2] + 2, center.dtype)
+    return Interval(center, radius * (1 + g) + g * (a.center.abs() @ b.center.abs()))
+
+
+def _forward(
+    graph: Graph, x: torch.Tensor, r: torch.Tensor, settings: AlphaSettings
+) -> dict[torch.fx.Node, Interval]:
+    """Every node's interval over the regions. In L2, along the affine layers from the
+    input, each node's rows' norms (``rows``) and value at the point (``at``) too."""
+    values = {graph.placeholder: _region(x, r, settings)}
+    l2 = settings.p_in == 2
+    rows = {graph.placeholder: torch.ones_like(x[:1])} if l2 else {}
+    at = {graph.placeholder: Interval.point(x)}
+    diagonal = {graph.placeholder: True}
+    for step in graph.steps:
+        inputs = [values[a] for a in step.inputs]
+        out = step.rule.forward(inputs)
+        affine = isinstance(step.rule, (Linear, Merge))
+        if l2 and affine and all(a in rows for a in step.inputs):
+            row = step.rule.ball(
+                [rows[a] for a in step.inputs], all(diagonal[a] for a in step.inputs)
+            )
+            if row is not None:
+                point = step.rule.forward([at[a] for a in step.inputs])
+                reach = row * r.view(-1, *[1] * (row.ndim - 1)) * (1 + gamma(4, x.dtype))
+                out = out.intersect(point.lower - reach, point.upper + reach)
+                rows[step.node], at[step.node] = row, point
+                diagonal[step.node] = (
+                    isinstance(step.rule, Linear)
+                    and step.rule.diagonal
+                    and all(diagonal[a] for a in step.inputs)
+                )
+        values[step.node] = out
+    return values
+
+
+def _softmax_jacobian(logits: Interval) -> Interval:
+    """The softmax's Jacobian over the logits' box, (B, K, K)."""
+    k = logits.center.shape[1]
+    p_lo, p_hi = _probabilities(logits.lower, logits.upper)
+    # d p_i / d z_i = p_i (1 - p_i): concave, largest at 1/2; d p_i / d z_j = -p_i p_j
+    ends = torch.stack([p_lo * (1 - p_lo), p_hi * (1 - p_hi)])
+    straddles = (p_lo <= 0.5) & (p_hi >= 0.5)
+    diag_lo = ends.amin(0)
+    diag_hi = torch.where(straddles, 0.25, ends.amax(0))
+    lower = -(p_hi.unsqueeze(2) * p_hi.unsqueeze(1))
+    upper = -(p_lo.unsqueeze(2) * p_lo.unsqueeze(1))
+    eye = torch.eye(k, dtype=torch.bool, device=lower.device)
+    lower = torch.where(eye, torch.diag_embed(diag_lo), lower)
+    upper = torch.where(eye, torch.diag_embed(diag_hi), upper)
+    u = unit_roundoff(lower.dtype)
+    return Interval.between(lower - 8 * u, upper + 8 * u)
+
+
+def _probabilities(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each softmax probability's range over the logits' box: smallest with its own logit
+    low and the others high, largest the other way round; rounded outward."""
+    k = lo.shape[1]
+    eye = torch.eye(k, dtype=torch.bool, device=lo.device)
+    low_own = torch.where(eye, lo.unsqueeze(1), hi.unsqueeze(1))  # row i: lo_i, hi_j
+    high_own = torch.where(eye, hi.unsqueeze(1), lo.unsqueeze(1))
+    slack = 32 * k * unit_roundoff(lo.dtype)
+    p_lo = (lo - torch.logsumexp(low_own, dim=2)).exp() * (1 - slack)
+    p_hi = (hi - torch.logsumexp(high_own, dim=2)).exp() * (1 + slack)
+    return p_lo.clamp(0, 1), p_hi.clamp(0, 1)
+
+
+def _backward(graph: Graph, values: dict[torch.fx.Node, Interval], adjoint: Interval) -> Interval:
+    """The output function's Jacobian rows carried back to the input, node by node."""
+    adjoints = {graph.output: adjoint}
+    for step in reversed(graph.steps):
+        here = adjoints.pop(step.node, None)
+        if here is None:
+            continue
+        back = step.rule.backward(here, [values[a] for a in step.inputs])
+        for node, part in zip(step.inputs, back, strict=True):
+            adjoints[node] = adjoints[node] + part if node in adjoints else part
+    if graph.placeholder not in adjoints:  # the output does not depend on the input
+        b, k = adjoint.center.shape[:2]
+        zeros = torch.zeros(b, k, *values[graph.placeholder].center.shape[1:])
+        return Interval.point(zeros.to(adjoint.center))
+    return adjoints[graph.placeholder]

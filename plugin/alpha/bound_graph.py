@@ -1,0 +1,353 @@
+"""A model read as a graph of supported operations (``torch.fx``), each with its interval rule.
+
+The model is traced symbolically; modules the rules know stay whole (a convolution, a batch
+norm, our residual merges), the others are traced through, so functional steps in a forward
+pass (``F.relu``, ``x + shortcut``, ``out.view(...)``) are seen too. Anything without a rule is
+refused, naming it: a bound that skipped an operation would be silently wrong.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils import parametrize
+
+from locrob.alpha.bound_rules import (
+    Linear,
+    Merge,
+    Pool,
+    Rule,
+    TwoSided,
+    leaky_relu,
+    relu,
+    sigmoid,
+    tanh,
+)
+from locrob.errors import LocrobError
+from locrob.models.l2nn import Center, NonexpansiveConv2d, NonexpansiveLinear, TwoSidedReLU
+from locrob.models.merges import ConvexMerge, Sum
+from locrob.models.normalize import Normalize
+
+DIAGONAL_FAN = 4  # a per-channel scale computed from its parameters: a few roundings
+
+
+@dataclass
+class Step:
+    """One node of the graph: its rule and the nodes whose tensors it takes."""
+
+    node: torch.fx.Node
+    rule: Rule
+    inputs: list[torch.fx.Node]
+
+
+@dataclass
+class Graph:
+    """The traced model: its input node, its steps in order and its output node."""
+
+    placeholder: torch.fx.Node
+    steps: list[Step]
+    output: torch.fx.Node
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    """The weight the module's forward pass uses (a parametrization's or a rescaled one)."""
+    if hasattr(module, "effective_weight"):
+        return module.effective_weight().detach()
+    return module.weight.detach()
+
+
+def _base(module: nn.Module) -> type:
+    """The module's class, seen through a parametrization's generated subclass."""
+    kind = type(module)
+    return kind.__bases__[0] if parametrize.is_parametrized(module) else kind
+
+
+def _spectral(w: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(w.double(), ord=2)) * (1 + 1e-12)
+
+
+def _dense(m: nn.Linear) -> Rule:
+    w = _weight(m)
+    bias = m.bias.detach() if m.bias is not None else None
+    return Linear(
+        lambda t: F.linear(t, w),
+        lambda t: F.linear(t, w.abs()),
+        bias,
+        w.shape[1],
+        w.shape[0],
+        lambda p: _spectral(w) if p == 2 else float(w.abs().sum(dim=1).max()) * (1 + 1e-12),
+        apply_sq=lambda t: F.linear(t, w.square()),
+    )
+
+
+def _conv(m: nn.Conv2d) -> Rule:
+    if m.padding_mode != "zeros":
+        raise LocrobError(f"the bound takes zero-padded convolutions, not {m}")
+    w = _weight(m)
+    bias = m.bias.detach().view(1, -1, 1, 1) if m.bias is not None else None
+
+    def conv(kernel: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda t: F.conv2d(t, kernel, None, m.stride, m.padding, m.dilation, m.groups)
+
+    rows = float(w.abs().sum(dim=(1, 2, 3)).max())  # the largest row sum, ||A||_inf
+    # the largest column sum, ||A||_1: an input meets each kernel tap of each output channel
+    # at most once (fewer with a stride), so at most this much
+    # (summed over every output channel, its group's and the others': more, never less)
+    columns = float(w.abs().sum(dim=(0, 2, 3)).max())
+
+    def norm(p: float) -> float:
+        # L2: sqrt(||A||_1 ||A||_inf) >= ||A||_2 (Hoelder); Linf: the largest row sum
+        return ((columns * rows) ** 0.5 if p == 2 else rows) * (1 + 1e-12)
+
+    return Linear(
+        conv(w),
+        conv(w.abs()),
+        bias,
+        w.shape[1] * w.shape[2] * w.shape[3],
+        w.shape[0] * w.shape[2] * w.shape[3],
+        norm,
+        apply_sq=conv(w.square()),
+    )
+
+
+def _scale(scale: torch.Tensor, bias: torch.Tensor | None) -> Rule:
+    """``x * scale + bias`` per channel (broadcast shapes)."""
+    biggest = float(scale.abs().max())
+    return Linear(
+        lambda t: t * scale,
+        lambda t: t * scale.abs(),
+        bias,
+        DIAGONAL_FAN,
+        DIAGONAL_FAN,
+        lambda p: biggest * (1 + 1e-12),
+        diagonal=True,
+    )
+
+
+def _batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Rule:
+    if m.training or m.running_mean is None:
+        raise LocrobError(
+            f"the bound needs batch norms in eval mode with running statistics: {m} is not"
+        )
+    scale = (m.running_var.detach() + m.eps).rsqrt()
+    if m.weight is not None:
+        scale = scale * m.weight.detach()
+    bias = -m.running_mean.detach() * scale
+    if m.bias is not None:
+        bias = bias + m.bias.detach()
+    view = (1, -1, 1, 1) if isinstance(m, nn.BatchNorm2d) else (1, -1)
+    return _scale(scale.view(view), bias.view(view))
+
+
+def _normalize(m: Normalize) -> Rule:
+    scale = 1 / m.std.detach()
+    return _scale(scale, -m.mean.detach() * scale)
+
+
+def _identity() -> Rule:
+    return _scale(torch.tensor(1.0), None)
+
+
+def _average(kernel: tuple[int, int], pool: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
+    """Averages over non-overlapping windows of ``kernel``."""
+    count = kernel[0] * kernel[1]
+    return Linear(
+        pool,
+        pool,
+        None,
+        count,
+        1,
+        lambda p: (count**-0.5 if p == 2 else 1.0) * (1 + 1e-12),
+        apply_sq=lambda t: pool(t) / count,
+    )
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _avg_pool(kernel: int | tuple, stride: int | tuple | None, padding: int | tuple) -> Rule:
+    k = _pair(kernel)
+    if _pair(stride if stride is not None else kernel) != k or _pair(padding) != (0, 0):
+        raise LocrobError("the bound takes average pooling with stride = kernel and no padding")
+    return _average(k, lambda t: F.avg_pool2d(t, k))
+
+
+def _adaptive(output: int | tuple, shape: torch.Size) -> Rule:
+    h, w = shape[-2:]
+    oh, ow = _pair(output)
+    if h % oh or w % ow:
+        raise LocrobError(
+            f"the bound takes adaptive pooling to a divisor of the size, not {oh}x{ow}"
+        )
+    k = (h // oh, w // ow)
+    return _average(k, lambda t: F.avg_pool2d(t, k))
+
+
+def _max_pool(m: nn.MaxPool2d) -> Rule:
+    k = _pair(m.kernel_size)
+    stride = _pair(m.stride if m.stride is not None else m.kernel_size)
+    if k[0] != k[1] or stride != k or _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1):
+        raise LocrobError(f"the bound takes square pooling with stride = kernel, not {m}")
+    if m.ceil_mode:
+        raise LocrobError(f"the bound takes pooling without ceil_mode, not {m}")
+    return Pool(k[0], "max")
+
+
+def _lp_pool(m: nn.LPPool2d) -> Rule:
+    k = _pair(m.kernel_size)
+    stride = _pair(m.stride if m.stride is not None else m.kernel_size)
+    if float(m.norm_type) != 2 or k[0] != k[1] or stride != k or m.ceil_mode:
+        raise LocrobError(f"the bound takes L2 pooling with stride = kernel, not {m}")
+    return Pool(k[0], "l2")
+
+
+def _reshape(shape: torch.Size) -> Rule:
+    out = tuple(shape[1:])
+    view = Linear(
+        lambda t: t.reshape(t.shape[0], *out),
+        lambda t: t.reshape(t.shape[0], *out),
+        None,
+        1,
+        1,
+        lambda p: 1.0,
+        diagonal=True,
+    )
+    return view
+
+
+MODULE_RULES: dict[type, Callable[[nn.Module, torch.Size, torch.Size], Rule]] = {
+    nn.Linear: lambda m, i, o: _dense(m),
+    NonexpansiveLinear: lambda m, i, o: _dense(m),
+    nn.Conv2d: lambda m, i, o: _conv(m),
+    NonexpansiveConv2d: lambda m, i, o: _conv(m),
+    nn.BatchNorm1d: lambda m, i, o: _batch_norm(m),
+    nn.BatchNorm2d: lambda m, i, o: _batch_norm(m),
+    Normalize: lambda m, i, o: _normalize(m),
+    Center: lambda m, i, o: _scale(torch.tensor(1.0), torch.tensor(-0.5)),
+    nn.ReLU: lambda m, i, o: relu(),
+    nn.LeakyReLU: lambda m, i, o: leaky_relu(m.negative_slope),
+    nn.Sigmoid: lambda m, i, o: sigmoid(),
+    nn.Tanh: lambda m, i, o: tanh(),
+    TwoSidedReLU: lambda m, i, o: TwoSided(),
+    nn.MaxPool2d: lambda m, i, o: _max_pool(m),
+    nn.LPPool2d: lambda m, i, o: _lp_pool(m),
+    nn.AvgPool2d: lambda m, i, o: _avg_pool(m.kernel_size, m.stride, m.padding),
+    nn.AdaptiveAvgPool2d: lambda m, i, o: _adaptive(m.output_size, i),
+    nn.Flatten: lambda m, i, o: _reshape(o),
+    nn.Identity: lambda m, i, o: _identity(),
+    nn.Dropout: lambda m, i, o: _identity(),
+    Sum: lambda m, i, o: Merge((1.0, 1.0)),
+    ConvexMerge: lambda m, i, o: Merge(tuple(float(w) for w in m.weight.detach())),
+}
+ADDS = (operator.add, torch.add, operator.iadd)
+ELEMENTWISE = {F.relu: relu, torch.relu: relu, torch.sigmoid: sigmoid, torch.tanh: tanh}
+
+
+class _Tracer(torch.fx.Tracer):
+    """Keeps every module with a rule whole; traces through the others."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return _base(m) in MODULE_RULES
+
+
+def trace(model: nn.Module, example: torch.Tensor) -> Graph:
+    """The graph of ``model`` with a rule per node, from one example's shapes; a LocrobError
+    names the first operation without a rule."""
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as err:  # data-dependent control flow, unsupported Python
+        raise LocrobError(
+            f"the bound cannot trace {type(model).__name__} with torch.fx ({type(err).__name__}: "
+            f"{err})"
+        ) from None
+    module = torch.fx.GraphModule(model, graph)
+    ShapeProp(module).propagate(example)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise LocrobError("the bound takes models with one input")
+    steps, output = [], None
+    modules = dict(model.named_modules())
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            output = node.args[0]
+            continue
+        meta = node.meta.get("tensor_meta")
+        if not isinstance(meta, torch.fx.passes.shape_prop.TensorMetadata):
+            continue  # a size or a shape: only feeds a reshape's arguments
+        inputs = [a for a in node.all_input_nodes if _is_tensor(a)]
+        steps.append(Step(node, _rule(node, modules, inputs), inputs))
+    if not isinstance(output, torch.fx.Node):
+        raise LocrobError("the bound takes models that return one tensor")
+    return Graph(placeholders[0], steps, output)
+
+
+def _shape(node: torch.fx.Node) -> torch.Size:
+    return node.meta["tensor_meta"].shape
+
+
+def _is_tensor(node: torch.fx.Node) -> bool:
+    return node.op == "placeholder" or isinstance(
+        node.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata
+    )
+
+
+def _rule(node: torch.fx.Node, modules: dict[str, nn.Module], inputs: list) -> Rule:
+    shape_in = _shape(inputs[0]) if inputs else None
+    shape_out = node.meta["tensor_meta"].shape
+    if node.op == "call_module":
+        module = modules[node.target]
+        make = MODULE_RULES.get(_base(module))
+        if make is not None and not (isinstance(module, nn.Dropout) and module.training):
+            return make(module, shape_in, shape_out)
+        raise LocrobError(
+            f"the bound has no rule for module '{node.target}' ({type(module).__name__}); "
+            "supported: " + ", ".join(sorted(k.__name__ for k in MODULE_RULES))
+        )
+    target = node.target
+    if (
+        node.op == "call_function"
+        and target in ADDS
+        and len(inputs) == 2
+        and not node.kwargs
+        and all(isinstance(a, torch.fx.Node) for a in node.args[:2])
+    ):
+        return Merge((1.0, 1.0))
+    if node.op == "call_function" and target in ELEMENTWISE:
+        return ELEMENTWISE[target]()
+    if node.op == "call_method" and target in ("relu", "sigmoid", "tanh"):
+        return {"relu": relu, "sigmoid": sigmoid, "tanh": tanh}[target]()
+    if (node.op == "call_function" and target is torch.flatten) or (
+        node.op == "call_method" and target in ("view", "reshape", "flatten")
+    ):
+        return _reshape(shape_out)
+    if node.op == "call_function" and target is F.avg_pool2d:
+        kernel = node.args[1] if len(node.args) > 1 else node.kwargs["kernel_size"]
+        stride = node.args[2] if len(node.args) > 2 else node.kwargs.get("stride")
+        padding = node.args[3] if len(node.args) > 3 else node.kwargs.get("padding", 0)
+        return _avg_pool(kernel, stride, padding)
+    if node.op == "call_function" and target is F.adaptive_avg_pool2d:
+        return _adaptive(node.args[1], shape_in)
+    if node.op == "call_function" and target is F.dropout:
+        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
+        if not training:  # F.dropout's default is training=True: dropping, not a function
+            return _identity()
+    raise LocrobError(f"the bound has no rule for '{node.format_node()}'")
+
+
+def input_lipschitz(graph: Graph, p: float) -> float:
+    """The global bound of the model: Lipschitz constants composed node by node (products
+    along a chain, sums where branches merge)."""
+    lips = {graph.placeholder: 1.0}
+    for step in graph.steps:
+        lips[step.node] = step.rule.lipschitz(p, [lips[a] for a in step.inputs])
+    return lips[graph.output]

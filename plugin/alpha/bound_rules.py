@@ -1,0 +1,283 @@
+"""How each supported operation acts on intervals: its outputs over a region (forward), the
+Jacobian rows it passes back (backward), and its Lipschitz constant (the global bound).
+
+Backward, an adjoint is an interval matrix of shape (B, K, *shape): K rows of the output
+function's Jacobian, carried back to this node. Through a linear map ``A`` it becomes
+``adjoint @ A`` (exact up to rounding); through an elementwise nonlinearity it is multiplied
+by the interval of the nonlinearity's derivative over the region (ReLU: 0 or 1 where the
+sign is fixed, [0, 1] where it is not). Every rule encloses the set of Jacobians of every
+point of the region, so the product's norm bounds the local Lipschitz constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import vjp
+
+from locrob.alpha.interval import Interval, LinearMap, unit_roundoff
+
+INF = float("inf")
+
+
+class Rule:
+    """One operation of the traced model."""
+
+    def forward(self, inputs: Sequence[Interval]) -> Interval:
+        raise NotImplementedError
+
+    def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
+        raise NotImplementedError
+
+    def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
+        """An upper bound on the operation's Lipschitz constant in the ``p``-norm, given
+        those of its inputs (as functions of the model's input)."""
+        raise NotImplementedError
+
+    def ball(self, rows: Sequence[torch.Tensor | None], diagonal: bool) -> torch.Tensor | None:
+        """For an affine operation: the L2 norms of the rows of the linear map from the model's
+        input to this output, given its input's (``diagonal`` when that map is diagonal,
+        where the squared norms add exactly); None where unknown."""
+        return None
+
+
+def _transpose(apply: LinearMap, shape: torch.Size, like: torch.Tensor) -> LinearMap:
+    """``v -> A^T v`` for the linear ``apply`` on inputs of ``shape`` (batch first)."""
+    _, pull = vjp(apply, torch.zeros(shape, dtype=like.dtype, device=like.device))
+    return lambda v: pull(v)[0]
+
+
+def _rows(adjoint: Interval) -> tuple[int, int]:
+    b, k = adjoint.center.shape[:2]
+    return b, k
+
+
+@dataclass
+class Linear(Rule):
+    """``y = A x + bias``: a convolution, a dense layer, a pooling average, a per-channel
+    scaling (batch norm, normalization), a reshape."""
+
+    apply: LinearMap
+    apply_abs: LinearMap
+    bias: torch.Tensor | None
+    fan_in: int
+    fan_out: int
+    norm: Callable[[float], float]  # the operator norm of A in an L_p norm, bounded above
+    apply_sq: LinearMap | None = None  # A with squared coefficients (exact L2 row norms)
+    diagonal: bool = False  # A is diagonal up to a reshape (row norms scale exactly)
+
+    def forward(self, inputs: Sequence[Interval]) -> Interval:
+        (x,) = inputs
+        y = x.linear(self.apply, self.apply_abs, self.fan_in)
+        return y.shift(self.bias) if self.bias is not None else y
+
+    def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
+        (x,) = inputs
+        b, k = _rows(adjoint)
+        shape = torch.Size((b * k, *x.center.shape[1:]))
+        flat = adjoint.reshape(b * k, *adjoint.center.shape[2:])
+        back = flat.linear(
+            _transpose(self.apply, shape, x.center),
+            _transpose(self.apply_abs, shape, x.center),
+            self.fan_out,
+        )
+        return [back.reshape(b, k, *x.center.shape[1:])]
+
+    def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
+        return self.norm(p) * inputs[0]
+
+    def ball(self, rows: Sequence[torch.Tensor | None], diagonal: bool) -> torch.Tensor | None:
+        (row,) = rows
+        if row is None:
+            return None
+        if self.diagonal or not diagonal or self.apply_sq is None:
+            # |A| applied to the row norms: exact for a diagonal A, else the triangle inequality
+            return self.apply_abs(row)
+        return self.apply_sq(row.square()).sqrt()
+
+
+@dataclass
+class Elementwise(Rule):
+    """A monotone nondecreasing elementwise function with a derivative in [low, high] over
+    any interval (ReLU, leaky ReLU)."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    derivative: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    slope: float  # the largest |derivative|: the Lipschitz constant
+
+    def forward(self, inputs: Sequence[Interval]) -> Interval:
+        (x,) = inputs
+        return Interval.between(*_outward(self.fn(x.lower), self.fn(x.upper)))
+
+    def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
+        (x,) = inputs
+        low, high = _outward(*self.derivative(x.lower, x.upper))
+        return [adjoint.times(_per_row(Interval.between(low, high)))]
+
+    def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
+        return self.slope * inputs[0]
+
+
+def _outward(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[low, high] widened by a few units of rounding: a library's exp or tanh is accurate
+    to a few ulps, not exactly rounded."""
+    slack = 16 * unit_roundoff(low.dtype)
+    tiny = torch.finfo(low.dtype).tiny
+    return low - slack * low.abs() - tiny, high + slack * high.abs() + tiny
+
+
+def _per_row(d: Interval) -> Interval:
+    """An interval over a node's elements, broadcast over the adjoint's K rows."""
+    return Interval(d.center.unsqueeze(1), d.radius.unsqueeze(1))
+
+
+def relu_derivative(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (lo >= 0).to(lo.dtype), (hi > 0).to(lo.dtype)
+
+
+def leaky_derivative(slope: float) -> Callable:
+    def derivative(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        at_lo = torch.where(lo >= 0, 1.0, slope).to(lo.dtype)
+        at_hi = torch.where(hi > 0, 1.0, slope).to(lo.dtype)
+        return torch.minimum(at_lo, at_hi), torch.maximum(at_lo, at_hi)
+
+    return derivative
+
+
+def _bell(f: Callable[[torch.Tensor], torch.Tensor], peak: float) -> Callable:
+    """The derivative range of a function whose derivative ``f`` is even and decreasing in
+    |z| (sigmoid, tanh): smallest at the end farther from 0, ``peak`` where 0 is inside."""
+
+    def derivative(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ends = torch.stack([f(lo), f(hi)])
+        straddles = (lo <= 0) & (hi >= 0)
+        return ends.amin(0), torch.where(straddles, peak, ends.amax(0))
+
+    return derivative
+
+
+def sigmoid() -> Elementwise:
+    return Elementwise(torch.sigmoid, _bell(lambda t: t.sigmoid() * (-t).sigmoid(), 0.25), 0.25)
+
+
+def tanh() -> Elementwise:
+    return Elementwise(torch.tanh, _bell(lambda t: 1 - t.tanh().square(), 1.0), 1.0)
+
+
+def relu() -> Elementwise:
+    return Elementwise(torch.relu, relu_derivative, 1.0)
+
+
+def leaky_relu(slope: float) -> Elementwise:
+    return Elementwise(
+        lambda t: F.leaky_relu(t, slope), leaky_derivative(slope), max(1.0, abs(slope))
+    )
+
+
+@dataclass
+class Pool(Rule):
+    """Max pooling or L2 pooling over non-overlapping ``k`` x ``k`` windows (kernel = stride,
+    no padding): each input belongs to one window, so its Jacobian is the window's adjoint
+    times the input's own derivative interval."""
+
+    k: int
+    kind: str  # "max" or "l2"
+
+    def forward(self, inputs: Sequence[Interval]) -> Interval:
+        (x,) = inputs
+        lo, hi = x.lower, x.upper
+        if self.kind == "max":
+            return Interval.between(F.max_pool2d(lo, self.k), F.max_pool2d(hi, self.k))
+        nearest = torch.where((lo <= 0) & (hi >= 0), 0.0, torch.minimum(lo.abs(), hi.abs()))
+        farthest = torch.maximum(lo.abs(), hi.abs())
+        return Interval.between(self._l2(nearest), self._l2(farthest))
+
+    def _l2(self, t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t.square(), self.k).mul(self.k * self.k).sqrt()
+
+    def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
+        (x,) = inputs
+        low, high = self._derivative(x)
+        spread = Interval(self._spread(adjoint.center, x), self._spread(adjoint.radius, x))
+        return [spread.times(_per_row(Interval.between(low, high)))]
+
+    def _spread(self, t: torch.Tensor, x: Interval) -> torch.Tensor:
+        """Each window's value on its k x k inputs; inputs no window covers get zero."""
+        out = t.repeat_interleave(self.k, dim=-2).repeat_interleave(self.k, dim=-1)
+        h, w = x.center.shape[-2:]
+        return F.pad(out, (0, w - out.shape[-1], 0, h - out.shape[-2]))
+
+    def _derivative(self, x: Interval) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = x.lower, x.upper
+        if self.kind == "max":
+            # an input may be the window's maximum only if its upper end reaches the largest
+            # lower end; the only candidate of its window has derivative 1, others [0, 1]
+            floor = self._spread(F.max_pool2d(lo, self.k), x)
+            candidate = hi >= floor
+            alone = self._spread(F.avg_pool2d(candidate.to(lo.dtype), self.k), x) * self.k**2
+            return (candidate & (alone == 1)).to(lo.dtype), candidate.to(lo.dtype)
+        # d ||window|| / d x_i = x_i / ||window||, in [-1, 1]; bounded by interval division
+        window = self.forward([x])
+        w_lo = self._spread(window.lower, x).clamp_min(0)
+        w_hi = self._spread(window.upper, x)
+        safe = w_lo > 0
+        ratios = torch.stack([lo / w_lo, lo / w_hi, hi / w_lo, hi / w_hi]).nan_to_num(0.0)
+        low = torch.where(safe, ratios.amin(0), torch.where(lo >= 0, 0.0, -1.0))
+        high = torch.where(safe, ratios.amax(0), torch.where(hi <= 0, 0.0, 1.0))
+        return low.clamp(-1, 1), high.clamp(-1, 1)
+
+    def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
+        # a window's max is 1-Lipschitz in both norms; its L2 norm in L2, and k in Linf
+        return (self.k if self.kind == "l2" and p == INF else 1.0) * inputs[0]
+
+
+@dataclass
+class TwoSided(Rule):
+    """``concat(relu(x), relu(-x))`` along the channels."""
+
+    def forward(self, inputs: Sequence[Interval]) -> Interval:
+        (x,) = inputs
+        lo, hi = x.lower, x.upper
+        return Interval.between(
+            torch.cat([lo.relu(), (-hi).relu()], dim=1), torch.cat([hi.relu(), (-lo).relu()], dim=1)
+        )
+
+    def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
+        (x,) = inputs
+        c = x.center.shape[1]
+        lo, hi = x.lower, x.upper
+        first = Interval(adjoint.center[:, :, :c], adjoint.radius[:, :, :c])
+        second = Interval(adjoint.center[:, :, c:], adjoint.radius[:, :, c:])
+        up = first.times(_per_row(Interval.between(*relu_derivative(lo, hi))))
+        down = second.times(_per_row(Interval.between(*relu_derivative(-hi, -lo))))
+        return [up - down]
+
+    def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
+        return inputs[0]  # |relu(a) - relu(b)|^2 + |relu(-a) - relu(-b)|^2 <= |a - b|^2
+
+
+@dataclass
+class Merge(Rule):
+    """``sum_i weights[i] * inputs[i]``: a residual addition (weights 1, 1) or a convex merge."""
+
+    weights: Sequence[float]
+
+    def forward(self, inputs: Sequence[Interval]) -> Interval:
+        total = inputs[0].scale(self.weights[0])
+        for w, x in zip(self.weights[1:], inputs[1:], strict=True):
+            total = total + x.scale(w)
+        return total
+
+    def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
+        return [adjoint.scale(w) for w in self.weights]
+
+    def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
+        return sum(abs(w) * lip for w, lip in zip(self.weights, inputs, strict=True))
+
+    def ball(self, rows: Sequence[torch.Tensor | None], diagonal: bool) -> torch.Tensor | None:
+        if any(row is None for row in rows):
+            return None
+        return sum(abs(w) * row for w, row in zip(self.weights, rows, strict=True))
