@@ -109,9 +109,12 @@ def _local(graph: Graph, x: torch.Tensor, r: torch.Tensor, settings: AlphaSettin
     over the region, times the output function's Jacobian over the logits' range."""
     values = _forward(graph, x, r, settings)
     logits = values[graph.output]
-    b, k = logits.center.shape
-    eye = torch.eye(k, dtype=x.dtype, device=x.device).expand(b, k, k).clone()
-    jacobian = _backward(graph, values, Interval.point(eye))
+    b, shape = len(x), logits.center.shape[1:]
+    if settings.output == "softmax" and len(shape) != 1:
+        raise LocrobError(f"output='softmax' needs outputs of shape (n, classes), not {shape}")
+    k = shape.numel()
+    eye = torch.eye(k, dtype=x.dtype, device=x.device).expand(b, k, k).reshape(b, k, *shape)
+    jacobian = _backward(graph, values, Interval.point(eye.clone()))
     flat = Interval(jacobian.center.flatten(2), jacobian.radius.flatten(2))
     if settings.output == "softmax":
         logits = _logit_range(graph, x, r, flat, logits, settings)

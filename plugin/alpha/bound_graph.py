@@ -252,10 +252,11 @@ ELEMENTWISE = {F.relu: relu, torch.relu: relu, torch.sigmoid: sigmoid, torch.tan
 
 
 class _Tracer(torch.fx.Tracer):
-    """Keeps every module with a rule whole; traces through the others."""
+    """Keeps every module with a rule, and torch.nn's, whole; traces through the others."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return _base(m) in MODULE_RULES
+        # torch.nn's own modules stay whole too, so that one without a rule is named as such
+        return _base(m) in MODULE_RULES or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module, example: torch.Tensor) -> Graph:

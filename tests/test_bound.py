@@ -1,0 +1,246 @@
+"""The certified upper bound (``method="bound"``): sound above every ratio and every Jacobian
+of the region, exact where the math says it is, refusing what it cannot bound."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import locrob
+from locrob.errors import LocrobError
+from locrob.models.architectures import PreActBlock
+from locrob.models.l2nn import Center, NonexpansiveConv2d, NonexpansiveLinear, TwoSidedReLU
+from locrob.models.merges import ConvexMerge
+
+
+def _bound(model, x, radii, **options):
+    return locrob.alpha_lim(model, x, radii, method="bound", device="cpu", **options)
+
+
+def test_a_linear_map_gets_exactly_its_operator_norm():
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(16, 10)).double()
+    w = linear[1].weight.detach()
+    x = torch.rand(4, 16, dtype=torch.float64)
+    for norm, expected in (("l2", torch.linalg.matrix_norm(w, 2)), ("inf", w.abs().sum(1).max())):
+        found = _bound(linear, x, [0.1, 2.0], norm=norm, output="logits", clamp=None)
+        assert found.bound == "upper" and found.to_dict()["bound"] == "upper"
+        assert found.curve.tolist() == pytest.approx([float(expected)] * 2, rel=1e-12)
+        assert found.curve.min() >= expected  # rounded up, never down
+        assert found.extra["global_bound"] == pytest.approx(float(expected), rel=1e-8)
+
+
+def test_the_sigmoid_of_fig_2_meets_its_closed_form_from_above():
+    """Over R = {-10, 10} the bound is the sigmoid's largest slope within r of a point,
+    sigma'(max(0, 10 - r)), which bounds every secant (the closed-form alpha_lim)."""
+    sigmoid = nn.Sequential(nn.Flatten(), nn.Sigmoid()).double()
+    x = torch.tensor([-10.0, 10.0], dtype=torch.float64).view(2, 1, 1, 1)
+    radii = [0.5, 5.0, 9.9, 10.0, 12.0]
+    found = _bound(sigmoid, x, radii, output="logits", clamp=None)
+
+    def slope(z: float) -> float:
+        return 1 / (2 + math.exp(z) + math.exp(-z))
+
+    def secant(r: float) -> float:  # sup over 0 < e <= r of (s(-10 + e) - s(-10)) / e
+        grid = torch.linspace(1e-6, r, 20001, dtype=torch.float64)
+        return float(
+            ((torch.sigmoid(-10 + grid) - torch.sigmoid(torch.tensor(-10.0))) / grid).max()
+        )
+
+    for r, upper in zip(radii, found.curve.tolist(), strict=True):
+        assert upper == pytest.approx(slope(max(0.0, 10 - r)), rel=1e-12)
+        assert upper >= slope(max(0.0, 10 - r)) and upper >= secant(r)
+
+
+def _chain(seed: int, kind: str) -> nn.Module:
+    """A random network (fp64, eval mode) of one family of supported layers."""
+    torch.manual_seed(seed)
+    if kind == "dense":
+        net = nn.Sequential(
+            nn.Flatten(), nn.Linear(48, 12), nn.ReLU(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 5)
+        )
+    elif kind == "conv":
+        net = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.LeakyReLU(0.1),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 4, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 5),
+        )
+    elif kind == "l2nn":
+        net = nn.Sequential(
+            Center(),
+            NonexpansiveConv2d(3, 3, 3),
+            TwoSidedReLU(),
+            nn.LPPool2d(2, 2),
+            nn.Flatten(),
+            NonexpansiveLinear(24, 5),
+        )
+    elif kind == "residual":
+        block = PreActBlock(3, 4, stride=2)
+        block.merge = ConvexMerge()
+        net = nn.Sequential(
+            PreActBlock(3, 3),
+            block,
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 5),
+        )
+    else:
+        net = Functional()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.double().eval()
+
+
+class Functional(nn.Module):
+    """Functional steps between modules, as in RobustBench's WideResNet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.shortcut = nn.Conv2d(3, 4, 1)
+        self.fc = nn.Linear(4 * 2 * 2, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.add(self.shortcut(x), F.relu(self.conv(x)))
+        out = F.avg_pool2d(out, 2)
+        out = F.dropout(out, p=0.3, training=self.training)
+        return self.fc(out.view(out.size(0), -1))
+
+
+KINDS = ["dense", "conv", "l2nn", "residual", "functional"]
+
+
+def _jacobian_norm(model: nn.Module, z: torch.Tensor, output: str, p: float, q: float) -> float:
+    def f(t: torch.Tensor) -> torch.Tensor:
+        out = model(t)
+        return (out.softmax(dim=1) if output == "softmax" else out).reshape(-1)
+
+    j = torch.autograd.functional.jacobian(f, z).reshape(-1, z.numel())
+    if (p, q) == (2, 2):
+        return float(torch.linalg.matrix_norm(j, 2))
+    return float(j.abs().sum(1).max())  # (inf, inf)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    kind=st.sampled_from(KINDS),
+    norm=st.sampled_from(["l2", "inf"]),
+    output=st.sampled_from(["softmax", "logits"]),
+    radius=st.floats(1e-3, 1.0),
+)
+def test_the_bound_is_above_every_ratio_and_jacobian_in_the_region(
+    seed, kind, norm, output, radius
+):
+    """Property: above the search's best ratio (lower bound) and above the exact Jacobian
+    norm at random points of the region."""
+    model = _chain(seed, kind)
+    x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    options = {"norm": norm, "output": output}
+    upper = _bound(model, x, [radius], **options)
+    lower = locrob.alpha_lim(
+        model, x, [radius], method="search", n_draws=8, search_steps=10, seed=seed, **options
+    )
+    assert (upper.per_point >= lower.per_point * (1 - 1e-12)).all()
+    assert float(upper.curve[0]) <= upper.extra["global_bound"]
+    p = 2.0 if norm == "l2" else math.inf
+    g = torch.Generator().manual_seed(seed + 1)
+    for i in range(len(x)):
+        step = torch.randn(x[i : i + 1].shape, generator=g, dtype=torch.float64)
+        step = (
+            step
+            / (step.norm() if p == 2 else step.abs().max())
+            * radius
+            * torch.rand(1, generator=g)
+        )
+        z = (x[i : i + 1] + step.double()).clamp(0, 1)
+        assert _jacobian_norm(model, z, output, p, p) <= float(upper.per_point[0, i]) * (1 + 1e-12)
+
+
+def test_the_interval_closes_as_the_radius_shrinks():
+    """At r -> 0 the region is the point: the bound meets the search's value (the Jacobian's
+    norm at the worst point) on a small CNN, in L2 and Linf."""
+    torch.manual_seed(0)
+    model = locrob.load_model("small-cnn", num_classes=10, in_channels=3, image_size=8)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    model = model.double().eval()
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for norm in ("l2", "inf"):
+        for output in ("softmax", "logits"):
+            options = {"norm": norm, "output": output}
+            upper = _bound(model, x, [1e-7], **options)
+            exact = max(
+                _jacobian_norm(
+                    model, x[i : i + 1], output, *(2.0, 2.0) if norm == "l2" else (math.inf,) * 2
+                )
+                for i in range(len(x))
+            )
+            assert exact <= float(upper.curve[0]) <= exact * (1 + 1e-3), (norm, output)
+
+
+def test_a_bound_in_float32_covers_the_float64_one():
+    from locrob.alpha.bound import upper_bounds
+    from locrob.alpha.settings import resolve
+
+    model = _chain(3, "conv")
+    x = torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for norm in ("l2", "inf"):
+        settings = resolve(None, [1e-6, 0.05, 0.5], norm=norm)
+        wide = upper_bounds(model, x, settings, dtype=torch.float32).local
+        exact = upper_bounds(model, x, settings, dtype=torch.float64).local
+        assert (wide.double() >= exact).all()
+        assert (wide.double() <= exact * 1.01).all()  # rounding margins, not a different bound
+
+
+def test_the_global_bound_is_the_product_of_the_layers_norms():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    x = torch.rand(2, 6, dtype=torch.float64)
+    found = _bound(net, x, [0.5], output="softmax")
+    norms = [float(torch.linalg.matrix_norm(net[i].weight.detach(), 2)) for i in (1, 3)]
+    assert found.extra["global_bound"] == pytest.approx(0.5 * norms[0] * norms[1], rel=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (
+            nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.GELU()),
+            "no rule for module '2' \\(GELU\\)",
+        ),
+        (nn.Sequential(nn.Conv2d(1, 1, 1), nn.MaxPool2d(3, stride=2)), "stride = kernel"),
+        (nn.Sequential(nn.BatchNorm2d(1, track_running_stats=False)), "running statistics"),
+    ],
+)
+def test_an_unsupported_operation_is_refused_by_name(module, message):
+    with pytest.raises(LocrobError, match=message):
+        _bound(module.double(), torch.rand(2, 1, 4, 4, dtype=torch.float64), [0.1])
+
+
+def test_a_function_in_the_forward_pass_without_a_rule_is_named():
+    class Sine(nn.Module):
+        def forward(self, x):
+            return torch.sin(x).flatten(1)
+
+    with pytest.raises(LocrobError, match=r"no rule for .*sin"):
+        _bound(Sine(), torch.rand(2, 1, 2, 2, dtype=torch.float64), [0.1])
