@@ -19,6 +19,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
+from locrob.alpha.bounds import AlphaBounds, alpha_bounds
 from locrob.alpha.estimate import alpha_lim
 from locrob.alpha.layerwise import LayerwiseResult, layerwise_alpha
 from locrob.alpha.result import AlphaResult
@@ -44,6 +45,7 @@ from locrob.sources import load_dataset, load_model
 from locrob.training import TrainResult, train
 
 __all__ = [
+    "AlphaBounds",
     "AlphaResult",
     "Corruption",
     "Defense",
@@ -60,6 +62,7 @@ __all__ = [
     "TrainResult",
     "TrainingContext",
     "__version__",
+    "alpha_bounds",
     "alpha_lim",
     "corrupt",
     "evaluate",

@@ -244,3 +244,28 @@ def test_a_function_in_the_forward_pass_without_a_rule_is_named():
 
     with pytest.raises(LocrobError, match=r"no rule for .*sin"):
         _bound(Sine(), torch.rand(2, 1, 2, 2, dtype=torch.float64), [0.1])
+
+
+def test_alpha_bounds_gives_both_sides_and_the_metric_reports_the_interval():
+    model = _chain(5, "conv")
+    x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    both = locrob.alpha_bounds(model, x, [0.01, 0.1], n_draws=8, search_steps=5)
+    assert both.lower.bound == "lower" and both.upper.bound == "upper"
+    assert (both.upper.curve >= both.lower.curve).all() and (both.gap >= 1).all()
+    low, high = both.alpha_at(0.1)
+    assert low == float(both.lower.curve[1]) and high == float(both.upper.curve[1])
+    assert "upper/lower" in str(both)
+    with pytest.raises(LocrobError, match="give lower="):
+        locrob.alpha_bounds(model, x, [0.1], method="sample")
+
+    torch.manual_seed(0)
+    small = locrob.load_model("small-cnn", num_classes=10, in_channels=3, image_size=32)
+    options = {"max_examples": 2, "n_draws": 4, "radii": [0.01, 0.1], "at": [0.1], "bound": True}
+    report = locrob.evaluate(
+        small, "digits", ["local-robustness"], metric_options={"local-robustness": options}
+    )
+    result = report.metrics["local-robustness"]
+    lower, upper = result.summary["alpha@0.1"], result.summary["alpha_upper@0.1"]
+    assert upper >= lower > 0
+    assert result.summary["alpha_gap@0.1"] == pytest.approx(upper / lower)
+    assert result.details["upper"]["bound"] == "upper"

@@ -2,7 +2,8 @@
 
 Measured on the first ``max_examples`` images of ``split`` (the training set by default: the
 paper's domain R is the training examples). The curve is stored in the report; the summary
-gives alpha at chosen radii, the largest value and the area under the curve, all lower bounds.
+gives alpha at chosen radii, the largest value and the area under the curve, all lower bounds;
+with ``bound=True`` also the certified upper bound at the same radii and the gap upper / lower.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class LocalRobustness(Metric):
     chunk_size: int | None = None
     split: str = "train"
     at: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    bound: bool = False  # also the certified upper bound: alpha_upper@r, alpha_gap@r
 
     def __post_init__(self) -> None:
         check(self.split in SPLITS, self.name, f"split must be one of {', '.join(SPLITS)}")
@@ -78,19 +80,25 @@ class LocalRobustness(Metric):
         self, model: nn.Module, data: ImageData, context: EvaluationContext
     ) -> MetricResult:
         x, _ = data.split(self.split)
-        result = alpha_lim(
-            model,
-            x,
-            self.radii,
-            preset=self.preset,
-            device=context.device,
-            seed=context.seed,
-            shard=self.shard(context),
+        common = {
+            "preset": self.preset,
+            "device": context.device,
+            "seed": context.seed,
+            "shard": self.shard(context),
             **self.options(),
-        )
+        }
+        result = alpha_lim(model, x, self.radii, **common)
         summary = {f"alpha@{r:g}": result.alpha_at(r) for r in self.at}
         summary.update(alpha_max=float(result.curve[-1]), auc=result.auc())
-        return self.result(summary, **result.to_dict())
+        details = result.to_dict()
+        if self.bound:
+            upper = alpha_lim(model, x, self.radii, **{**common, "method": "bound"})
+            for r in self.at:
+                high, low = upper.alpha_at(r), result.alpha_at(r)
+                summary[f"alpha_upper@{r:g}"] = high
+                summary[f"alpha_gap@{r:g}"] = high / low if low > 0 else float("inf")
+            details["upper"] = upper.to_dict()
+        return self.result(summary, **details)
 
 
 @hookimpl
