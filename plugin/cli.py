@@ -512,6 +512,19 @@ def bench_train(
     typer.echo(train_table(rows), nl=False)
 
 
+@bench_app.command("bound")
+def bench_bound(
+    points: Annotated[int, typer.Option(help="Digits training images bounded.")] = 10,
+    draws: Annotated[int, typer.Option(help="Sampling draws per point and radius.")] = 100,
+) -> None:
+    """The certified upper bound's seconds per point against sampling and search, and its
+    tightness per radius (upper / lower, and the global bound's margin over it)."""
+    from locrob.bench.bound import bench_bound as run_bench
+    from locrob.bench.bound import bound_table
+
+    typer.echo(bound_table(run_bench(points, draws)), nl=False)
+
+
 @bench_app.command("distributed")
 def bench_distributed(
     metric: Annotated[

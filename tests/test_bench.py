@@ -198,3 +198,22 @@ def test_bench_distributed_times_one_and_two_processes_and_counts_the_reduced_by
 def test_bench_distributed_command_refuses_unknown_metrics(locrob_cli):
     code, _, err = locrob_cli("bench", "distributed", "--metric", "clean")
     assert code == 2 and "no distributed benchmark for ['clean']" in err
+
+
+def test_bench_bound_times_the_three_methods_and_tabulates_the_tightness(monkeypatch):
+    """A tiny run (one model, two points): the table has every method's cost and one row per
+    radius, the upper side above the lower."""
+    from torch import nn
+
+    import locrob.bench.bound as bound
+
+    torch.manual_seed(0)
+    tiny = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 8), nn.ReLU(), nn.Linear(8, 10))
+    monkeypatch.setattr(bound, "_models", lambda: {"small-cnn (tiny)": tiny})
+    rows = bound.bench_bound(points=2, draws=4, radii=(0.01, 0.05))
+    (row,) = rows
+    assert set(row.seconds_per_point) == {"bound", "sample (4 draws)", "search"}
+    assert all(high >= low for low, high in zip(row.lower, row.upper, strict=True))
+    table = bound.bound_table(rows)
+    assert "bound / sampling" in table and "| small-cnn (tiny) | 0.05 |" in table
+    assert "<= 10" in table

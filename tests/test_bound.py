@@ -269,3 +269,25 @@ def test_alpha_bounds_gives_both_sides_and_the_metric_reports_the_interval():
     assert upper >= lower > 0
     assert result.summary["alpha_gap@0.1"] == pytest.approx(upper / lower)
     assert result.details["upper"]["bound"] == "upper"
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "k", "n", "stride", "padding"),
+    [(3, 4, 3, 6, 1, 1), (2, 3, 3, 5, 2, 1), (3, 2, 1, 4, 1, 0), (2, 2, 3, 5, 1, 0)],
+)
+def test_a_convolution_norm_from_the_circular_one_bounds_the_exact_norm(
+    c_in, c_out, k, n, stride, padding
+):
+    from locrob.alpha.bound_graph import circular_norm
+
+    torch.manual_seed(c_in * 10 + n)
+    w = torch.randn(c_out, c_in, k, k, dtype=torch.float64)
+
+    def conv(x):
+        return F.conv2d(x, w, None, stride, padding).reshape(-1)
+
+    zero = torch.zeros(1, c_in, n, n, dtype=torch.float64)
+    exact = torch.linalg.matrix_norm(
+        torch.autograd.functional.jacobian(conv, zero).reshape(-1, zero.numel()), 2
+    )
+    assert float(exact) <= circular_norm(w, (n, n)) <= 1.5 * float(exact)

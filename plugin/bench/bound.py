@@ -1,0 +1,111 @@
+"""``locrob bench bound``: the certified upper bound's cost per point against sampling and
+search, and its tightness (upper / lower) per radius, in one run."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from locrob import markdown
+from locrob.alpha.bounds import alpha_bounds
+from locrob.alpha.estimate import alpha_lim
+from locrob.sources import load_dataset
+
+RADII = (1e-4, 1e-3, 1e-2, 0.05, 0.25, 1.0)
+TARGETS = {1e-3: "<= 1.5", 0.05: "<= 10"}  # on the trained small-cnn
+
+
+@dataclass
+class BoundBench:
+    """One model: seconds per point of each method, and per radius the lower (search) and
+    upper curves with the global product bound."""
+
+    model: str
+    points: int
+    seconds_per_point: dict[str, float]
+    radii: list[float]
+    lower: list[float]
+    upper: list[float]
+    global_bound: float
+
+
+def _models() -> dict[str, nn.Module]:
+    """The digits small-cnn trained for 10 epochs (seconds), and PreActResNet18 with random
+    weights (the bound's cost does not depend on the weights)."""
+    from locrob.contract import TrainConfig
+    from locrob.sources import load_model
+    from locrob.training import train
+
+    trained = train("small-cnn", "digits", config=TrainConfig(epochs=10)).model
+    torch.manual_seed(0)
+    resnet = load_model("preact-resnet18", num_classes=10, in_channels=3)
+    return {"small-cnn (trained, digits)": trained, "preact-resnet18 (random)": resnet}
+
+
+def bench_bound(
+    points: int = 10, draws: int = 100, radii: Sequence[float] = RADII
+) -> list[BoundBench]:
+    """Each model on the first ``points`` digits training images (L2, softmax): the bound, the
+    sampling at ``draws`` draws and the search, timed on the same points and radii."""
+    data = load_dataset("digits")
+    x = data.train_x[:points]
+    rows = []
+    for name, model in _models().items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # noise-floor notes at the smallest radius
+            both = alpha_bounds(model.eval(), x, list(radii), n_draws=draws, device="cpu")
+            sampled = alpha_lim(model, x, list(radii), n_draws=draws, device="cpu")
+        seconds = {
+            "bound": both.upper.seconds / points,
+            f"sample ({draws} draws)": sampled.seconds / points,
+            "search": both.lower.seconds / points,
+        }
+        rows.append(
+            BoundBench(
+                name,
+                points,
+                seconds,
+                list(radii),
+                both.lower.curve.tolist(),
+                both.upper.curve.tolist(),
+                both.upper.extra["global_bound"],
+            )
+        )
+    return rows
+
+
+def bound_table(rows: Sequence[BoundBench]) -> str:
+    """Two Markdown tables: cost per point, then tightness per radius."""
+    methods = list(rows[0].seconds_per_point) if rows else []
+    cost = markdown.table(
+        ["model", *(f"{m} s/point" for m in methods), "bound / sampling"],
+        (
+            [
+                r.model,
+                *(f"{r.seconds_per_point[m]:.3g}" for m in methods),
+                f"{r.seconds_per_point[methods[0]] / r.seconds_per_point[methods[1]]:.2f}x",
+            ]
+            for r in rows
+        ),
+    )
+    tight = markdown.table(
+        ["model", "r", "lower (search)", "upper", "upper / lower", "global / upper", "target"],
+        (
+            [
+                r.model,
+                f"{radius:g}",
+                f"{low:.4g}",
+                f"{high:.4g}",
+                f"{high / low:.3g}",
+                f"{r.global_bound / high:.3g}",
+                TARGETS.get(radius, "") if r.model.startswith("small-cnn") else "",
+            ]
+            for r in rows
+            for radius, low, high in zip(r.radii, r.lower, r.upper, strict=True)
+        ),
+    )
+    return cost + "\n" + tight
