@@ -105,3 +105,29 @@ def test_fig_2_right_panel_names_its_axis_and_its_shading():
     assert right.get_ylabel() == "F(x)"
     entries = [t.get_text() for t in right.get_legend().get_texts()]
     assert any("radius r = 1/2" in entry for entry in entries)
+
+
+def test_fig5_shades_each_models_certified_band_in_its_own_colour_on_a_log_scale():
+    xs = [0.25, 0.5, 1.0, 2.0]
+    results = curves("radii", "curve", xs, method="sample", settings={})
+    for k, (_, result) in enumerate(results[:2]):  # two of the six carry the upper side
+        result.details["curve"] = [0.1 * (k + 1)] * len(xs)
+        result.details["upper"] = {"radii": xs, "curve": [10.0 * (k + 1)] * len(xs)}
+    fig = local_robustness.figure(results)
+    ax = fig.axes[0]
+    bands = ax.collections
+    assert len(bands) == 2 and ax.get_yscale() == "log"
+    colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    for (label, result), band in zip(results[:2], bands, strict=True):
+        top = band.get_paths()[0].vertices[:, 1]
+        assert top.max() == pytest.approx(result.details["upper"]["curve"][0])
+        assert top.min() == pytest.approx(result.details["curve"][0])
+        assert np.allclose(band.get_facecolor()[0][:3], matplotlib_rgb(colours[label]))
+    assert "certified upper bound (band)" in ax.get_ylabel()
+    assert_legend_hides_no_line(fig)
+
+
+def matplotlib_rgb(colour: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(colour)

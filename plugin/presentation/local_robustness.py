@@ -15,21 +15,35 @@ if TYPE_CHECKING:
 
 
 def figure(results: Labelled) -> Figure:
-    """alpha_lim against r, one line per model, as in the paper's Fig. 5."""
+    """alpha_lim against r, one line per model, as in the paper's Fig. 5; where a result
+    holds the certified upper bound too (``bound=True``), the band up to it, on a log scale
+    (the two sides can lie orders of magnitude apart)."""
     first = results[0][1].details
     settings = first.get("settings", {})
     points = settings.get("max_examples", settings.get("n_points", ""))  # n_points: old reports
-    return line_figure(
+    banded = [(label, r.details) for label, r in results if "upper" in r.details]
+    fig = line_figure(
         results,
         "radii",
         "curve",
         xlabel="radius r",
-        ylabel=r"$\alpha_{lim}(F, r)$ (lower bound)",
+        ylabel=r"$\alpha_{lim}(F, r)$: lower bound"
+        + (" (line), certified upper bound (band)" if banded else ""),
         title=f"local robustness: {settings.get('norm', '')} norm, "
         f"{first.get('method', '')}, {points} points x "
         f"{settings.get('n_draws', '')} draws",
         linewidth=1.8,
     )
+    if banded:
+        ax = fig.axes[0]
+        colors = {line.get_label(): line.get_color() for line in ax.get_lines()}
+        for label, details in banded:
+            upper = details["upper"]
+            ax.fill_between(
+                upper["radii"], details["curve"], upper["curve"], color=colors[label], alpha=0.18
+            )
+        ax.set_yscale("log")
+    return fig
 
 
 @hookimpl
