@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 from locrob import markdown
@@ -30,12 +31,14 @@ def ranked(
     without = [r for r in reports if summary_value(r, metric, key) is None]
     with_value.sort(key=lambda r: summary_value(r, metric, key), reverse=not ascending)
     header = ["rank", "model", "dataset", "n", *names]
+    undecided = _undecided(with_value, columns, names, sort)
     rows = []
     for rank, report in enumerate([*with_value, *without], start=1):
         values = [summary_value(report, m, k) for m, k in columns]
+        mark = UNDECIDED if rank - 1 in undecided else ""
         rows.append(
             [
-                str(rank) if report in with_value else "",
+                f"{rank}{mark}" if report in with_value else "",
                 report.label,
                 str(report.dataset.get("name", "")),
                 str(report.n_examples),
@@ -45,9 +48,43 @@ def ranked(
     return header, rows
 
 
+UNDECIDED = "?"
+UNDECIDED_NOTE = (
+    f"{UNDECIDED}: its alpha_lim interval [lower, certified upper] overlaps the one of the rank "
+    "above, so the bounds do not decide their order."
+)
+INTERVAL = re.compile(r"^(?P<metric>.+) alpha(?:_upper)?@(?P<r>[^ ]+)$")
+
+
+def _undecided(
+    ranked_reports: Sequence[Report], columns: list[tuple[str, str]], names: list[str], sort: str
+) -> set[int]:
+    """Positions (from 0) whose alpha_lim interval overlaps the previous one's, when ``sort``
+    is an alpha_lim column whose lower (``alpha@r``) and upper (``alpha_upper@r``) sides
+    both are in the reports."""
+    match = INTERVAL.match(sort)
+    if match is None:
+        return set()
+    metric, r = match["metric"], match["r"]
+    sides = (f"alpha@{r}", f"alpha_upper@{r}")
+    if not all(_column_name(metric, side) in names for side in sides):
+        return set()
+    bounds = [tuple(summary_value(rep, metric, side) for side in sides) for rep in ranked_reports]
+    return {
+        i
+        for i in range(1, len(bounds))
+        if None not in bounds[i] + bounds[i - 1]
+        and bounds[i][0] <= bounds[i - 1][1]
+        and bounds[i - 1][0] <= bounds[i][1]
+    }
+
+
 def leaderboard_markdown(reports: Sequence[Report], sort: str, ascending: bool = False) -> str:
-    """The leaderboard as a Markdown table."""
-    return markdown.table(*ranked(reports, sort, ascending))
+    """The leaderboard as a Markdown table (with a note where the α_lim intervals leave an
+    order undecided)."""
+    header, rows = ranked(reports, sort, ascending)
+    note = f"\n{UNDECIDED_NOTE}\n" if any(row[0].endswith(UNDECIDED) for row in rows) else ""
+    return markdown.table(header, rows) + note
 
 
 def leaderboard_html(reports: Sequence[Report], sort: str, ascending: bool = False) -> str:
@@ -62,6 +99,8 @@ def leaderboard_html(reports: Sequence[Report], sort: str, ascending: bool = Fal
         )
 
     body = "\n".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
+    undecided = any(row[0].endswith(UNDECIDED) for row in rows)
+    note = f" {html.escape(UNDECIDED_NOTE)}" if undecided else ""
     order = "ascending" if ascending else "descending"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>locrob leaderboard</title>
@@ -73,7 +112,7 @@ th {{ background: #f0f0f0; }}
 .sorted {{ background: #fff3c4; font-weight: bold; }}
 </style></head><body>
 <h1>Leaderboard</h1>
-<p>Ranked by <b>{html.escape(sort)}</b> ({order}).</p>
+<p>Ranked by <b>{html.escape(sort)}</b> ({order}).{note}</p>
 <table>
 <tr>{cells("th", header)}</tr>
 {body}

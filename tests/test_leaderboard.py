@@ -91,3 +91,25 @@ def test_folders_without_a_report_are_skipped_and_other_environments_warned_of(
     code, _, err = locrob_cli("leaderboard", str(compare), *board)
     assert code == 2
     assert err.startswith(f"locrob: error: no report.json in {compare}; write one with")
+
+
+def test_ranks_by_either_side_of_alpha_lim_and_marks_orders_the_intervals_leave_open():
+    def alpha(name: str, lower: float, upper: float) -> locrob.Report:
+        sides = {"alpha@0.5": lower, "alpha_upper@0.5": upper}
+        return report(name, **{"local-robustness": sides})
+
+    models = [
+        alpha("a", 0.1, 0.2),
+        alpha("b", 0.15, 0.5),
+        alpha("c", 0.6, 0.9),
+        alpha("d", 1.0, 2.0),
+    ]
+    _, rows = ranked(models, "local-robustness alpha_upper@0.5", ascending=True)
+    # a [0.1, 0.2] and b [0.15, 0.5] overlap; c and d are each certainly above the one before
+    assert [(r[0], r[1]) for r in rows] == [("1", "a"), ("2?", "b"), ("3", "c"), ("4", "d")]
+    board = leaderboard_markdown(models, "local-robustness alpha@0.5", ascending=True)
+    assert "| 2? | b |" in board and "do not decide their order" in board
+    assert "do not decide" in leaderboard_html(models, "local-robustness alpha@0.5", True)
+    # lower bounds alone: nothing to decide with, nothing marked
+    plain = [report(m.label, **{"local-robustness": {"alpha@0.5": 0.1}}) for m in models]
+    assert "?" not in leaderboard_markdown(plain, "local-robustness alpha@0.5")
