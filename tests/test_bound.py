@@ -291,3 +291,93 @@ def test_a_convolution_norm_from_the_circular_one_bounds_the_exact_norm(
         torch.autograd.functional.jacobian(conv, zero).reshape(-1, zero.numel()), 2
     )
     assert float(exact) <= circular_norm(w, (n, n)) <= 1.5 * float(exact)
+
+
+class _InPlace(nn.Module):
+    """Reads a tensor that an in-place ReLU then overwrites."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        z = F.relu(y, inplace=True)
+        return y + z
+
+
+def _hooked() -> nn.Module:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    net[1].register_forward_hook(lambda m, i, o: 10 * o)
+    return net
+
+
+def _own_forward() -> nn.Module:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    net[1].forward = lambda t: 10 * F.linear(t, net[1].weight, net[1].bias)
+    return net
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: nn.Sequential(nn.Flatten(), nn.LeakyReLU(-1.0)), "slope >= 0"),
+        (lambda: nn.Sequential(nn.AvgPool2d(2, divisor_override=1), nn.Flatten()), "divisor"),
+        (lambda: nn.Sequential(nn.AvgPool2d(3, ceil_mode=True), nn.Flatten()), "ceil_mode"),
+        (_hooked, "forward hooks or its own forward"),
+        (_own_forward, "forward hooks or its own forward"),
+        (_InPlace, "overwrites a tensor that another operation also reads"),
+        (lambda: nn.Sequential(nn.Flatten(0)), "mixes the examples"),
+    ],
+    ids=["negative-slope", "divisor", "ceil", "hook", "own-forward", "in-place", "batch-mix"],
+)
+def test_what_would_make_the_bound_wrong_is_refused(make, message):
+    with pytest.raises(LocrobError, match=message):
+        _bound(make().double(), torch.rand(2, 1, 4, 4, dtype=torch.float64), [0.1])
+
+
+def _worst_jacobian(model, x, output="logits", p=2.0, q=2.0) -> float:
+    def f(t):
+        out = model(t)
+        return (out.softmax(dim=1) if output == "softmax" else out).reshape(-1)
+
+    j = torch.autograd.functional.jacobian(f, x).reshape(-1, x.numel())
+    if (p, q) == (math.inf, 2.0):
+        return float(torch.linalg.vector_norm(j.abs().sum(1)))  # attained at a sign vector
+    return float(torch.linalg.matrix_norm(j, 2))
+
+
+def test_cases_a_review_found_are_bounded_from_above():
+    """Batch norm over (B, C, L), a convex merge called with keywords, tanh far from 0, and
+    the Linf -> L2 change of norm over a multi-dimensional output."""
+    bn = nn.BatchNorm1d(2).double().eval()
+    bn.running_var.copy_(torch.tensor([0.01, 100.0]))
+    x = torch.rand(1, 2, 2, dtype=torch.float64)
+    found = _bound(nn.Sequential(bn, nn.Flatten()), x, [0.01], output="logits", clamp=None)
+    assert float(found.curve[0]) >= _worst_jacobian(nn.Sequential(bn, nn.Flatten()), x) > 9
+
+    class KeywordMerge(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.merge = ConvexMerge()
+            self.merge.weight.data = torch.tensor([1.0, 0.0])
+
+        def forward(self, t):
+            t = t.flatten(1)
+            return torch.relu(self.merge(shortcut=t, branch=10 * t))
+
+    merged = KeywordMerge().double()
+    x = torch.rand(1, 1, 2, 2, dtype=torch.float64) + 0.1
+    found = _bound(merged, x, [0.01], output="logits", clamp=None)
+    assert float(found.curve[0]) >= _worst_jacobian(merged, x) == pytest.approx(10.0)
+
+    tanh = nn.Sequential(nn.Flatten(), nn.Tanh()).double()
+    x = torch.full((1, 1, 1, 1), 20.0, dtype=torch.float64)
+    found = _bound(tanh, x, [1e-9], output="logits", clamp=None)
+    assert float(found.curve[0]) >= 1 / math.cosh(20.0 - 1e-9) ** 2 > 0
+
+    conv = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.ReLU()).double()
+    conv[0].weight.data.fill_(1.0)
+    x = torch.rand(1, 1, 2, 2, dtype=torch.float64) + 0.1
+    found = _bound(conv, x, [0.01], norm="inf", output_norm="l2", output="logits", clamp=None)
+    assert found.extra["global_bound"] >= 2.0 and float(found.curve[0]) >= 2.0

@@ -50,6 +50,7 @@ class UpperBounds:
     local: torch.Tensor  # (R, N), before the minimum with the global bound
     global_bound: float
     dtype: torch.dtype
+    kind: str  # "local", or why the global bound stands alone
 
 
 def upper_bounds(
@@ -58,20 +59,35 @@ def upper_bounds(
     settings: AlphaSettings,
     dtype: torch.dtype = torch.float64,
     batch: int = 8,
+    memory_bytes: int = 2**31,
 ) -> UpperBounds:
     """Certified upper bounds on every ratio around each of ``points`` at each of the
-    settings' radii, computed in ``dtype``, ``batch`` regions at a time."""
+    settings' radii, computed in ``dtype``, up to ``batch`` regions at a time within
+    ``memory_bytes``; where one region's Jacobian interval would not fit, the global bound."""
     if callable(settings.output):
         raise LocrobError("the bound takes output='softmax' or 'logits', not a function")
     model = copy.deepcopy(model).to(dtype).eval()  # the caller's model stays as it is
     x = points.to(dtype)
     with torch.no_grad():
         graph = trace(model, x[:1])
-        outputs = model(x[:1]).shape[1]
+        outputs = model(x[:1])[0].numel()
     global_bound = _global(graph, settings, outputs)
     radii = torch.tensor(settings.radii, dtype=dtype, device=x.device)
+    local = torch.full((len(radii), len(x)), math.inf, dtype=dtype)
+    # the Jacobian interval of a region holds outputs x (the widest node's) numbers, in
+    # about eight tensors of its size at once
+    per_region = 8 * outputs * graph.widest * torch.finfo(dtype).bits // 8
+    if per_region > memory_bytes:
+        if all(isinstance(step.rule, (Linear, Merge)) for step in graph.steps):
+            kind = "affine: its operator norm (the Jacobian is the same everywhere)"
+        else:
+            kind = (
+                f"global only: a region's Jacobian interval needs {per_region / 2**30:.1f} GiB "
+                f"({outputs} outputs x {graph.widest} of the widest layer), over the budget"
+            )
+        return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, kind)
+    batch = max(1, min(batch, memory_bytes // per_region))
     items = [(k, i) for k in range(len(radii)) for i in range(len(x))]
-    local = torch.empty(len(radii), len(x), dtype=dtype)
     bar = progress(total=len(items), desc="alpha_lim bound", unit="region")
     for lo in range(0, len(items), batch):
         chunk = items[lo : lo + batch]
@@ -82,7 +98,7 @@ def upper_bounds(
         local[ks.cpu(), idx.cpu()] = found.cpu()
         bar.update(len(chunk))
     bar.close()
-    return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype)
+    return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, "local")
 
 
 def _global(graph: Graph, settings: AlphaSettings, outputs: int) -> float:
@@ -206,9 +222,13 @@ def _probabilities(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, to
     eye = torch.eye(k, dtype=torch.bool, device=lo.device)
     low_own = torch.where(eye, lo.unsqueeze(1), hi.unsqueeze(1))  # row i: lo_i, hi_j
     high_own = torch.where(eye, hi.unsqueeze(1), lo.unsqueeze(1))
-    slack = 32 * k * unit_roundoff(lo.dtype)
-    p_lo = (lo - torch.logsumexp(low_own, dim=2)).exp() * (1 - slack)
-    p_hi = (hi - torch.logsumexp(high_own, dim=2)).exp() * (1 + slack)
+    u = unit_roundoff(lo.dtype)
+    lse_lo, lse_hi = torch.logsumexp(low_own, dim=2), torch.logsumexp(high_own, dim=2)
+    # the exponent's absolute error grows with the logits' size; exp turns it relative
+    slack_lo = 32 * k * u + 8 * u * (lo.abs() + lse_lo.abs())
+    slack_hi = 32 * k * u + 8 * u * (hi.abs() + lse_hi.abs())
+    p_lo = (lo - lse_lo).exp() * (1 - slack_lo)
+    p_hi = (hi - lse_hi).exp() * (1 + slack_hi)
     return p_lo.clamp(0, 1), p_hi.clamp(0, 1)
 
 

@@ -8,6 +8,7 @@ refused, naming it: a bound that skipped an operation would be silently wrong.
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ class Graph:
     placeholder: torch.fx.Node
     steps: list[Step]
     output: torch.fx.Node
+
+    @property
+    def widest(self) -> int:
+        """The most numbers one example holds at a node."""
+        return max(_shape(n)[1:].numel() for n in [self.placeholder, *(s.node for s in self.steps)])
 
 
 def _weight(module: nn.Module) -> torch.Tensor:
@@ -150,7 +156,7 @@ def _scale(scale: torch.Tensor, bias: torch.Tensor | None) -> Rule:
     )
 
 
-def _batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Rule:
+def _batch_norm(m: nn.modules.batchnorm._BatchNorm, shape: torch.Size) -> Rule:
     if m.training or m.running_mean is None:
         raise LocrobError(
             f"the bound needs batch norms in eval mode with running statistics: {m} is not"
@@ -161,7 +167,7 @@ def _batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Rule:
     bias = -m.running_mean.detach() * scale
     if m.bias is not None:
         bias = bias + m.bias.detach()
-    view = (1, -1, 1, 1) if isinstance(m, nn.BatchNorm2d) else (1, -1)
+    view = (1, -1, *[1] * (len(shape) - 2))  # channels second, whatever follows them
     return _scale(scale.view(view), bias.view(view))
 
 
@@ -170,8 +176,21 @@ def _normalize(m: Normalize) -> Rule:
     return _scale(scale, -m.mean.detach() * scale)
 
 
+def _times(factor: float) -> Rule:
+    """``x * factor`` for a number (a Python float: exact in any precision)."""
+    return Linear(
+        lambda t: t * factor,
+        lambda t: t * abs(factor),
+        None,
+        1,
+        1,
+        lambda p: abs(factor),
+        diagonal=True,
+    )
+
+
 def _identity() -> Rule:
-    return _scale(torch.tensor(1.0), None)
+    return _times(1.0)
 
 
 def _average(kernel: tuple[int, int], pool: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
@@ -192,11 +211,25 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _avg_pool(kernel: int | tuple, stride: int | tuple | None, padding: int | tuple) -> Rule:
+def _avg_pool(
+    kernel: int | tuple,
+    stride: int | tuple | None,
+    padding: int | tuple,
+    ceil_mode: bool = False,
+    divisor_override: int | None = None,
+) -> Rule:
     k = _pair(kernel)
     if _pair(stride if stride is not None else kernel) != k or _pair(padding) != (0, 0):
         raise LocrobError("the bound takes average pooling with stride = kernel and no padding")
+    if ceil_mode or divisor_override is not None:
+        raise LocrobError("the bound takes average pooling without ceil_mode or divisor_override")
     return _average(k, lambda t: F.avg_pool2d(t, k))
+
+
+def _leaky(m: nn.LeakyReLU) -> Rule:
+    if m.negative_slope < 0:  # then not monotone: the forward rule would not hold
+        raise LocrobError(f"the bound takes leaky ReLUs with a slope >= 0, not {m}")
+    return leaky_relu(m.negative_slope)
 
 
 def _adaptive(output: int | tuple, shape: torch.Size) -> Rule:
@@ -247,18 +280,20 @@ MODULE_RULES: dict[type, Callable[[nn.Module, torch.Size, torch.Size], Rule]] = 
     NonexpansiveLinear: lambda m, i, o: _dense(m),
     nn.Conv2d: lambda m, i, o: _conv(m, i),
     NonexpansiveConv2d: lambda m, i, o: _conv(m, i),
-    nn.BatchNorm1d: lambda m, i, o: _batch_norm(m),
-    nn.BatchNorm2d: lambda m, i, o: _batch_norm(m),
+    nn.BatchNorm1d: lambda m, i, o: _batch_norm(m, i),
+    nn.BatchNorm2d: lambda m, i, o: _batch_norm(m, i),
     Normalize: lambda m, i, o: _normalize(m),
-    Center: lambda m, i, o: _scale(torch.tensor(1.0), torch.tensor(-0.5)),
+    Center: lambda m, i, o: _scale(torch.tensor(1.0), torch.tensor(-0.5)),  # exact in fp32
     nn.ReLU: lambda m, i, o: relu(),
-    nn.LeakyReLU: lambda m, i, o: leaky_relu(m.negative_slope),
+    nn.LeakyReLU: lambda m, i, o: _leaky(m),
     nn.Sigmoid: lambda m, i, o: sigmoid(),
     nn.Tanh: lambda m, i, o: tanh(),
     TwoSidedReLU: lambda m, i, o: TwoSided(),
     nn.MaxPool2d: lambda m, i, o: _max_pool(m),
     nn.LPPool2d: lambda m, i, o: _lp_pool(m),
-    nn.AvgPool2d: lambda m, i, o: _avg_pool(m.kernel_size, m.stride, m.padding),
+    nn.AvgPool2d: lambda m, i, o: _avg_pool(
+        m.kernel_size, m.stride, m.padding, m.ceil_mode, m.divisor_override
+    ),
     nn.AdaptiveAvgPool2d: lambda m, i, o: _adaptive(m.output_size, i),
     nn.Flatten: lambda m, i, o: _reshape(o),
     nn.Identity: lambda m, i, o: _identity(),
@@ -281,6 +316,10 @@ class _Tracer(torch.fx.Tracer):
 def trace(model: nn.Module, example: torch.Tensor) -> Graph:
     """The graph of ``model`` with a rule per node, from one example's shapes; a LocrobError
     names the first operation without a rule."""
+    if _Tracer().is_leaf_module(model, ""):  # the root is traced through: wrap it whole
+        model = nn.Sequential(model)
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        raise LocrobError("the bound cannot see what global module hooks do: remove them")
     try:
         graph = _Tracer().trace(model)
     except Exception as err:  # data-dependent control flow, unsupported Python
@@ -289,7 +328,8 @@ def trace(model: nn.Module, example: torch.Tensor) -> Graph:
             f"{err})"
         ) from None
     module = torch.fx.GraphModule(model, graph)
-    ShapeProp(module).propagate(example)
+    # two examples: a reshape that mixes them (x.view(-1)) shows in the batch size
+    ShapeProp(module).propagate(torch.cat([example[:1], example[:1]]))
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise LocrobError("the bound takes models with one input")
@@ -303,12 +343,53 @@ def trace(model: nn.Module, example: torch.Tensor) -> Graph:
             continue
         meta = node.meta.get("tensor_meta")
         if not isinstance(meta, torch.fx.passes.shape_prop.TensorMetadata):
-            continue  # a size or a shape: only feeds a reshape's arguments
-        inputs = [a for a in node.all_input_nodes if _is_tensor(a)]
-        steps.append(Step(node, _rule(node, modules, inputs), inputs))
+            continue  # a size or a shape: only feeds a reshape's arguments (no rule reads it)
+        if meta.shape[:1] != (2,):
+            raise LocrobError(f"'{node.format_node()}' mixes the examples of a batch")
+        _check_in_place(node, modules)
+        inputs = _tensor_inputs(node, modules)
+        try:
+            rule = _rule(node, modules, inputs)
+        except LocrobError:
+            raise
+        except Exception as err:  # an argument form no rule expects
+            raise LocrobError(f"the bound cannot read '{node.format_node()}' ({err})") from None
+        steps.append(Step(node, rule, inputs))
     if not isinstance(output, torch.fx.Node):
         raise LocrobError("the bound takes models that return one tensor")
     return Graph(placeholders[0], steps, output)
+
+
+def _tensor_inputs(node: torch.fx.Node, modules: dict[str, nn.Module]) -> list[torch.fx.Node]:
+    """The node's tensor inputs in the order of its callee's parameters (a keyword call of a
+    merge must not swap its weights)."""
+    if node.op == "call_module":
+        bound = inspect.signature(modules[node.target].forward).bind(*node.args, **node.kwargs)
+        given = list(bound.arguments.values())
+    else:
+        given = [*node.args, *node.kwargs.values()]
+    return [a for a in given if isinstance(a, torch.fx.Node) and _is_tensor(a)]
+
+
+def _check_in_place(node: torch.fx.Node, modules: dict[str, nn.Module]) -> None:
+    """Refuse a leaf module whose call is not its class's (hooks, an instance's own forward),
+    and an operation that overwrites a tensor another node also reads."""
+    in_place = node.target in (operator.iadd,) or node.kwargs.get("inplace", False)
+    if node.op == "call_method" and isinstance(node.target, str) and node.target.endswith("_"):
+        in_place = True
+    if node.op == "call_module":
+        module = modules[node.target]
+        if module._forward_hooks or module._forward_pre_hooks or "forward" in vars(module):
+            raise LocrobError(
+                f"module '{node.target}' has forward hooks or its own forward: the bound reads "
+                "only its class's computation"
+            )
+        in_place = in_place or bool(getattr(module, "inplace", False))
+    changed = next((a for a in node.args if isinstance(a, torch.fx.Node)), None)
+    if in_place and changed is not None and len(changed.users) > 1:
+        raise LocrobError(
+            f"'{node.format_node()}' overwrites a tensor that another operation also reads"
+        )
 
 
 def _shape(node: torch.fx.Node) -> torch.Size:
@@ -342,6 +423,15 @@ def _rule(node: torch.fx.Node, modules: dict[str, nn.Module], inputs: list) -> R
         and all(isinstance(a, torch.fx.Node) for a in node.args[:2])
     ):
         return Merge((1.0, 1.0))
+    numbers = [a for a in node.args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    if (
+        node.op == "call_function"
+        and target in (operator.mul, torch.mul)
+        and len(inputs) == 1
+        and len(numbers) == 1
+        and not node.kwargs
+    ):
+        return _times(float(numbers[0]))
     if node.op == "call_function" and target in ELEMENTWISE:
         return ELEMENTWISE[target]()
     if node.op == "call_method" and target in ("relu", "sigmoid", "tanh"):
@@ -351,12 +441,19 @@ def _rule(node: torch.fx.Node, modules: dict[str, nn.Module], inputs: list) -> R
     ):
         return _reshape(shape_out)
     if node.op == "call_function" and target is F.avg_pool2d:
-        kernel = node.args[1] if len(node.args) > 1 else node.kwargs["kernel_size"]
-        stride = node.args[2] if len(node.args) > 2 else node.kwargs.get("stride")
-        padding = node.args[3] if len(node.args) > 3 else node.kwargs.get("padding", 0)
-        return _avg_pool(kernel, stride, padding)
+        names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+        given = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+        if len(node.args) > len(names):
+            given["divisor_override"] = node.args[len(names)]
+        return _avg_pool(
+            given["kernel_size"],
+            given.get("stride"),
+            given.get("padding", 0),
+            given.get("ceil_mode", False),
+            given.get("divisor_override"),
+        )
     if node.op == "call_function" and target is F.adaptive_avg_pool2d:
-        return _adaptive(node.args[1], shape_in)
+        return _adaptive(node.kwargs.get("output_size", node.args[-1]), shape_in)
     if node.op == "call_function" and target is F.dropout:
         training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
         if not training:  # F.dropout's default is training=True: dropping, not a function

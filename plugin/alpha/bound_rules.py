@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vjp
 
-from locrob.alpha.interval import Interval, LinearMap, unit_roundoff
+from locrob.alpha.interval import Interval, LinearMap, gamma, unit_roundoff
 
 INF = float("inf")
 
@@ -93,10 +93,11 @@ class Linear(Rule):
         (row,) = rows
         if row is None:
             return None
+        grown = 1 + gamma(self.fan_in, row.dtype)  # the rounding of the sums below
         if self.diagonal or not diagonal or self.apply_sq is None:
             # |A| applied to the row norms: exact for a diagonal A, else the triangle inequality
-            return self.apply_abs(row)
-        return self.apply_sq(row.square()).sqrt()
+            return self.apply_abs(row) * grown
+        return self.apply_sq(row.square()).sqrt() * grown
 
 
 @dataclass
@@ -140,8 +141,9 @@ def relu_derivative(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, t
 
 def leaky_derivative(slope: float) -> Callable:
     def derivative(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        at_lo = torch.where(lo >= 0, 1.0, slope).to(lo.dtype)
-        at_hi = torch.where(hi > 0, 1.0, slope).to(lo.dtype)
+        one, leak = torch.ones_like(lo), torch.full_like(lo, slope)  # slope in lo's precision
+        at_lo = torch.where(lo >= 0, one, leak)
+        at_hi = torch.where(hi > 0, one, leak)
         return torch.minimum(at_lo, at_hi), torch.maximum(at_lo, at_hi)
 
     return derivative
@@ -164,7 +166,8 @@ def sigmoid() -> Elementwise:
 
 
 def tanh() -> Elementwise:
-    return Elementwise(torch.tanh, _bell(lambda t: 1 - t.tanh().square(), 1.0), 1.0)
+    # 1 / cosh^2, not 1 - tanh^2, which cancels to nothing far from 0
+    return Elementwise(torch.tanh, _bell(lambda t: t.cosh().reciprocal().square(), 1.0), 1.0)
 
 
 def relu() -> Elementwise:
@@ -172,6 +175,7 @@ def relu() -> Elementwise:
 
 
 def leaky_relu(slope: float) -> Elementwise:
+    """A leaky ReLU with ``slope >= 0`` (a negative one is not monotone: the caller refuses it)."""
     return Elementwise(
         lambda t: F.leaky_relu(t, slope), leaky_derivative(slope), max(1.0, abs(slope))
     )
@@ -193,7 +197,8 @@ class Pool(Rule):
             return Interval.between(F.max_pool2d(lo, self.k), F.max_pool2d(hi, self.k))
         nearest = torch.where((lo <= 0) & (hi >= 0), 0.0, torch.minimum(lo.abs(), hi.abs()))
         farthest = torch.maximum(lo.abs(), hi.abs())
-        return Interval.between(self._l2(nearest), self._l2(farthest))
+        g = gamma(self.k * self.k + 2, lo.dtype)  # a window's sum of squares, its root
+        return Interval.between(self._l2(nearest) * (1 - g), self._l2(farthest) * (1 + g))
 
     def _l2(self, t: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(t.square(), self.k).mul(self.k * self.k).sqrt()
@@ -280,4 +285,5 @@ class Merge(Rule):
     def ball(self, rows: Sequence[torch.Tensor | None], diagonal: bool) -> torch.Tensor | None:
         if any(row is None for row in rows):
             return None
-        return sum(abs(w) * row for w, row in zip(self.weights, rows, strict=True))
+        total = sum(abs(w) * row for w, row in zip(self.weights, rows, strict=True))
+        return total * (1 + gamma(2 * len(rows), total.dtype))

@@ -246,6 +246,7 @@ def _bounded(
         extra={
             "global_bound": found.global_bound,
             "pre_activations": PRE_ACTIVATIONS,
+            "kind": found.kind,
             "precision": str(found.dtype).removeprefix("torch."),
         },
         bound="upper",

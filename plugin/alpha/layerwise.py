@@ -19,7 +19,7 @@ from torch import nn
 
 from locrob.alpha.estimate import alpha_lim, as_points, model_dtype
 from locrob.alpha.result import AlphaResult
-from locrob.alpha.settings import OUTPUTS, resolve
+from locrob.alpha.settings import OUTPUTS, AlphaSettings, resolve
 from locrob.distributed import SINGLE, Shard
 from locrob.errors import LocrobError
 from locrob.runtime import eval_mode, on_device, resolve_device
@@ -88,6 +88,27 @@ def record_stage_inputs(
 
 
 @dataclass
+class LayerwiseUpper:
+    """The certified side: each alpha_l's upper bound at radius r * prod of the earlier upper
+    bounds, their product (a certified bound on alpha_lim(F, r), by composition), and the
+    end-to-end certified bound."""
+
+    layer_radii: torch.Tensor  # (L, R)
+    per_layer: torch.Tensor  # (L, R)
+    composed: torch.Tensor  # (R,)
+    end_to_end: AlphaResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bound": "certified upper bounds of each alpha_l; composed = their product",
+            "layer_radii": self.layer_radii.tolist(),
+            "per_layer": self.per_layer.tolist(),
+            "composed": self.composed.tolist(),
+            "end_to_end": self.end_to_end.curve.tolist(),
+        }
+
+
+@dataclass
 class LayerwiseResult:
     """Per-layer alpha_l, the composed bound prod alpha_l and the end-to-end estimate, per radius.
 
@@ -100,6 +121,7 @@ class LayerwiseResult:
     per_layer: torch.Tensor  # (L, R)
     composed: torch.Tensor  # (R,)
     end_to_end: AlphaResult
+    upper: LayerwiseUpper | None = None  # with bound=True
 
     def __str__(self) -> str:
         """alpha_l per layer (rows) and radius r (columns), then composed and end_to_end, with
@@ -109,18 +131,26 @@ class LayerwiseResult:
         def row(label: str, values: torch.Tensor) -> str:
             return f"{label:<{width}}" + "".join(f"  {float(v):>10.4g}" for v in values)
 
-        return "\n".join(
-            [
-                row("r", self.radii),
-                *(row(name, v) for name, v in zip(self.layers, self.per_layer, strict=True)),
-                row("composed", self.composed),
-                row("end_to_end", self.end_to_end.curve),
-                "All are lower estimates. end_to_end: of alpha_lim(F, r), the network's. "
-                "composed: of prod alpha_l, which bounds alpha_lim(F, r) from above when every "
-                "alpha_l <= 1 (Proposition 1); neither bounds the other, so composed below "
-                "end_to_end contradicts nothing.",
+        lines = [
+            row("r", self.radii),
+            *(row(name, v) for name, v in zip(self.layers, self.per_layer, strict=True)),
+            row("composed", self.composed),
+            row("end_to_end", self.end_to_end.curve),
+            "All are lower estimates. end_to_end: of alpha_lim(F, r), the network's. "
+            "composed: of prod alpha_l, which bounds alpha_lim(F, r) from above when every "
+            "alpha_l <= 1 (Proposition 1); neither bounds the other, so composed below "
+            "end_to_end contradicts nothing.",
+        ]
+        if self.upper is not None:
+            up = self.upper
+            lines += [
+                "certified upper bounds:",
+                *(row(name, v) for name, v in zip(self.layers, up.per_layer, strict=True)),
+                row("composed", up.composed),
+                row("end_to_end", up.end_to_end.curve),
+                "Both certified upper bounds hold for alpha_lim(F, r); the smaller is the better.",
             ]
-        )
+        return "\n".join(lines)
 
     @property
     def hypothesis_holds(self) -> torch.Tensor:
@@ -137,6 +167,7 @@ class LayerwiseResult:
             "composed": self.composed.tolist(),
             "end_to_end": self.end_to_end.curve.tolist(),
             "all_at_most_one": self.hypothesis_holds.tolist(),
+            **({"upper": self.upper.to_dict()} if self.upper is not None else {}),
         }
 
 
@@ -149,13 +180,16 @@ def layerwise_alpha(
     preset: str | None = None,
     device: str | torch.device | None = None,
     shard: Shard = SINGLE,
+    bound: bool = False,
     **options: Any,
 ) -> LayerwiseResult:
     """alpha_l for each layer at radius r * prod_{m<l} alpha_m, their product (Proposition 1)
     and the end-to-end alpha_lim, side by side. ``options`` are those of :func:`alpha_lim`;
-    the clamp applies to the first layer's input (the images) only. With the ``shard`` of a
-    process group, each of the estimates is split over the ranks as :func:`alpha_lim` splits
-    one, and every rank returns the whole result.
+    the clamp applies to the first layer's input (the images) only. With ``bound=True`` the
+    certified side too: each stage's upper bound over the ball its input can reach (radius r
+    times the earlier stages' upper bounds), their product and the end-to-end bound. With the
+    ``shard`` of a process group, each of the estimates is split over the ranks as
+    :func:`alpha_lim` splits one, and every rank returns the whole result.
     """
     settings = resolve(preset, radii, **options)
     if callable(settings.output) or settings.output not in OUTPUTS:
@@ -166,21 +200,49 @@ def layerwise_alpha(
         points = as_points(x, settings).to(dev, model_dtype(model))
         with eval_mode(model):
             stage_inputs, _ = record_stage_inputs(model, names, points)
-        modules = dict(model.named_modules())
+        modules = [dict(model.named_modules())[name] for name in names]
         # every run uses the resolved settings (the preset included) on the points already chosen
-        base = {**settings.describe(), "max_examples": None}
+        base = {**settings.describe(), "max_examples": None, "device": dev, "shard": shard}
         del base["radii"]
+        chain = _Chain(modules, stage_inputs, settings, base)
+        layer_radii, per_layer = chain.run(settings.method)
+        end_to_end = alpha_lim(model, points, settings.radii, **base)
+        upper = None
+        if bound:
+            upper_radii, per_layer_upper = chain.run("bound")
+            whole = alpha_lim(model, points, settings.radii, **{**base, "method": "bound"})
+            upper = LayerwiseUpper(upper_radii, per_layer_upper, per_layer_upper.prod(0), whole)
         radii_t = torch.tensor(settings.radii, dtype=torch.float64)
-        layer_radii = torch.zeros(len(names), len(radii_t), dtype=torch.float64)
+        return LayerwiseResult(
+            names, radii_t, layer_radii, per_layer, per_layer.prod(dim=0), end_to_end, upper
+        )
+
+
+@dataclass
+class _Chain:
+    """The stages and their recorded inputs, estimated one after the other."""
+
+    modules: list[nn.Module]
+    inputs: list[torch.Tensor]
+    settings: AlphaSettings
+    base: dict[str, Any]
+
+    def run(self, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each stage's radii (r times the product of the earlier stages' values) and its
+        alpha curve there, by ``method``."""
+        settings = self.settings
+        radii = torch.tensor(settings.radii, dtype=torch.float64)
+        layer_radii = torch.zeros(len(self.modules), len(radii), dtype=torch.float64)
         per_layer = torch.zeros_like(layer_radii)
-        scale = torch.ones_like(radii_t)
-        for i, (name, y) in enumerate(zip(names, stage_inputs, strict=True)):
-            layer_radii[i] = radii_t * scale
+        scale = torch.ones_like(radii)
+        for i, (module, y) in enumerate(zip(self.modules, self.inputs, strict=True)):
+            layer_radii[i] = radii * scale
             positive = layer_radii[i] > 0  # a zero alpha upstream leaves nothing to perturb
             if bool(positive.any()):
-                last = i == len(names) - 1
+                last = i == len(self.modules) - 1
                 stage_options = {
-                    **base,
+                    **self.base,
+                    "method": method,
                     "output": settings.output if last else "logits",
                     # inner stages measure their output in the input norm: it is the next radius
                     "output_norm": settings.output_norm if last else settings.norm,
@@ -188,11 +250,7 @@ def layerwise_alpha(
                 }
                 stage_radii = layer_radii[i][positive].tolist()
                 # the stage's own module: the chunk tuner's cache, keyed by model, serves reruns
-                result = alpha_lim(
-                    modules[name], y, stage_radii, device=dev, shard=shard, **stage_options
-                )
+                result = alpha_lim(module, y, stage_radii, **stage_options)
                 per_layer[i][positive] = result.curve.double()
             scale = scale * per_layer[i]
-        end_to_end = alpha_lim(model, points, settings.radii, device=dev, shard=shard, **base)
-        composed = per_layer.prod(dim=0)
-        return LayerwiseResult(names, radii_t, layer_radii, per_layer, composed, end_to_end)
+        return layer_radii, per_layer
