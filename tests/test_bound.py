@@ -381,3 +381,30 @@ def test_cases_a_review_found_are_bounded_from_above():
     x = torch.rand(1, 1, 2, 2, dtype=torch.float64) + 0.1
     found = _bound(conv, x, [0.01], norm="inf", output_norm="l2", output="logits", clamp=None)
     assert found.extra["global_bound"] >= 2.0 and float(found.curve[0]) >= 2.0
+
+
+def test_layerwise_certified_side_composes_the_stages_bounds():
+    """Each stage's bound over the ball its input can reach; their product bounds alpha_lim
+    from above, as the end-to-end bound does; on linear stages both are products of sigma_max."""
+    torch.manual_seed(0)
+    chain = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Linear(6, 4)).double()
+    x = torch.rand(3, 12, dtype=torch.float64)
+    found = locrob.layerwise_alpha(
+        chain, x, [0.1, 0.5], layers=["1", "2"], bound=True, output="logits", clamp=None, n_draws=8
+    )
+    sigmas = [float(torch.linalg.matrix_norm(chain[i].weight.detach(), 2)) for i in (1, 2)]
+    up = found.upper
+    assert up.per_layer[:, 0].tolist() == pytest.approx(sigmas, rel=1e-9)
+    assert up.composed.tolist() == pytest.approx([sigmas[0] * sigmas[1]] * 2, rel=1e-9)
+    assert (
+        up.layer_radii[1] == torch.tensor([0.1, 0.5], dtype=torch.float64) * up.per_layer[0]
+    ).all()
+    assert (up.composed >= found.end_to_end.curve).all()
+    assert (up.end_to_end.curve >= found.end_to_end.curve).all()
+    assert "certified upper bounds:" in str(found) and "upper" in found.to_dict()
+
+    model = _chain(1, "conv")
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    found = locrob.layerwise_alpha(model, x, [0.05], bound=True, n_draws=8)
+    assert float(found.upper.composed[0]) >= float(found.end_to_end.curve[0])
+    assert float(found.upper.end_to_end.curve[0]) >= float(found.end_to_end.curve[0])
