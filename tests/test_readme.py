@@ -63,7 +63,7 @@ def _plugin_block() -> str:
 def test_python_api_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     examples = [b for b in _blocks("python") if "register_metrics" not in b]
-    assert len(examples) == 6
+    assert len(examples) == 7
     for i, block in enumerate(examples):
         exec(compile(block, f"README-example-{i}", "exec"), {})
     assert (tmp_path / "runs" / "api" / "report.json").is_file()

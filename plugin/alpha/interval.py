@@ -114,13 +114,17 @@ def widen(radius: torch.Tensor, center: torch.Tensor, ops: int) -> torch.Tensor:
     return radius * (1 + g) + g * center.abs()
 
 
+SVD_LIMIT = 256  # above this many rows and columns, the spectral norm is bounded, not computed
+
+
 def matrix_norm_bound(m: Interval, p_in: float, p_out: float) -> torch.Tensor:
     """An upper bound on the ``p_in -> p_out`` operator norm of every matrix in ``m``, a batch of
     interval matrices (B, rows, columns): ``||center|| + || radius ||``, which holds since
     ``||A|| <= ||center|| + || |A - center| || <= ||center|| + ||radius||`` for these norms
     (each is monotone on nonnegative matrices), and is exact when the radius is zero for
-    L2 -> L2 (the spectral norm), Linf -> Linf (the largest row sum) and L2 -> Linf (the largest
-    row norm); for Linf -> L2 the norm of the row sums is an upper bound."""
+    L2 -> L2 (the spectral norm; for matrices with more than ``SVD_LIMIT`` rows and columns,
+    Hoelder's bound), Linf -> Linf (the largest row sum) and L2 -> Linf (the largest row norm);
+    for Linf -> L2 the norm of the row sums is an upper bound."""
     return _operator_norm(m.center, p_in, p_out) + _operator_norm(m.radius, p_in, p_out)
 
 
@@ -129,6 +133,12 @@ def _operator_norm(a: torch.Tensor, p_in: float, p_out: float) -> torch.Tensor:
     columns = a.shape[-1]
     g = gamma(columns, a.dtype)
     if p_in == 2 and p_out == 2:
+        if min(a.shape[-2:]) > SVD_LIMIT:
+            # sqrt(||A||_1 ||A||_inf) >= ||A||_2 (Hoelder), exact for a diagonal, a pooling's
+            # disjoint rows, a permutation; an SVD of a wide square matrix costs seconds
+            rows = a.abs().sum(dim=-1).amax(dim=-1)
+            cols = a.abs().sum(dim=-2).amax(dim=-1)
+            return (rows * cols).sqrt() * (1 + gamma(max(a.shape[-2:]), a.dtype))
         # the SVD's error is a small multiple of u * ||A|| (backward stable): a wide margin
         return torch.linalg.matrix_norm(a, ord=2) * (1 + 64 * columns * unit_roundoff(a.dtype))
     if p_in == inf and p_out == inf:
