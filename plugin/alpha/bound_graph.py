@@ -17,7 +17,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.utils import parametrize
 
 from locrob.alpha.bound_rules import (
@@ -342,8 +342,8 @@ def trace(model: nn.Module, example: torch.Tensor) -> Graph:
             output = node.args[0]
             continue
         meta = node.meta.get("tensor_meta")
-        if not isinstance(meta, torch.fx.passes.shape_prop.TensorMetadata):
-            continue  # a size or a shape: only feeds a reshape's arguments (no rule reads it)
+        if node.op == "get_attr" or not isinstance(meta, TensorMetadata):
+            continue  # a constant (read by the rule that uses it), a size (only feeds a reshape)
         if meta.shape[:1] != (2,):
             raise LocrobError(f"'{node.format_node()}' mixes the examples of a batch")
         _check_in_place(node, modules)
@@ -397,8 +397,9 @@ def _shape(node: torch.fx.Node) -> torch.Size:
 
 
 def _is_tensor(node: torch.fx.Node) -> bool:
-    return node.op == "placeholder" or isinstance(
-        node.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata
+    """Whether the node is a value the bound follows (not a constant, not a size)."""
+    return node.op == "placeholder" or (
+        node.op != "get_attr" and isinstance(node.meta.get("tensor_meta"), TensorMetadata)
     )
 
 
@@ -423,15 +424,8 @@ def _rule(node: torch.fx.Node, modules: dict[str, nn.Module], inputs: list) -> R
         and all(isinstance(a, torch.fx.Node) for a in node.args[:2])
     ):
         return Merge((1.0, 1.0))
-    numbers = [a for a in node.args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-    if (
-        node.op == "call_function"
-        and target in (operator.mul, torch.mul)
-        and len(inputs) == 1
-        and len(numbers) == 1
-        and not node.kwargs
-    ):
-        return _times(float(numbers[0]))
+    if node.op == "call_function" and target in ARITHMETIC and len(inputs) == 1:
+        return _arithmetic(node, modules, inputs[0])
     if node.op == "call_function" and target in ELEMENTWISE:
         return ELEMENTWISE[target]()
     if node.op == "call_method" and target in ("relu", "sigmoid", "tanh"):
@@ -459,6 +453,73 @@ def _rule(node: torch.fx.Node, modules: dict[str, nn.Module], inputs: list) -> R
         if not training:  # F.dropout's default is training=True: dropping, not a function
             return _identity()
     raise LocrobError(f"the bound has no rule for '{node.format_node()}'")
+
+
+ARITHMETIC = {
+    operator.add: "add",
+    torch.add: "add",
+    operator.sub: "sub",
+    torch.sub: "sub",
+    operator.mul: "mul",
+    torch.mul: "mul",
+    operator.truediv: "div",
+    torch.div: "div",
+}
+
+
+def _arithmetic(node: torch.fx.Node, modules: dict[str, nn.Module], x: torch.fx.Node) -> Rule:
+    """One tensor and a constant (a number, or a tensor the model holds): a shift or a scale,
+    as an input normalization ``(x - mean) / std`` written in a forward pass is."""
+    if node.kwargs or len(node.args) != 2:
+        raise LocrobError(f"the bound has no rule for '{node.format_node()}'")
+    first, second = node.args
+    other = second if first is x else first
+    if isinstance(other, torch.fx.Node):
+        if other.op != "get_attr":
+            raise LocrobError(f"the bound has no rule for '{node.format_node()}'")
+        value = _constant(modules, str(other.target))
+    elif isinstance(other, (int, float)) and not isinstance(other, bool):
+        value = float(other)
+    else:
+        raise LocrobError(f"the bound has no rule for '{node.format_node()}'")
+    kind = ARITHMETIC[node.target]
+    if kind == "add":
+        return _shift(value)
+    if kind == "sub":  # x - c, or c - x
+        return _shift(-value) if first is x else _affine(-1.0, value)
+    if kind == "mul":
+        return _affine(value, None)
+    if first is x:  # x / c, as x * (1 / c) with the reciprocal in float64 (its rounding is
+        # within the scale's margin; in float32 it would not be)
+        return _affine(1 / value if isinstance(value, float) else value.double().reciprocal(), None)
+    raise LocrobError(f"the bound has no rule for '{node.format_node()}' (a division by x)")
+
+
+def _constant(modules: dict[str, nn.Module], target: str) -> torch.Tensor:
+    owner, _, attr = target.rpartition(".")
+    return getattr(modules[owner], attr).detach()
+
+
+def _shift(value: float | torch.Tensor) -> Rule:
+    return _affine(1.0, value)
+
+
+def _affine(scale: float | torch.Tensor, bias: float | torch.Tensor | None) -> Rule:
+    """``x * scale + bias`` with numbers or tensors the model holds (broadcast)."""
+    if isinstance(scale, float):
+        rule = _times(scale)
+        if bias is None:
+            return rule
+        return Linear(
+            rule.apply,
+            rule.apply_abs,
+            torch.as_tensor(bias),
+            DIAGONAL_FAN,
+            DIAGONAL_FAN,
+            rule.norm,
+            diagonal=True,
+        )
+    return _scale(scale, None if bias is None else torch.as_tensor(bias))
 
 
 def input_lipschitz(graph: Graph, p: float) -> float:

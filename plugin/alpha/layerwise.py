@@ -1,11 +1,12 @@
 """Layer-wise robustness (paper Definition 2, Proposition 1), on any module via forward hooks.
 
-The model is read as a chain of stages f_1, ..., f_L (named submodules whose outputs feed the
-next stage's input, up to a reshape). For stage l, alpha_l is estimated over the stage's own
-inputs F^{l-1}(R), recorded on the clean pass, at radius r * prod_{m<l} alpha_m. Proposition 1
-then bounds alpha_lim(F, r) by prod_l alpha_l. Each alpha_l is itself a lower-bound estimate,
-so the composed value is Proposition 1's bound evaluated at estimates: reported beside the
-end-to-end estimate for comparison, not as a certificate.
+The model is read as a chain of stages f_1, ..., f_L: named submodules whose outputs feed the
+next stage's input, up to a reshape, or, for a model that names none, the top-level stages
+found by tracing it (:mod:`locrob.alpha.stages`). For stage l, alpha_l is estimated over the
+stage's own inputs F^{l-1}(R), recorded on the clean pass, at radius r * prod_{m<l} alpha_m.
+Proposition 1 then bounds alpha_lim(F, r) by prod_l alpha_l. Each alpha_l is itself a
+lower-bound estimate, so the composed value is Proposition 1's bound evaluated at estimates:
+reported beside the end-to-end estimate for comparison, not as a certificate.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from torch import nn
 from locrob.alpha.estimate import alpha_lim, as_points, model_dtype
 from locrob.alpha.result import AlphaResult
 from locrob.alpha.settings import OUTPUTS, AlphaSettings, resolve
+from locrob.alpha.stages import split_stages
 from locrob.distributed import SINGLE, Shard
 from locrob.errors import LocrobError
 from locrob.runtime import eval_mode, on_device, resolve_device
 
 
-def stage_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    """The stages: ``layers`` if given, else the model's ``layer_names()``, else a
-    Sequential's children."""
+def stage_names(model: nn.Module, layers: Sequence[str] | None) -> list[str] | None:
+    """The stages' names: ``layers`` if given, else the model's ``layer_names()``, else a
+    Sequential's children; None where the model is to be split by tracing it."""
     if layers is not None:
         names = list(layers)
     elif hasattr(model, "layer_names"):
@@ -35,10 +37,7 @@ def stage_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
     elif isinstance(model, nn.Sequential):
         names = [name for name, _ in model.named_children()]
     else:
-        raise LocrobError(
-            f"cannot split {type(model).__name__} into layers by itself; pass layers=[the names "
-            "of the submodules that compose it, in order]"
-        )
+        return None
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing or not names:
@@ -85,6 +84,25 @@ def record_stage_inputs(
                 "pass layers=[...] naming a chain of submodules"
             )
     return [inputs[n] for n in names], final
+
+
+@torch.no_grad()
+def traced_stages(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[list[str], list[nn.Module], list[torch.Tensor]]:
+    """The stages of a model split by tracing (:mod:`locrob.alpha.stages`), and each one's
+    input on the clean pass, after checking that they compose the model."""
+    stages = split_stages(model)
+    inputs, y = [], x
+    for _, stage in stages:
+        inputs.append(y)
+        y = stage(y)
+    final = model(x)
+    if y.shape != final.shape or not torch.allclose(y, final, rtol=1e-4, atol=1e-5):
+        raise LocrobError(
+            f"the traced stages of {type(model).__name__} do not compose it; pass layers=[...]"
+        )
+    return [name for name, _ in stages], [stage for _, stage in stages], inputs
 
 
 @dataclass
@@ -199,8 +217,11 @@ def layerwise_alpha(
     with on_device(model, dev):
         points = as_points(x, settings).to(dev, model_dtype(model))
         with eval_mode(model):
-            stage_inputs, _ = record_stage_inputs(model, names, points)
-        modules = [dict(model.named_modules())[name] for name in names]
+            if names is not None:
+                stage_inputs, _ = record_stage_inputs(model, names, points)
+                modules = [dict(model.named_modules())[name] for name in names]
+            else:
+                names, modules, stage_inputs = traced_stages(model, points)
         # every run uses the resolved settings (the preset included) on the points already chosen
         base = {**settings.describe(), "max_examples": None, "device": dev, "shard": shard}
         del base["radii"]
