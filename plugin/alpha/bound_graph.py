@@ -31,6 +31,7 @@ from locrob.alpha.bound_rules import (
     sigmoid,
     tanh,
 )
+from locrob.alpha.stages import traced
 from locrob.errors import LocrobError
 from locrob.models.l2nn import Center, NonexpansiveConv2d, NonexpansiveLinear, TwoSidedReLU
 from locrob.models.merges import ConvexMerge, Sum
@@ -320,19 +321,10 @@ def trace(model: nn.Module, example: torch.Tensor) -> Graph:
         model = nn.Sequential(model)
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         raise LocrobError("the bound cannot see what global module hooks do: remove them")
-    try:
-        graph = _Tracer().trace(model)
-    except Exception as err:  # data-dependent control flow, unsupported Python
-        raise LocrobError(
-            f"the bound cannot trace {type(model).__name__} with torch.fx ({type(err).__name__}: "
-            f"{err})"
-        ) from None
+    graph, placeholder = traced(_Tracer(), model, "the bound cannot read the model")
     module = torch.fx.GraphModule(model, graph)
     # two examples: a reshape that mixes them (x.view(-1)) shows in the batch size
     ShapeProp(module).propagate(torch.cat([example[:1], example[:1]]))
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        raise LocrobError("the bound takes models with one input")
     steps, output = [], None
     modules = dict(model.named_modules())
     for node in graph.nodes:
@@ -357,7 +349,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> Graph:
         steps.append(Step(node, rule, inputs))
     if not isinstance(output, torch.fx.Node):
         raise LocrobError("the bound takes models that return one tensor")
-    return Graph(placeholders[0], steps, output)
+    return Graph(placeholder, steps, output)
 
 
 def _tensor_inputs(node: torch.fx.Node, modules: dict[str, nn.Module]) -> list[torch.fx.Node]:

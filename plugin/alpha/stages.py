@@ -27,20 +27,30 @@ class _TopLevel(torch.fx.Tracer):
         return "." not in qualname or super().is_leaf_module(m, qualname)
 
 
+def traced(
+    tracer: torch.fx.Tracer, model: nn.Module, what: str
+) -> tuple[torch.fx.Graph, torch.fx.Node]:
+    """``model``'s graph by ``tracer`` and its one input; a LocrobError starting with
+    ``what`` for a model that cannot be traced (data-dependent control flow, unsupported
+    Python) or that takes several inputs."""
+    try:
+        graph = tracer.trace(model)
+    except Exception as err:
+        raise LocrobError(
+            f"{what}: torch.fx cannot trace {type(model).__name__} ({type(err).__name__}: {err})"
+        ) from None
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise LocrobError(f"{what}: {type(model).__name__} takes several inputs")
+    return graph, placeholders[0]
+
+
 def split_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's top-level stages, named after their children (and the functional steps
     they carry), each a module from one tensor to one tensor."""
-    try:
-        graph = _TopLevel().trace(model)
-    except Exception as err:  # data-dependent control flow, unsupported Python
-        raise LocrobError(
-            f"cannot split {type(model).__name__} into layers by tracing it ({type(err).__name__}: "
-            f"{err}); pass layers=[the names of the submodules that compose it, in order]"
-        ) from None
+    what = f"cannot split {type(model).__name__} into layers; pass layers=[...]"
+    graph, placeholder = traced(_TopLevel(), model, what)
     nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        raise LocrobError(f"cannot split {type(model).__name__}: it takes several inputs")
     order = {n: i for i, n in enumerate(graph.nodes)}
     starts = [i for i, n in enumerate(nodes) if n.op == "call_module" and i > 0]
     cuts = [i for i in starts if _alive(nodes, i, order) == [nodes[i - 1]]]
@@ -48,7 +58,7 @@ def split_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     stages = []
     for lo, hi in itertools.pairwise(bounds):
         part = nodes[lo:hi]
-        source = placeholders[0] if lo == 0 else nodes[lo - 1]
+        source = placeholder if lo == 0 else nodes[lo - 1]
         stages.append((_name(part), _stage(model, graph, part, source)))
     (result,) = [n.args[0] for n in graph.nodes if n.op == "output"]
     if result is not nodes[-1]:
