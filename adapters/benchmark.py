@@ -128,8 +128,12 @@ def _metrics(
     if threat in ATTACKED_THREATS:
         if eps is None:
             raise LocrobError(f"the {threat} benchmark needs eps")
-        options["robustbench"] = {"threat_model": threat, "eps": eps}
-        return ["robustbench", *metrics], options
+        options["robustbench"] = {
+            **options.get("robustbench", {}),
+            "threat_model": threat,
+            "eps": eps,
+        }
+        return (metrics if "robustbench" in metrics else ["robustbench", *metrics]), options
     if "corruptions" not in metrics:
         metrics.append("corruptions")
     options["corruptions"] = {"source": f"{dataset}-c", **options.get("corruptions", {})}

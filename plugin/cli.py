@@ -45,6 +45,11 @@ Download = Annotated[
 ]
 
 
+def comma_list(text: str) -> list[str]:
+    """``"clean, noise,"`` -> ``["clean", "noise"]``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def parse_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
     """``["pgd.eps=0.03", "pgd.norm=L2"]`` -> ``{"pgd": {"eps": 0.03, "norm": "L2"}}``.
 
@@ -166,7 +171,7 @@ def evaluate(
         report = run_evaluation(
             model,
             data,
-            [m.strip() for m in metrics.split(",") if m.strip()],
+            comma_list(metrics),
             metric_options=parse_options(option),
             split=split,
             max_examples=max_examples,
@@ -380,8 +385,8 @@ def sweep(
 
     grid = load_sweep(
         file,
-        models=models.split(",") if models else None,
-        metrics=metrics.split(",") if metrics else None,
+        models=comma_list(models) if models else None,
+        metrics=comma_list(metrics) if metrics else None,
         options=parse_options(option),
         dataset=dataset,
         max_examples=max_examples,

@@ -50,7 +50,7 @@ def ranked(
 
 UNDECIDED = "?"
 UNDECIDED_NOTE = (
-    f"{UNDECIDED}: its alpha_lim interval [lower, certified upper] overlaps the one of the rank "
+    f"{UNDECIDED}: its alpha_lim interval [lower, certified upper] overlaps the one of a rank "
     "above, so the bounds do not decide their order."
 )
 INTERVAL = re.compile(r"^(?P<metric>.+) alpha(?:_upper)?@(?P<r>[^ ]+)$")
@@ -59,9 +59,9 @@ INTERVAL = re.compile(r"^(?P<metric>.+) alpha(?:_upper)?@(?P<r>[^ ]+)$")
 def _undecided(
     ranked_reports: Sequence[Report], columns: list[tuple[str, str]], names: list[str], sort: str
 ) -> set[int]:
-    """Positions (from 0) whose alpha_lim interval overlaps the previous one's, when ``sort``
-    is an alpha_lim column whose lower (``alpha@r``) and upper (``alpha_upper@r``) sides
-    both are in the reports."""
+    """Positions (from 0) whose alpha_lim interval overlaps the interval of any rank above,
+    when ``sort`` is an alpha_lim column whose lower (``alpha@r``) and upper
+    (``alpha_upper@r``) sides both are in the reports."""
     match = INTERVAL.match(sort)
     if match is None:
         return set()
@@ -70,13 +70,11 @@ def _undecided(
     if not all(_column_name(metric, side) in names for side in sides):
         return set()
     bounds = [tuple(summary_value(rep, metric, side) for side in sides) for rep in ranked_reports]
-    return {
-        i
-        for i in range(1, len(bounds))
-        if None not in bounds[i] + bounds[i - 1]
-        and bounds[i][0] <= bounds[i - 1][1]
-        and bounds[i - 1][0] <= bounds[i][1]
-    }
+
+    def overlap(a: tuple, b: tuple) -> bool:
+        return None not in a + b and a[0] <= b[1] and b[0] <= a[1]
+
+    return {i for i in range(1, len(bounds)) if any(overlap(bounds[i], b) for b in bounds[:i])}
 
 
 def leaderboard_markdown(reports: Sequence[Report], sort: str, ascending: bool = False) -> str:

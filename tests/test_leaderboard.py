@@ -110,6 +110,11 @@ def test_ranks_by_either_side_of_alpha_lim_and_marks_orders_the_intervals_leave_
     board = leaderboard_markdown(models, "local-robustness alpha@0.5", ascending=True)
     assert "| 2? | b |" in board and "do not decide their order" in board
     assert "do not decide" in leaderboard_html(models, "local-robustness alpha@0.5", True)
+    # not only the rank just above: [0, 10], [5, 6], [1, 4] leave the third open against the
+    # first
+    wide = [alpha("p", 0.0, 10.0), alpha("q", 5.0, 6.0), alpha("s", 1.0, 4.0)]
+    _, rows = ranked(wide, "local-robustness alpha_upper@0.5")
+    assert [(r[0], r[1]) for r in rows] == [("1", "p"), ("2?", "q"), ("3?", "s")]
     # lower bounds alone: nothing to decide with, nothing marked
     plain = [report(m.label, **{"local-robustness": {"alpha@0.5": 0.1}}) for m in models]
     assert "?" not in leaderboard_markdown(plain, "local-robustness alpha@0.5")

@@ -88,5 +88,5 @@ def test_a_model_without_a_single_tensor_between_its_parts_is_refused():
         def forward(self, x):
             return F.relu(x) if x.sum() > 0 else x
 
-    with pytest.raises(LocrobError, match="torch.fx cannot trace Branching"):
+    with pytest.raises(LocrobError, match=r"torch\.fx cannot trace Branching"):
         split_stages(Branching())
