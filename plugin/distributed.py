@@ -8,7 +8,6 @@ every function is the single-process identity, so plain use needs nothing of thi
 
 from __future__ import annotations
 
-import itertools
 import os
 import pickle
 import socket
@@ -91,8 +90,8 @@ def current() -> Shard:
     return SINGLE
 
 
-_rank_zero_calls = itertools.count()
 RANK_ZERO_WAIT = timedelta(days=7)  # a metric on rank 0 alone may take hours (AutoAttack)
+READ_WAIT_S = 60.0  # how long rank 0 waits for the others to have read what it sent
 
 
 def from_rank_zero(work: Callable[[], T]) -> T:
@@ -101,26 +100,39 @@ def from_rank_zero(work: Callable[[], T]) -> T:
 
     The other ranks wait in the group's store, not in a collective: a collective would give
     up at the backend's timeout (10 min for NCCL), and rank 0's work may take hours. They stop
-    at once if rank 0 goes, since the store goes with it (or the launcher stops them).
+    at once if rank 0 goes, since the store goes with it (or the launcher stops them); rank 0
+    waits until they have read what it sent, as the store may leave with it.
     """
     shard = current()
     if shard.world_size == 1:
         return work()
-    key = f"locrob/rank0/{next(_rank_zero_calls)}"  # every rank makes the same calls in order
     store = _store()
+    # this rank's n-th call in this group's store: the same n on every rank, fresh per group
+    key = f"locrob/rank0/{collective(store.add, f'locrob/rank0-calls/{shard.rank}', 1)}"
     if shard.rank == 0:
         try:
             value = work()
         except Exception as err:
-            collective(store.set, key, pickle.dumps(("error", f"{type(err).__name__}: {err}")))
+            _send(store, key, ("error", f"{type(err).__name__}: {err}"), shard)
             raise
-        collective(store.set, key, pickle.dumps(("value", value)))
+        _send(store, key, ("value", value), shard)
         return value
     collective(store.wait, [key], RANK_ZERO_WAIT)
     kind, value = pickle.loads(collective(store.get, key))
+    collective(store.add, f"{key}/read", 1)
     if kind == "error":
         raise LocrobError(f"rank 0 failed: {value}")
     return value
+
+
+def _send(store: Any, key: str, sent: tuple[str, Any], shard: Shard) -> None:
+    """Rank 0's value (or error) into the store, then a bounded wait for every reader."""
+    collective(store.set, key, pickle.dumps(sent))
+    deadline = time.monotonic() + READ_WAIT_S
+    while collective(store.add, f"{key}/read", 0) < shard.world_size - 1:
+        if time.monotonic() > deadline:  # a reader is gone: its launcher reports it
+            return
+        time.sleep(0.01)
 
 
 def launch_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -333,8 +333,8 @@ def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim", shard: Shard =
     chunk is shared by all radii. Only the index of each point's best
     pair is kept, not its perturbation: directions are addressed by pair index, so
     :func:`best_perturbations` regenerates the few that are needed. With a ``shard`` of a
-    process group, this rank samples its contiguous range of the chunks (the same chunks at
-    any world size) and the maxima are reduced over the group: every rank gets the whole
+    process group, this rank samples its contiguous range of the chunks (for a given
+    ``batch``, the same chunks at any world size) and the maxima are reduced over the group: every rank gets the whole
     result, the same as one process's.
     """
     ev, n, n_radii = sampler.ev, len(sampler.x), len(sampler.radii)

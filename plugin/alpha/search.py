@@ -93,8 +93,8 @@ def search(
     sampling's record (``argmax_point``, ``perturbation``) with the search's finds where they
     beat the sampling maximum. The arguments are left as they are.
 
-    The starts of a radius are ascended in blocks of a third of ``chunk`` (the same blocks at
-    any world size); with the ``shard`` of a process group, each rank ascends its range of the
+    The starts of a radius are ascended in blocks of a third of ``chunk`` (for a given
+    ``chunk``, the same blocks at any world size); with the ``shard`` of a process group, each rank ascends its range of the
     blocks, the maxima are reduced over the group and the winning perturbation comes from the
     rank that found it, so every rank returns one process's result.
     """
