@@ -169,8 +169,9 @@ def _evaluator(
 
 
 def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings, shard: Shard) -> _Plan:
-    """Size the chunks (one size for every rank of a group; with an explicit
-    ``chunk_size``, the same chunks at any world size, else the largest rank's timed choice), compute F(x) and its noise floor, and set up the sampler's draws."""
+    """Size the chunks (one size for every rank of a group; with an explicit ``chunk_size``,
+    the same chunks at any world size, else the largest rank's timed choice), compute F(x)
+    and its noise floor, and set up the sampler's draws."""
     per_example = activation_bytes(ev.model, points[:1])
     # each pair holds three example-sized buffers (input, perturbation, perturbed input);
     # activation_bytes counts one example's activations with its input

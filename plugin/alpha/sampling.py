@@ -334,8 +334,8 @@ def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim", shard: Shard =
     pair is kept, not its perturbation: directions are addressed by pair index, so
     :func:`best_perturbations` regenerates the few that are needed. With a ``shard`` of a
     process group, this rank samples its contiguous range of the chunks (for a given
-    ``batch``, the same chunks at any world size) and the maxima are reduced over the group: every rank gets the whole
-    result, the same as one process's.
+    ``batch``, the same chunks at any world size) and the maxima are reduced over the group:
+    every rank gets the whole result, the same as one process's.
     """
     ev, n, n_radii = sampler.ev, len(sampler.x), len(sampler.radii)
     per_point = torch.zeros(n_radii, n, dtype=ev.compute_dtype, device=ev.device)

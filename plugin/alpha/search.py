@@ -94,9 +94,10 @@ def search(
     beat the sampling maximum. The arguments are left as they are.
 
     The starts of a radius are ascended in blocks of a third of ``chunk`` (for a given
-    ``chunk``, the same blocks at any world size); with the ``shard`` of a process group, each rank ascends its range of the
-    blocks, the maxima are reduced over the group and the winning perturbation comes from the
-    rank that found it, so every rank returns one process's result.
+    ``chunk``, the same blocks at any world size); with the ``shard`` of a process group,
+    each rank ascends its range of the blocks, the maxima are reduced over the group and the
+    winning perturbation comes from the rank that found it, so every rank returns one
+    process's result.
     """
     argmax_point, perturbation = argmax_point.clone(), perturbation.clone()
     ev, x, f_x = sampler.ev, sampler.x, sampler.f_x
