@@ -51,6 +51,16 @@ class Shard:
             collective(dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def whole(self, part: torch.Tensor, n: int, start: int, dim: int = 0) -> torch.Tensor:
+        """Every rank's ``part`` put in its place: ``part`` lies at ``start`` along ``dim``
+        of a tensor of size ``n`` there, zeros elsewhere, summed over the ranks (exact: each
+        place has one rank's value and the others' zeros)."""
+        shape = list(part.shape)
+        shape[dim] = n
+        out = part.new_zeros(shape)
+        out.narrow(dim, start, part.shape[dim]).copy_(part)
+        return self.sum(out)
+
     def max(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor``'s elementwise maximum over the ranks, in place."""
         if self.world_size > 1:

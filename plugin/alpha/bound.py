@@ -66,8 +66,8 @@ def upper_bounds(
     ``memory_bytes``; where one region's Jacobian interval would not fit, the global bound."""
     if callable(settings.output):
         raise LocrobError("the bound takes output='softmax' or 'logits', not a function")
-    model = copy.deepcopy(model).to(dtype).eval()  # the caller's model stays as it is
     x = points.to(dtype)
+    model = copy.deepcopy(model).to(x.device, dtype).eval()  # the caller's stays as it is
     with torch.no_grad():
         graph = trace(model, x[:1])
         outputs = model(x[:1])[0].numel()
@@ -89,6 +89,7 @@ def upper_bounds(
         )
         return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, kind)
     batch = max(1, min(batch, memory_bytes // per_region))
+    at = _at_points(graph, x, settings, batch) if settings.output == "softmax" else None
     items = [(k, i) for k in range(len(radii)) for i in range(len(x))]
     bar = progress(total=len(items), desc="alpha_lim bound", unit="region")
     for lo in range(0, len(items), batch):
@@ -96,7 +97,8 @@ def upper_bounds(
         ks = torch.tensor([k for k, _ in chunk], device=x.device)
         idx = torch.tensor([i for _, i in chunk], device=x.device)
         with torch.no_grad():
-            found = _local(graph, x[idx], radii[ks], settings)
+            here = None if at is None else Interval(at.center[idx], at.radius[idx])
+            found = _local(graph, x[idx], radii[ks], settings, here)
         local[ks.cpu(), idx.cpu()] = found.cpu()
         bar.update(len(chunk))
     bar.close()
@@ -122,9 +124,25 @@ def _region(x: torch.Tensor, r: torch.Tensor, settings: AlphaSettings) -> Interv
     return Interval.between(torch.minimum(lo, x), torch.maximum(hi, x))
 
 
-def _local(graph: Graph, x: torch.Tensor, r: torch.Tensor, settings: AlphaSettings) -> torch.Tensor:
+def _at_points(graph: Graph, x: torch.Tensor, settings: AlphaSettings, batch: int) -> Interval:
+    """An enclosure of the logits at each point (its rounding included), once per point."""
+    parts = []
+    for lo in range(0, len(x), batch):
+        chunk = x[lo : lo + batch]
+        parts.append(_forward(graph, chunk, chunk.new_zeros(len(chunk)), settings)[graph.output])
+    return Interval(torch.cat([p.center for p in parts]), torch.cat([p.radius for p in parts]))
+
+
+def _local(
+    graph: Graph,
+    x: torch.Tensor,
+    r: torch.Tensor,
+    settings: AlphaSettings,
+    at: Interval | None,
+) -> torch.Tensor:
     """The local bound of each (point, radius) region of the batch: the logits' Jacobian
-    over the region, times the output function's Jacobian over the logits' range."""
+    over the region, times the output function's Jacobian over the logits' range (``at``:
+    the logits at the points, for the softmax)."""
     values = _forward(graph, x, r, settings)
     logits = values[graph.output]
     b, shape = len(x), logits.center.shape[1:]
@@ -135,27 +153,21 @@ def _local(graph: Graph, x: torch.Tensor, r: torch.Tensor, settings: AlphaSettin
     jacobian = _backward(graph, values, Interval.point(eye.clone()))
     flat = Interval(jacobian.center.flatten(2), jacobian.radius.flatten(2))
     if settings.output == "softmax":
-        logits = _logit_range(graph, x, r, flat, logits, settings)
+        logits = _logit_range(at, r, flat, logits, settings)
         flat = _matmul(_softmax_jacobian(logits), flat)
     return matrix_norm_bound(flat, settings.p_in, settings.p_out)
 
 
 def _logit_range(
-    graph: Graph,
-    x: torch.Tensor,
-    r: torch.Tensor,
-    jacobian: Interval,
-    logits: Interval,
-    settings: AlphaSettings,
+    at: Interval, r: torch.Tensor, jacobian: Interval, logits: Interval, settings: AlphaSettings
 ) -> Interval:
     """The logits over the region, tightened by the mean value theorem: logit k moves by at
-    most r times its Jacobian row's dual norm, from its value at the point."""
-    at = _forward(graph, x, torch.zeros_like(r), settings)[graph.output]  # encloses f(x)
+    most r times its Jacobian row's dual norm, from its value at the point (``at``)."""
     dual = 2.0 if settings.p_in == 2 else 1.0
     rows = torch.linalg.vector_norm(jacobian.center, ord=dual, dim=2) + torch.linalg.vector_norm(
         jacobian.radius, ord=dual, dim=2
     )
-    reach = rows * r.view(-1, 1) * (1 + gamma(jacobian.center.shape[2], x.dtype))
+    reach = rows * r.view(-1, 1) * (1 + gamma(jacobian.center.shape[2], r.dtype))
     return logits.intersect(at.lower - reach, at.upper + reach)
 
 

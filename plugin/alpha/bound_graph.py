@@ -143,12 +143,14 @@ def circular_norm(w: torch.Tensor, size: Sequence[int]) -> float:
     return float(per_frequency.max()) * (1 + 1e-8)
 
 
-def _scale(scale: torch.Tensor, bias: torch.Tensor | None) -> Rule:
-    """``x * scale + bias`` per channel (broadcast shapes)."""
-    biggest = float(scale.abs().max())
+def _diagonal(scale: float | torch.Tensor, bias: float | torch.Tensor | None = None) -> Rule:
+    """``x * scale + bias`` with numbers or tensors (per channel, broadcast): a batch norm,
+    a normalization, a shift or a scale in a forward pass, the identity."""
+    size = abs(scale) if isinstance(scale, float) else scale.abs()
+    biggest = size if isinstance(size, float) else float(size.max())
     return Linear(
         lambda t: t * scale,
-        lambda t: t * scale.abs(),
+        lambda t: t * size,
         bias,
         DIAGONAL_FAN,
         DIAGONAL_FAN,
@@ -169,29 +171,12 @@ def _batch_norm(m: nn.modules.batchnorm._BatchNorm, shape: torch.Size) -> Rule:
     if m.bias is not None:
         bias = bias + m.bias.detach()
     view = (1, -1, *[1] * (len(shape) - 2))  # channels second, whatever follows them
-    return _scale(scale.view(view), bias.view(view))
+    return _diagonal(scale.view(view), bias.view(view))
 
 
 def _normalize(m: Normalize) -> Rule:
     scale = 1 / m.std.detach()
-    return _scale(scale, -m.mean.detach() * scale)
-
-
-def _times(factor: float) -> Rule:
-    """``x * factor`` for a number (a Python float: exact in any precision)."""
-    return Linear(
-        lambda t: t * factor,
-        lambda t: t * abs(factor),
-        None,
-        1,
-        1,
-        lambda p: abs(factor),
-        diagonal=True,
-    )
-
-
-def _identity() -> Rule:
-    return _times(1.0)
+    return _diagonal(scale, -m.mean.detach() * scale)
 
 
 def _average(kernel: tuple[int, int], pool: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
@@ -284,7 +269,7 @@ MODULE_RULES: dict[type, Callable[[nn.Module, torch.Size, torch.Size], Rule]] = 
     nn.BatchNorm1d: lambda m, i, o: _batch_norm(m, i),
     nn.BatchNorm2d: lambda m, i, o: _batch_norm(m, i),
     Normalize: lambda m, i, o: _normalize(m),
-    Center: lambda m, i, o: _scale(torch.tensor(1.0), torch.tensor(-0.5)),  # exact in fp32
+    Center: lambda m, i, o: _diagonal(1.0, -0.5),
     nn.ReLU: lambda m, i, o: relu(),
     nn.LeakyReLU: lambda m, i, o: _leaky(m),
     nn.Sigmoid: lambda m, i, o: sigmoid(),
@@ -297,8 +282,8 @@ MODULE_RULES: dict[type, Callable[[nn.Module, torch.Size, torch.Size], Rule]] = 
     ),
     nn.AdaptiveAvgPool2d: lambda m, i, o: _adaptive(m.output_size, i),
     nn.Flatten: lambda m, i, o: _reshape(o),
-    nn.Identity: lambda m, i, o: _identity(),
-    nn.Dropout: lambda m, i, o: _identity(),
+    nn.Identity: lambda m, i, o: _diagonal(1.0),
+    nn.Dropout: lambda m, i, o: _diagonal(1.0),
     Sum: lambda m, i, o: Merge((1.0, 1.0)),
     ConvexMerge: lambda m, i, o: Merge(tuple(float(w) for w in m.weight.detach())),
 }
@@ -443,7 +428,7 @@ def _rule(node: torch.fx.Node, modules: dict[str, nn.Module], inputs: list) -> R
     if node.op == "call_function" and target is F.dropout:
         training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
         if not training:  # F.dropout's default is training=True: dropping, not a function
-            return _identity()
+            return _diagonal(1.0)
     raise LocrobError(f"the bound has no rule for '{node.format_node()}'")
 
 
@@ -476,42 +461,20 @@ def _arithmetic(node: torch.fx.Node, modules: dict[str, nn.Module], x: torch.fx.
         raise LocrobError(f"the bound has no rule for '{node.format_node()}'")
     kind = ARITHMETIC[node.target]
     if kind == "add":
-        return _shift(value)
+        return _diagonal(1.0, value)
     if kind == "sub":  # x - c, or c - x
-        return _shift(-value) if first is x else _affine(-1.0, value)
+        return _diagonal(1.0, -value) if first is x else _diagonal(-1.0, value)
     if kind == "mul":
-        return _affine(value, None)
+        return _diagonal(value)
     if first is x:  # x / c, as x * (1 / c) with the reciprocal in float64 (its rounding is
         # within the scale's margin; in float32 it would not be)
-        return _affine(1 / value if isinstance(value, float) else value.double().reciprocal(), None)
+        return _diagonal(1 / value if isinstance(value, float) else value.double().reciprocal())
     raise LocrobError(f"the bound has no rule for '{node.format_node()}' (a division by x)")
 
 
 def _constant(modules: dict[str, nn.Module], target: str) -> torch.Tensor:
     owner, _, attr = target.rpartition(".")
     return getattr(modules[owner], attr).detach()
-
-
-def _shift(value: float | torch.Tensor) -> Rule:
-    return _affine(1.0, value)
-
-
-def _affine(scale: float | torch.Tensor, bias: float | torch.Tensor | None) -> Rule:
-    """``x * scale + bias`` with numbers or tensors the model holds (broadcast)."""
-    if isinstance(scale, float):
-        rule = _times(scale)
-        if bias is None:
-            return rule
-        return Linear(
-            rule.apply,
-            rule.apply_abs,
-            torch.as_tensor(bias),
-            DIAGONAL_FAN,
-            DIAGONAL_FAN,
-            rule.norm,
-            diagonal=True,
-        )
-    return _scale(scale, None if bias is None else torch.as_tensor(bias))
 
 
 def input_lipschitz(graph: Graph, p: float) -> float:

@@ -62,7 +62,7 @@ class Linear(Rule):
 
     apply: LinearMap
     apply_abs: LinearMap
-    bias: torch.Tensor | None
+    bias: torch.Tensor | float | None
     fan_in: int
     fan_out: int
     norm: Callable[[float], float]  # the operator norm of A in an L_p norm, bounded above

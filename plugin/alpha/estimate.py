@@ -228,10 +228,8 @@ def _bounded(
         raise LocrobError("method='bound' needs an nn.Module (it reads the layers)")
     mine = shard.indices(len(points))
     with torch.no_grad():
-        found = upper_bounds(model.to(dev), points[mine.start : mine.stop], settings)
-    per_point = torch.zeros(len(settings.radii), len(points), dtype=torch.float64, device=dev)
-    per_point[:, mine.start : mine.stop] = found.per_point.to(dev)
-    per_point = shard.sum(per_point).cpu()  # zeros but each rank's points: exact
+        found = upper_bounds(model, points[mine.start : mine.stop], settings)
+    per_point = shard.whole(found.per_point.to(dev), len(points), mine.start, dim=1).cpu()
     per_radius = per_point.amax(dim=1)
     return AlphaResult(
         radii=torch.tensor(settings.radii, dtype=torch.float64),

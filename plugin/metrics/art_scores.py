@@ -57,22 +57,18 @@ class Clever(Metric):
         n = min(self.max_examples, len(x))
         shard = self.shard(context)
         mine = shard.indices(n)
-        # float64, zeros but this rank's points: the sum over the ranks is every score, exactly
-        scores = torch.zeros(n, dtype=torch.float64, device=context.device)
-        scores[mine.start : mine.stop] = torch.tensor(
-            clever_scores(
-                art_classifier(model, data, context),
-                to_float(x[mine.start : mine.stop]).numpy(),
-                nb_batches=self.nb_batches,
-                batch_size=self.batch_size,
-                radius=self.radius,
-                norm=self.norm,
-                seed=context.seed,
-                first=mine.start,
-            ),
-            dtype=torch.float64,
+        scores = clever_scores(
+            art_classifier(model, data, context),
+            to_float(x[mine.start : mine.stop]).numpy(),
+            nb_batches=self.nb_batches,
+            batch_size=self.batch_size,
+            radius=self.radius,
+            norm=self.norm,
+            seed=context.seed,
+            first=mine.start,
         )
-        found = shard.sum(scores).tolist()
+        part = torch.tensor(scores, dtype=torch.float64, device=context.device)
+        found = shard.whole(part, n, mine.start).tolist()
         return self.result(
             {"mean_score": float(np.mean(found)), "min_score": float(np.min(found))},
             scores=found,
@@ -96,14 +92,15 @@ class LossSensitivity(Metric):
 
         classifier = art_classifier(model, data, context)
         n = len(self.examples(data, context)[1])
-        # one sum per batch, zeros but this rank's batches: summed over the ranks exactly,
-        # then added in batch order, as one process adds them
-        sums = torch.zeros(-(-n // context.batch_size), dtype=torch.float64)
+        # one sum per batch, put together over the ranks, then added in batch order as one
+        # process adds them
+        size, first, sums = context.batch_size, 0, []
         for b in self.batches(data, context, desc=self.name, aligned=True):
             one_hot = torch.nn.functional.one_hot(b.y, data.num_classes).cpu().numpy()
-            mean = loss_sensitivity(classifier, b.x.cpu().numpy(), one_hot)
-            sums[b.first // context.batch_size] = mean * len(b.y)
-        total = self.shard(context).sum(sums.to(context.device)).sum()
+            first = first if sums else b.first // size
+            sums.append(loss_sensitivity(classifier, b.x.cpu().numpy(), one_hot) * len(b.y))
+        part = torch.tensor(sums, dtype=torch.float64, device=context.device)
+        total = self.shard(context).whole(part, -(-n // size), first).sum()
         return self.result({"loss_sensitivity": float(total) / n}, n=n)
 
 
