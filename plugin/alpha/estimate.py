@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from locrob.alpha.bound import PRE_ACTIVATIONS, upper_bounds
 from locrob.alpha.geometry import Draws
 from locrob.alpha.result import AlphaResult, running_max
 from locrob.alpha.sampling import (
@@ -224,6 +223,8 @@ def _bounded(
 ) -> AlphaResult:
     """``method="bound"``: the certified upper bound (:mod:`locrob.alpha.bound`), each
     rank of a group bounding its range of the points."""
+    from locrob.alpha.bound import PRE_ACTIVATIONS, upper_bounds  # its tracer: only here
+
     if not isinstance(model, nn.Module):
         raise LocrobError("method='bound' needs an nn.Module (it reads the layers)")
     mine = shard.indices(len(points))
