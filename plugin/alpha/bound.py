@@ -60,10 +60,13 @@ def upper_bounds(
     dtype: torch.dtype = torch.float64,
     batch: int = 8,
     memory_bytes: int = 2**31,
+    skip_past_global: bool = True,
 ) -> UpperBounds:
     """Certified upper bounds on every ratio around each of ``points`` at each of the
     settings' radii, computed in ``dtype``, up to ``batch`` regions at a time within
-    ``memory_bytes``; where one region's Jacobian interval would not fit, the global bound."""
+    ``memory_bytes``; where one region's Jacobian interval would not fit, the global bound.
+    With ``skip_past_global``, a point whose local bound reached the global one at a radius
+    is not bounded locally at larger radii (``local`` is inf there)."""
     if callable(settings.output):
         raise LocrobError("the bound takes output='softmax' or 'logits', not a function")
     x = points.to(dtype)
@@ -90,17 +93,22 @@ def upper_bounds(
         return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, kind)
     batch = max(1, min(batch, memory_bytes // per_region))
     at = _at_points(graph, x, settings, batch) if settings.output == "softmax" else None
-    items = [(k, i) for k in range(len(radii)) for i in range(len(x))]
-    bar = progress(total=len(items), desc="alpha_lim bound", unit="region")
-    for lo in range(0, len(items), batch):
-        chunk = items[lo : lo + batch]
-        ks = torch.tensor([k for k, _ in chunk], device=x.device)
-        idx = torch.tensor([i for _, i in chunk], device=x.device)
-        with torch.no_grad():
-            here = None if at is None else Interval(at.center[idx], at.radius[idx])
-            found = _local(graph, x[idx], radii[ks], settings, here)
-        local[ks.cpu(), idx.cpu()] = found.cpu()
-        bar.update(len(chunk))
+    bar = progress(total=len(radii) * len(x), desc="alpha_lim bound", unit="region")
+    open_points = torch.arange(len(x), device=x.device)
+    for k in sorted(range(len(radii)), key=lambda k: float(radii[k])):
+        for lo in range(0, len(open_points), batch):
+            idx = open_points[lo : lo + batch]
+            with torch.no_grad():
+                here = None if at is None else Interval(at.center[idx], at.radius[idx])
+                local[k, idx.cpu()] = _local(
+                    graph, x[idx], radii[k].expand(len(idx)), settings, here
+                ).cpu()
+        bar.update(len(x))
+        if skip_past_global:
+            # a larger region's intervals hold a smaller one's, so its local bound is (all but
+            # always) larger: once a point's reaches the global bound, its larger radii take
+            # the global one, which holds everywhere, without the work
+            open_points = open_points[(local[k, open_points.cpu()] < global_bound).to(x.device)]
     bar.close()
     return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, "local")
 
