@@ -174,6 +174,89 @@ def test_the_bound_is_above_every_ratio_and_jacobian_in_the_region(
         assert _jacobian_norm(model, z, output, p, p) <= float(upper.per_point[0, i]) * (1 + 1e-12)
 
 
+def _node_values(model: nn.Module, graph, z: torch.Tensor) -> dict:
+    """Every traced node's value at the inputs ``z``, by running the traced graph."""
+    module = torch.fx.GraphModule(model, graph.placeholder.graph)
+    seen = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            seen[n] = out = super().run_node(n)
+            return out
+
+    Recorder(module).run(z)
+    return seen
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    kind=st.sampled_from(KINDS),
+    norm=st.sampled_from(["l2", "inf"]),
+    radius=st.floats(1e-3, 0.5),
+)
+def test_linear_relaxation_tightens_the_intervals_and_keeps_every_value(seed, kind, norm, radius):
+    """Property: with back-substitution every node's interval lies within the interval
+    pass's and still holds the node's value at random points of each region."""
+    from locrob.alpha.bound import _forward
+    from locrob.alpha.bound_graph import trace
+    from locrob.alpha.bound_linear import Relaxed
+    from locrob.alpha.settings import resolve
+
+    model = _chain(seed, kind)
+    x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    graph = trace(model, x[:1])
+    found = resolve(None, [radius], norm=norm, output="softmax")
+    r = torch.full((len(x),), radius, dtype=torch.float64)
+    plain = _forward(graph, x, r, found)
+    record = Relaxed()
+    tight = _forward(graph, x, r, found, record)
+    g = torch.Generator().manual_seed(seed + 2)
+    step = torch.randn(64, *x.shape, generator=g, dtype=torch.float64)
+    size = step.flatten(2).norm(dim=2) if norm == "l2" else step.flatten(2).abs().amax(dim=2)
+    scale = radius * torch.rand(64, len(x), generator=g, dtype=torch.float64) / size
+    z = (x + step * scale.view(64, len(x), 1, 1, 1)).clamp(0, 1)
+    values = [_node_values(model, graph, batch) for batch in z]
+    for node, interval in tight.items():
+        assert (interval.lower >= plain[node].lower - 1e-12).all(), node
+        assert (interval.upper <= plain[node].upper + 1e-12).all(), node
+        at = torch.stack([v[node] for v in values])
+        assert (at >= interval.lower).all() and (at <= interval.upper).all(), node
+
+
+def test_through_stable_relus_the_logits_range_is_the_composed_maps_over_the_ball():
+    """With every ReLU's sign fixed over the region, the network is the linear map
+    W2 D W1 there: back-substitution gives each logit's exact range over the L2 ball,
+    value +- r * ||row||, where the interval pass gives more."""
+    from locrob.alpha.bound import _forward
+    from locrob.alpha.bound_graph import trace
+    from locrob.alpha.bound_linear import Relaxed
+    from locrob.alpha.settings import resolve
+
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    net[1].bias.data = torch.linspace(-3, 3, 8, dtype=torch.float64)  # some on, some off
+    x = torch.full((1, 6), 0.5, dtype=torch.float64)
+    r, graph = 1e-3, trace(net, x)
+    found = resolve(None, [r], norm="l2", output="softmax", clamp=None)
+    radius = torch.tensor([r], dtype=torch.float64)
+    record = Relaxed()
+    logits = _forward(graph, x, radius, found, record)[graph.output]
+    hidden = net[1](x)
+    assert (hidden.abs() > 0.1).all(), "every ReLU stable over the ball"
+    composed = (
+        net[3].weight.detach() @ torch.diag((hidden[0] > 0).double()) @ net[1].weight.detach()
+    )
+    exact = torch.linalg.vector_norm(composed, dim=1) * r
+    value = net(x)[0]
+    assert logits.upper[0].tolist() == pytest.approx((value + exact).tolist(), rel=1e-12, abs=1e-13)
+    assert logits.lower[0].tolist() == pytest.approx((value - exact).tolist(), rel=1e-12, abs=1e-13)
+    assert (logits.upper[0] >= value + exact).all() and (logits.lower[0] <= value - exact).all()
+    plain = _forward(graph, x, radius, found)[graph.output]
+    assert (plain.upper[0] - value > 1.5 * exact).any()  # the intervals lose the correlation
+    assert record.tightened == {graph.output.name}
+
+
 def test_the_interval_closes_as_the_radius_shrinks():
     """At r -> 0 the region is the point: the bound meets the search's value (the Jacobian's
     norm at the worst point) on a small CNN, in L2 and Linf."""

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from locrob.alpha.bound_graph import Graph, input_lipschitz, trace
+from locrob.alpha.bound_linear import SUMMARY, Relaxed, relax
 from locrob.alpha.bound_rules import Linear, Merge
 from locrob.alpha.interval import Interval, gamma, matrix_norm_bound, unit_roundoff
 from locrob.alpha.settings import AlphaSettings
@@ -38,7 +39,6 @@ from locrob.errors import LocrobError
 from locrob.runtime import progress
 
 INF = float("inf")
-PRE_ACTIVATIONS = "interval bound propagation; in L2 the first affine layers over the exact ball"
 
 
 @dataclass
@@ -51,6 +51,7 @@ class UpperBounds:
     global_bound: float
     dtype: torch.dtype
     kind: str  # "local", or why the global bound stands alone
+    pre_activations: str = SUMMARY  # how the intervals before each nonlinearity were made
 
 
 def upper_bounds(
@@ -61,12 +62,14 @@ def upper_bounds(
     batch: int = 8,
     memory_bytes: int = 2**31,
     skip_past_global: bool = True,
+    linear: bool = True,
 ) -> UpperBounds:
     """Certified upper bounds on every ratio around each of ``points`` at each of the
     settings' radii, computed in ``dtype``, up to ``batch`` regions at a time within
     ``memory_bytes``; where one region's Jacobian interval would not fit, the global bound.
     With ``skip_past_global``, a point whose local bound reached the global one at a radius
-    is not bounded locally at larger radii (``local`` is inf there)."""
+    is not bounded locally at larger radii (``local`` is inf there). With ``linear``, the
+    pre-activation intervals are tightened by linear relaxation where that is affordable."""
     if callable(settings.output):
         raise LocrobError("the bound takes output='softmax' or 'logits', not a function")
     x = points.to(dtype)
@@ -94,6 +97,7 @@ def upper_bounds(
     batch = max(1, min(batch, memory_bytes // per_region))
     at = _at_points(graph, x, settings, batch) if settings.output == "softmax" else None
     bar = progress(total=len(radii) * len(x), desc="alpha_lim bound", unit="region")
+    record = Relaxed() if linear else None
     open_points = torch.arange(len(x), device=x.device)
     for k in sorted(range(len(radii)), key=lambda k: float(radii[k])):
         for lo in range(0, len(open_points), batch):
@@ -101,7 +105,7 @@ def upper_bounds(
             with torch.no_grad():
                 here = None if at is None else Interval(at.center[idx], at.radius[idx])
                 local[k, idx.cpu()] = _local(
-                    graph, x[idx], radii[k].expand(len(idx)), settings, here
+                    graph, x[idx], radii[k].expand(len(idx)), settings, here, record
                 ).cpu()
         bar.update(len(x))
         if skip_past_global:
@@ -110,7 +114,8 @@ def upper_bounds(
             # the global one, which holds everywhere, without the work
             open_points = open_points[(local[k, open_points.cpu()] < global_bound).to(x.device)]
     bar.close()
-    return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, "local")
+    said = SUMMARY if record is None else record.describe()
+    return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, "local", said)
 
 
 def _global(graph: Graph, settings: AlphaSettings, outputs: int) -> float:
@@ -147,11 +152,12 @@ def _local(
     r: torch.Tensor,
     settings: AlphaSettings,
     at: Interval | None,
+    record: Relaxed | None = None,
 ) -> torch.Tensor:
     """The local bound of each (point, radius) region of the batch: the logits' Jacobian
     over the region, times the output function's Jacobian over the logits' range (``at``:
     the logits at the points, for the softmax)."""
-    values = _forward(graph, x, r, settings)
+    values = _forward(graph, x, r, settings, record)
     logits = values[graph.output]
     b, shape = len(x), logits.center.shape[1:]
     if settings.output == "softmax" and len(shape) != 1:
@@ -188,18 +194,22 @@ def _matmul(a: Interval, b: Interval) -> Interval:
 
 
 def _forward(
-    graph: Graph, x: torch.Tensor, r: torch.Tensor, settings: AlphaSettings
+    graph: Graph,
+    x: torch.Tensor,
+    r: torch.Tensor,
+    settings: AlphaSettings,
+    record: Relaxed | None = None,
 ) -> dict[torch.fx.Node, Interval]:
     """Every node's interval over the regions. In L2, along the affine layers from the
-    input, each node's rows' norms (``rows``) and value at the point (``at``) too."""
+    input, each node's rows' norms (``rows``) and value at the point (``at``) too; past
+    them, with a ``record``, tightened by linear relaxation (:mod:`locrob.alpha.bound_linear`)."""
     values = {graph.placeholder: _region(x, r, settings)}
     l2 = settings.p_in == 2
     rows = {graph.placeholder: torch.ones_like(x[:1])} if l2 else {}
     at = {graph.placeholder: Interval.point(x)}
     diagonal = {graph.placeholder: True}
     for step in graph.steps:
-        inputs = [values[a] for a in step.inputs]
-        out = step.rule.forward(inputs)
+        out = step.rule.forward(step.read(values))
         affine = isinstance(step.rule, (Linear, Merge))
         if l2 and affine and all(a in rows for a in step.inputs):
             row = step.rule.ball(
@@ -216,6 +226,8 @@ def _forward(
                     and all(diagonal[a] for a in step.inputs)
                 )
         values[step.node] = out
+        if record is not None and step.node not in rows:  # the ball's are exact already
+            values[step.node] = relax(graph, values, step.node, x, r, settings, record)
     return values
 
 
@@ -256,16 +268,11 @@ def _probabilities(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, to
 
 def _backward(graph: Graph, values: dict[torch.fx.Node, Interval], adjoint: Interval) -> Interval:
     """The output function's Jacobian rows carried back to the input, node by node."""
-    adjoints = {graph.output: adjoint}
-    for step in reversed(graph.steps):
-        here = adjoints.pop(step.node, None)
-        if here is None:
-            continue
-        back = step.rule.backward(here, [values[a] for a in step.inputs])
-        for node, part in zip(step.inputs, back, strict=True):
-            adjoints[node] = adjoints[node] + part if node in adjoints else part
-    if graph.placeholder not in adjoints:  # the output does not depend on the input
+    found = graph.pull_back(
+        graph.output, adjoint, lambda step, rows: step.rule.backward(rows, step.read(values))
+    )
+    if found is None:  # the output does not depend on the input
         b, k = adjoint.center.shape[:2]
         zeros = torch.zeros(b, k, *values[graph.placeholder].center.shape[1:])
         return Interval.point(zeros.to(adjoint.center))
-    return adjoints[graph.placeholder]
+    return found

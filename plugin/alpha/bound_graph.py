@@ -31,6 +31,7 @@ from locrob.alpha.bound_rules import (
     sigmoid,
     tanh,
 )
+from locrob.alpha.interval import Interval
 from locrob.alpha.stages import traced
 from locrob.errors import LocrobError
 from locrob.models.l2nn import Center, NonexpansiveConv2d, NonexpansiveLinear, TwoSidedReLU
@@ -48,6 +49,10 @@ class Step:
     rule: Rule
     inputs: list[torch.fx.Node]
 
+    def read(self, values: dict[torch.fx.Node, Interval]) -> list[Interval]:
+        """The step's inputs' intervals."""
+        return [values[a] for a in self.inputs]
+
 
 @dataclass
 class Graph:
@@ -61,6 +66,31 @@ class Graph:
     def widest(self) -> int:
         """The most numbers one example holds at a node."""
         return max(_shape(n)[1:].numel() for n in [self.placeholder, *(s.node for s in self.steps)])
+
+    def undecided(self, node: torch.fx.Node, value: Interval) -> torch.Tensor | None:
+        """Where a nonlinearity reading ``node`` has an undecided derivative over ``value``
+        (a mask of its shape); None if no rule reading it can be."""
+        masks = [step.rule.undecided(value) for step in self.steps if node in step.inputs]
+        masks = [m for m in masks if m is not None]
+        return None if not masks else torch.stack(masks).any(0)
+
+    def pull_back(
+        self,
+        node: torch.fx.Node,
+        seed: Interval,
+        through: Callable[[Step, Interval], list[Interval]],
+    ) -> Interval | None:
+        """Rows attached to ``node`` (``seed``, (B, K, *shape)) carried back to the input, step
+        by step (``through``: a step's rows to its inputs' rows), summed where branches
+        meet; None where the node does not depend on the input."""
+        rows = {node: seed}
+        for step in reversed(self.steps):
+            here = rows.pop(step.node, None)
+            if here is None:
+                continue
+            for source, part in zip(step.inputs, through(step, here), strict=True):
+                rows[source] = rows[source] + part if source in rows else part
+        return rows.get(self.placeholder)
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

@@ -7,6 +7,12 @@ function's Jacobian, carried back to this node. Through a linear map ``A`` it be
 by the interval of the nonlinearity's derivative over the region (ReLU: 0 or 1 where the
 sign is fixed, [0, 1] where it is not). Every rule encloses the set of Jacobians of every
 point of the region, so the product's norm bounds the local Lipschitz constant.
+
+Substituted (the linear-relaxation pass, :mod:`locrob.alpha.bound_linear`), a rule takes
+``lam``, interval coefficients of a linear function of its output, and returns coefficients
+on its inputs and a constant with ``lam . out <= sum lam_in . in + constant`` everywhere in
+the region: exact for an affine map, and for a nonlinearity by a line above it where a
+coefficient is positive and one below it where it is negative (its linear relaxation).
 """
 
 from __future__ import annotations
@@ -37,6 +43,18 @@ class Rule:
         those of its inputs (as functions of the model's input)."""
         raise NotImplementedError
 
+    def undecided(self, x: Interval) -> torch.Tensor | None:
+        """Where the derivative over ``x`` is not one number (the neurons a tighter interval
+        of this input could decide); None for an operation that tightening does not serve."""
+        return None
+
+    def substitute(
+        self, lam: Interval, inputs: Sequence[Interval]
+    ) -> tuple[list[Interval], Interval]:
+        """Coefficients on the inputs and a constant (an interval per row, (B, K)) that bound
+        ``lam . output`` from above over the region (see the module's docstring)."""
+        raise NotImplementedError
+
     def ball(self, rows: Sequence[torch.Tensor | None], diagonal: bool) -> torch.Tensor | None:
         """For an affine operation: the L2 norms of the rows of the linear map from the model's
         input to this output, given its input's (``diagonal`` when that map is diagonal,
@@ -53,6 +71,47 @@ def _transpose(apply: LinearMap, shape: torch.Size, like: torch.Tensor) -> Linea
 def _rows(adjoint: Interval) -> tuple[int, int]:
     b, k = adjoint.center.shape[:2]
     return b, k
+
+
+def total(t: Interval) -> Interval:
+    """Each row's sum over a node's elements, (B, K, *shape) -> (B, K), rounding included."""
+    n = t.center[0, 0].numel()
+    return t.linear(_sum, _sum, n)
+
+
+def _sum(v: torch.Tensor) -> torch.Tensor:
+    return v.flatten(2).sum(-1)
+
+
+def _constant(lam: Interval, c: torch.Tensor | float | None) -> Interval:
+    """``lam . c`` per row for a constant ``c`` broadcast over the node."""
+    if c is None:
+        return Interval.point(lam.center.new_zeros(lam.center.shape[:2]))
+    full = torch.broadcast_to(torch.as_tensor(c).to(lam.center), (1, *lam.center.shape[2:]))
+    return total(lam.scale(full))
+
+
+def relaxed(
+    lam: Interval,
+    above: tuple[torch.Tensor, torch.Tensor],
+    below: tuple[torch.Tensor, torch.Tensor],
+    size: torch.Tensor,
+) -> tuple[Interval, Interval]:
+    """``lam . f(z)`` bounded from above, elementwise, by lines ``slope * z + intercept`` with
+    ``below <= f <= above`` over the region (each (B, *shape)): the line above where the
+    coefficient is surely positive, the one below where surely negative, and where its
+    sign is unsure (rounding) the constant ``|lam| * size`` (``size >= |f|``)."""
+    positive, negative = lam.lower >= 0, lam.upper <= 0
+
+    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(positive, a.unsqueeze(1), torch.where(negative, b.unsqueeze(1), 0.0))
+
+    slope, intercept = pick(above[0], below[0]), pick(above[1], below[1])
+    unsure = ~(positive | negative)
+    spill = torch.where(unsure, (lam.center.abs() + lam.radius) * size.unsqueeze(1), 0.0)
+    spill = spill.flatten(2).sum(-1) * (1 + gamma(spill[0, 0].numel(), spill.dtype))
+    constant = total(lam.scale(intercept)) + Interval(spill.new_zeros(spill.shape), spill)
+    return lam.scale(slope), constant
 
 
 @dataclass
@@ -89,6 +148,11 @@ class Linear(Rule):
     def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
         return self.norm(p) * inputs[0]
 
+    def substitute(
+        self, lam: Interval, inputs: Sequence[Interval]
+    ) -> tuple[list[Interval], Interval]:
+        return self.backward(lam, inputs), _constant(lam, self.bias)
+
     def ball(self, rows: Sequence[torch.Tensor | None], diagonal: bool) -> torch.Tensor | None:
         (row,) = rows
         if row is None:
@@ -108,10 +172,49 @@ class Elementwise(Rule):
     fn: Callable[[torch.Tensor], torch.Tensor]
     derivative: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     slope: float  # the largest |derivative|: the Lipschitz constant
+    kink: float | None = None  # max(z, kink * z) with 0 <= kink <= 1: convex, two pieces
 
     def forward(self, inputs: Sequence[Interval]) -> Interval:
         (x,) = inputs
         return Interval.between(*_outward(self.fn(x.lower), self.fn(x.upper)))
+
+    def undecided(self, x: Interval) -> torch.Tensor | None:
+        low, high = self.derivative(x.lower, x.upper)
+        return low < high
+
+    def substitute(
+        self, lam: Interval, inputs: Sequence[Interval]
+    ) -> tuple[list[Interval], Interval]:
+        (x,) = inputs
+        lo, hi = x.lower, x.upper
+        f_lo, f_hi = _outward(self.fn(lo), self.fn(hi))
+        size = torch.maximum(f_lo.abs(), f_hi.abs())
+        above, below = self._lines(lo, hi, f_lo, f_hi)
+        coefficients, constant = relaxed(lam, above, below, size)
+        return [coefficients], constant
+
+    def _lines(
+        self, lo: torch.Tensor, hi: torch.Tensor, f_lo: torch.Tensor, f_hi: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Lines above and below the function over [lo, hi], as (slope, intercept)."""
+        u, tiny = 16 * unit_roundoff(lo.dtype), torch.finfo(lo.dtype).tiny
+        if self.kink is None:
+            # the smallest derivative d: f(z) <= f(hi) - d (hi - z), f(z) >= f(lo) + d (z - lo)
+            d, _ = _outward(*self.derivative(lo, hi))
+            d = d.clamp_min(0)
+            up, down = f_hi - d * hi, f_lo - d * lo
+            slack = u * (up.abs() + (d * hi).abs() + (d * lo).abs() + down.abs()) + tiny
+            return (d, up + slack), (d, down - slack)
+        a = self.kink
+        undecided = (lo < 0) & (hi > 0)
+        piece = torch.where(lo >= 0, 1.0, a).to(lo.dtype)
+        # above: the chord from (lo, a lo) to (hi, hi); below: the piece with more room
+        width = torch.where(undecided, hi - lo, 1.0)
+        chord = torch.where(undecided, (hi - a * lo) / width, piece)
+        through = torch.where(undecided, lo * (a - chord), 0.0)
+        slack = u * (chord.abs() * (lo.abs() + hi.abs()) + lo.abs() + hi.abs()) + tiny
+        below = torch.where(undecided, torch.where(hi > -lo, 1.0, a).to(lo.dtype), piece)
+        return (chord, through + torch.where(undecided, slack, 0.0)), (below, torch.zeros_like(lo))
 
     def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
         (x,) = inputs
@@ -171,13 +274,16 @@ def tanh() -> Elementwise:
 
 
 def relu() -> Elementwise:
-    return Elementwise(torch.relu, relu_derivative, 1.0)
+    return Elementwise(torch.relu, relu_derivative, 1.0, kink=0.0)
 
 
 def leaky_relu(slope: float) -> Elementwise:
     """A leaky ReLU with ``slope >= 0`` (a negative one is not monotone: the caller refuses it)."""
     return Elementwise(
-        lambda t: F.leaky_relu(t, slope), leaky_derivative(slope), max(1.0, abs(slope))
+        lambda t: F.leaky_relu(t, slope),
+        leaky_derivative(slope),
+        max(1.0, abs(slope)),
+        kink=slope if slope <= 1 else None,
     )
 
 
@@ -234,6 +340,41 @@ class Pool(Rule):
         high = torch.where(safe, ratios.amax(0), torch.where(hi <= 0, 0.0, 1.0))
         return low.clamp(-1, 1), high.clamp(-1, 1)
 
+    def substitute(
+        self, lam: Interval, inputs: Sequence[Interval]
+    ) -> tuple[list[Interval], Interval]:
+        (x,) = inputs
+        window = self.forward([x])
+        size = torch.maximum(window.lower.abs(), window.upper.abs())
+        zero = torch.zeros_like(window.center)
+        if self.kind == "l2":  # constants: the window's norm between its interval's ends
+            _, constant = relaxed(lam, (zero, window.upper), (zero, window.lower), size)
+            return [Interval.point(self._spread(lam.center, x) * 0)], constant
+        # above: the window's only possible maximum where it has one, else its largest upper
+        # end; below: the input with the largest lower end (the maximum is at least that)
+        only, _ = self._derivative(x)
+        alone = F.max_pool2d(only, self.k)
+        coefficients, constant = relaxed(
+            lam, (alone, window.upper * (1 - alone)), (torch.ones_like(alone), zero), size
+        )
+        positive = (lam.lower >= 0).to(lam.center)
+        routes = ((positive, only), (1 - positive, self._first_largest(x.lower)))
+        parts = [
+            Interval(
+                self._spread(coefficients.center * sign, x) * mask.unsqueeze(1),
+                self._spread(coefficients.radius * sign, x) * mask.unsqueeze(1),
+            )
+            for sign, mask in routes
+        ]
+        return [parts[0] + parts[1]], constant
+
+    def _first_largest(self, lo: torch.Tensor) -> torch.Tensor:
+        """1 at one input per window with the window's largest lower end, 0 elsewhere."""
+        _, where = F.max_pool2d(lo, self.k, return_indices=True)
+        mask = torch.zeros_like(lo).flatten(2)
+        mask.scatter_(2, where.flatten(2), 1.0)
+        return mask.view_as(lo)
+
     def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
         # a window's max is 1-Lipschitz in both norms; its L2 norm in L2, and k in Linf
         return (self.k if self.kind == "l2" and p == INF else 1.0) * inputs[0]
@@ -260,6 +401,20 @@ class TwoSided(Rule):
         down = second.times(_per_row(Interval.between(*relu_derivative(-hi, -lo))))
         return [up - down]
 
+    def undecided(self, x: Interval) -> torch.Tensor | None:
+        return relu().undecided(x)
+
+    def substitute(
+        self, lam: Interval, inputs: Sequence[Interval]
+    ) -> tuple[list[Interval], Interval]:
+        (x,) = inputs
+        c = x.center.shape[1]
+        first = Interval(lam.center[:, :, :c], lam.radius[:, :, :c])
+        second = Interval(lam.center[:, :, c:], lam.radius[:, :, c:])
+        ([up], up_constant) = relu().substitute(first, [x])
+        ([down], down_constant) = relu().substitute(second, [-x])  # relu(-x), a function of -x
+        return [up - down], up_constant + down_constant
+
     def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
         return inputs[0]  # |relu(a) - relu(b)|^2 + |relu(-a) - relu(-b)|^2 <= |a - b|^2
 
@@ -278,6 +433,11 @@ class Merge(Rule):
 
     def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
         return [adjoint.scale(w) for w in self.weights]
+
+    def substitute(
+        self, lam: Interval, inputs: Sequence[Interval]
+    ) -> tuple[list[Interval], Interval]:
+        return self.backward(lam, inputs), _constant(lam, None)
 
     def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
         return sum(abs(w) * lip for w, lip in zip(self.weights, inputs, strict=True))

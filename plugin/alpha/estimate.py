@@ -223,7 +223,7 @@ def _bounded(
 ) -> AlphaResult:
     """``method="bound"``: the certified upper bound (:mod:`locrob.alpha.bound`), each
     rank of a group bounding its range of the points."""
-    from locrob.alpha.bound import PRE_ACTIVATIONS, upper_bounds  # its tracer: only here
+    from locrob.alpha.bound import upper_bounds  # its tracer: only here
 
     if not isinstance(model, nn.Module):
         raise LocrobError("method='bound' needs an nn.Module (it reads the layers)")
@@ -245,7 +245,7 @@ def _bounded(
         seconds=time.perf_counter() - start,
         extra={
             "global_bound": found.global_bound,
-            "pre_activations": PRE_ACTIVATIONS,
+            "pre_activations": found.pre_activations,
             "kind": found.kind,
             "precision": str(found.dtype).removeprefix("torch."),
         },
