@@ -39,6 +39,7 @@ from locrob.errors import LocrobError
 from locrob.runtime import progress
 
 INF = float("inf")
+PAYS = 10.0  # the linear pass runs where the interval pass's bound is within this x the global
 
 
 @dataclass
@@ -69,7 +70,8 @@ def upper_bounds(
     ``memory_bytes``; where one region's Jacobian interval would not fit, the global bound.
     With ``skip_past_global``, a point whose local bound reached the global one at a radius
     is not bounded locally at larger radii (``local`` is inf there). With ``linear``, the
-    pre-activation intervals are tightened by linear relaxation where that is affordable."""
+    pre-activation intervals are tightened by linear relaxation where that is affordable and
+    the interval pass's bound is within ``PAYS`` times the global one."""
     if callable(settings.output):
         raise LocrobError("the bound takes output='softmax' or 'logits', not a function")
     x = points.to(dtype)
@@ -103,10 +105,20 @@ def upper_bounds(
         for lo in range(0, len(open_points), batch):
             idx = open_points[lo : lo + batch]
             with torch.no_grad():
-                here = None if at is None else Interval(at.center[idx], at.radius[idx])
-                local[k, idx.cpu()] = _local(
-                    graph, x[idx], radii[k].expand(len(idx)), settings, here, record
-                ).cpu()
+                here = _rows(at, idx)
+                r = radii[k].expand(len(idx))
+                found = _local(graph, x[idx], r, settings, here)
+                if record is not None:
+                    # the linear pass costs far more than the interval one: it is run where
+                    # it can make the local bound useful, not beyond
+                    near = found < PAYS * global_bound
+                    record.far += int((~near).sum())
+                    if near.any():
+                        tight = _local(
+                            graph, x[idx][near], r[near], settings, _rows(here, near), record
+                        )
+                        found[near] = torch.minimum(found[near], tight)
+                local[k, idx.cpu()] = found.cpu()
         bar.update(len(x))
         if skip_past_global:
             # a larger region's intervals hold a smaller one's, so its local bound is (all but
@@ -126,6 +138,10 @@ def _global(graph: Graph, settings: AlphaSettings, outputs: int) -> float:
     # ||v||_q <= ||v||_p for q = Linf; ||v||_2 <= sqrt(n) ||v||_inf
     change = math.sqrt(outputs) if (p, q) == (INF, 2.0) else 1.0
     return lip * change * (1 + 1e-12)  # each factor carries its own margin already
+
+
+def _rows(at: Interval | None, keep: torch.Tensor) -> Interval | None:
+    return None if at is None else Interval(at.center[keep], at.radius[keep])
 
 
 def _region(x: torch.Tensor, r: torch.Tensor, settings: AlphaSettings) -> Interval:

@@ -36,6 +36,7 @@ class Relaxed:
 
     tightened: set[str] = field(default_factory=set)
     over_budget: set[str] = field(default_factory=set)
+    far: int = 0  # regions not tried: their interval bound was far above the global one
 
     def describe(self) -> str:
         """How the pre-activation intervals were made, in words."""
@@ -44,6 +45,8 @@ class Relaxed:
             said += f"; linear relaxation (CROWN) at {len(self.tightened)} nodes"
         if self.over_budget:
             said += f"; {len(self.over_budget)} nodes over the work budget left to intervals"
+        if self.far:
+            said += f"; {self.far} regions far above the global bound not relaxed"
         return said
 
 
