@@ -212,8 +212,9 @@ def test_bench_bound_times_the_three_methods_and_tabulates_the_tightness(monkeyp
     monkeypatch.setattr(bound, "_models", lambda: {"small-cnn (tiny)": tiny})
     rows = bound.bench_bound(points=2, draws=4, radii=(0.01, 0.05))
     (row,) = rows
-    assert set(row.seconds_per_point) == {"bound", "sample (4 draws)", "search"}
+    assert set(row.seconds_per_point) == {"bound", "intervals only", "sample (4 draws)", "search"}
     assert all(high >= low for low, high in zip(row.lower, row.upper, strict=True))
+    assert all(high <= plain for high, plain in zip(row.upper, row.intervals, strict=True))
     table = bound.bound_table(rows)
     assert "bound / sampling" in table and "| small-cnn (tiny) | 0.05 |" in table
     assert "<= 10" in table
