@@ -491,3 +491,29 @@ def test_layerwise_certified_side_composes_the_stages_bounds():
     found = locrob.layerwise_alpha(model, x, [0.05], bound=True, n_draws=8)
     assert float(found.upper.composed[0]) >= float(found.end_to_end.curve[0])
     assert float(found.upper.end_to_end.curve[0]) >= float(found.end_to_end.curve[0])
+
+
+@pytest.mark.parametrize(
+    ("conv", "size"),
+    [
+        (nn.Conv2d(3, 4, 3, stride=2, padding=1), 7),
+        (nn.Conv2d(3, 4, 3, stride=2, padding=1), 8),
+        (nn.Conv2d(4, 6, 5, stride=3, padding=2, dilation=2, groups=2), 11),
+        (nn.Conv2d(2, 2, 1, stride=2), 5),
+    ],
+)
+def test_a_convolutions_written_transpose_is_its_adjoint(conv, size):
+    """<A v, u> = <v, A^T u>: the transposed convolution the backward pass uses (with the
+    output padding a stride leaves) is the convolution's adjoint, on odd sizes too."""
+    from locrob.alpha.bound_graph import trace
+
+    net = nn.Sequential(conv).double()
+    x = torch.rand(2, conv.in_channels, size, size, dtype=torch.float64)
+    (step,) = trace(net, x[:1]).steps
+    u = torch.randn_like(net(x))
+    forward, backward = step.rule.apply, step.rule.transposed[0]
+    assert backward(u).shape == x.shape
+    assert float((forward(x) * u).sum()) == pytest.approx(float((x * backward(u)).sum()), rel=1e-12)
+    absolute = step.rule.transposed[1](u.abs())
+    expected = torch.autograd.functional.vjp(step.rule.apply_abs, x, u.abs())[1]
+    assert torch.allclose(absolute, expected, rtol=1e-12, atol=1e-12)

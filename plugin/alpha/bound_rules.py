@@ -127,6 +127,8 @@ class Linear(Rule):
     norm: Callable[[float], float]  # the operator norm of A in an L_p norm, bounded above
     apply_sq: LinearMap | None = None  # A with squared coefficients (exact L2 row norms)
     diagonal: bool = False  # A is diagonal up to a reshape (row norms scale exactly)
+    # A^T and |A|^T where written directly (cheaper than through autograd)
+    transposed: tuple[LinearMap, LinearMap] | None = None
 
     def forward(self, inputs: Sequence[Interval]) -> Interval:
         (x,) = inputs
@@ -138,11 +140,11 @@ class Linear(Rule):
         b, k = _rows(adjoint)
         shape = torch.Size((b * k, *x.center.shape[1:]))
         flat = adjoint.reshape(b * k, *adjoint.center.shape[2:])
-        back = flat.linear(
+        transposed = self.transposed or (
             _transpose(self.apply, shape, x.center),
             _transpose(self.apply_abs, shape, x.center),
-            self.fan_out,
         )
+        back = flat.linear(*transposed, self.fan_out)
         return [back.reshape(b, k, *x.center.shape[1:])]
 
     def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
