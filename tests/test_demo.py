@@ -43,6 +43,11 @@ def test_demo_writes_table_2_figures_and_reuses_its_models(tmp_path):
     assert rows[1].split(" | ")[3] == "100 ± 0"  # vanilla's relative mCE is 100 at every seed
     summary = json.loads((tmp_path / "report.json").read_text())
     assert list(summary["models"]) == ["vanilla", "parseval", "pgd"]
+    # Fig. 5's band: each model's alpha_lim from both sides, the upper side above the lower
+    alpha = summary["models"]["vanilla"]["0"]["metrics"]["local-robustness"]["summary"]
+    assert alpha["alpha_upper@1"] >= alpha["alpha@1"] > 0
+    note = next(line for line in table.splitlines() if "from both sides" in line)
+    assert all(f"{name} " in note for name in ("vanilla", "parseval", "pgd"))
     assert list(summary["models"]["pgd"]) == ["0", "1"]
     vanilla = summary["models"]["vanilla"]["0"]["metrics"]
     assert set(vanilla) == {"clean", "noise", "corruptions", "adversarial", "local-robustness"}
