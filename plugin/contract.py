@@ -30,6 +30,17 @@ T_contra = TypeVar("T_contra", contravariant=True)
 DEFAULT_DATA_DIR = Path("data")
 
 
+OBSERVER = "__locrob_observer__"
+
+
+def observer(hook: Callable[..., None]) -> Callable[..., None]:
+    """Mark a forward hook that only watches: it returns None and changes no tensor (a
+    defense recording activations for its loss). The certified bound reads the model's
+    layers, not its hooks, and refuses a model with any hook not so marked."""
+    setattr(hook, OBSERVER, True)
+    return hook
+
+
 def split_setting(settings: Mapping[str, Any]) -> str | None:
     """The split a metric chose for itself (its ``split`` setting), if it has one."""
     own = settings.get("split")

@@ -395,6 +395,12 @@ def _hooked() -> nn.Module:
     return net
 
 
+def _hooked_container() -> nn.Module:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    net.register_forward_hook(lambda m, i, o: 10 * o)  # fx traces through it: unseen
+    return net
+
+
 def _own_forward() -> nn.Module:
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
     net[1].forward = lambda t: 10 * F.linear(t, net[1].weight, net[1].bias)
@@ -407,16 +413,42 @@ def _own_forward() -> nn.Module:
         (lambda: nn.Sequential(nn.Flatten(), nn.LeakyReLU(-1.0)), "slope >= 0"),
         (lambda: nn.Sequential(nn.AvgPool2d(2, divisor_override=1), nn.Flatten()), "divisor"),
         (lambda: nn.Sequential(nn.AvgPool2d(3, ceil_mode=True), nn.Flatten()), "ceil_mode"),
-        (_hooked, "forward hooks or its own forward"),
-        (_own_forward, "forward hooks or its own forward"),
+        (_hooked, "module '1' has forward hooks"),
+        (_hooked_container, "module 'Sequential' has forward hooks"),
+        (_own_forward, "has its own forward"),
         (_InPlace, "overwrites a tensor that another operation also reads"),
         (lambda: nn.Sequential(nn.Flatten(0)), "mixes the examples"),
     ],
-    ids=["negative-slope", "divisor", "ceil", "hook", "own-forward", "in-place", "batch-mix"],
+    ids=[
+        "negative-slope",
+        "divisor",
+        "ceil",
+        "hook",
+        "container-hook",
+        "own-forward",
+        "in-place",
+        "batch-mix",
+    ],
 )
 def test_what_would_make_the_bound_wrong_is_refused(make, message):
     with pytest.raises(LocrobError, match=message):
         _bound(make().double(), torch.rand(2, 1, 4, 4, dtype=torch.float64), [0.1])
+
+
+def test_a_defenses_watching_hooks_leave_the_bound_as_it_is():
+    """The Laplacian defense's hooks record activations (marked observers): a model trained
+    with them is bounded, and exactly as without them."""
+    from locrob.defenses.laplacian import Laplacian
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)
+    ).double()
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    plain = _bound(net, x, [0.01, 0.1])
+    Laplacian().prepare_model(net)
+    assert net._forward_pre_hooks and net[2]._forward_hooks
+    assert torch.equal(_bound(net, x, [0.01, 0.1]).per_point, plain.per_point)
 
 
 def _worst_jacobian(model, x, output="logits", p=2.0, q=2.0) -> float:

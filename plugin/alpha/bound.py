@@ -9,7 +9,9 @@ only lowers the ratio). That norm is bounded in three passes:
 1. the region as a box (the ball's bounding box, clipped to the clamp box) carried forward
    through the network by interval arithmetic, every pre-activation getting an interval; in
    L2, the first affine layers also get the exact ball's interval (the point's value plus
-   r times each row's norm), and the tighter of the two is kept;
+   r times each row's norm), and the tighter of the two is kept; past them, where a
+   nonlinearity is undecided, the interval is tightened by linear relaxation
+   (:mod:`locrob.alpha.bound_linear`) when that is affordable and can pay;
 2. the Jacobian carried backward from the output as an interval matrix: the output
    function's Jacobian over the logits' intervals (softmax: from the intervals of the
    probabilities), times each layer's exact linear map, times each nonlinearity's interval

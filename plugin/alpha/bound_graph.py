@@ -33,6 +33,7 @@ from locrob.alpha.bound_rules import (
 )
 from locrob.alpha.interval import Interval
 from locrob.alpha.stages import traced
+from locrob.contract import OBSERVER
 from locrob.errors import LocrobError
 from locrob.models.l2nn import Center, NonexpansiveConv2d, NonexpansiveLinear, TwoSidedReLU
 from locrob.models.merges import ConvexMerge, Sum
@@ -357,6 +358,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> Graph:
         model = nn.Sequential(model)
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         raise LocrobError("the bound cannot see what global module hooks do: remove them")
+    _check_hooks(model)
     graph, placeholder = traced(_Tracer(), model, "the bound cannot read the model")
     module = torch.fx.GraphModule(model, graph)
     # two examples: a reshape that mixes them (x.view(-1)) shows in the batch size
@@ -388,6 +390,19 @@ def trace(model: nn.Module, example: torch.Tensor) -> Graph:
     return Graph(placeholder, steps, output)
 
 
+def _check_hooks(model: nn.Module) -> None:
+    """Refuse a module with a forward hook that may change what it computes: the trace reads
+    the layers, not the hooks. Hooks marked :func:`locrob.contract.observer` only watch."""
+    for name, module in model.named_modules():
+        hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+        if any(not getattr(hook, OBSERVER, False) for hook in hooks):
+            raise LocrobError(
+                f"module '{name or type(module).__name__}' has forward hooks: the bound reads "
+                "only the layers' computation (mark a hook that only watches with "
+                "locrob.contract.observer)"
+            )
+
+
 def _tensor_inputs(node: torch.fx.Node, modules: dict[str, nn.Module]) -> list[torch.fx.Node]:
     """The node's tensor inputs in the order of its callee's parameters (a keyword call of a
     merge must not swap its weights)."""
@@ -407,10 +422,10 @@ def _check_in_place(node: torch.fx.Node, modules: dict[str, nn.Module]) -> None:
         in_place = True
     if node.op == "call_module":
         module = modules[node.target]
-        if module._forward_hooks or module._forward_pre_hooks or "forward" in vars(module):
+        if "forward" in vars(module):
             raise LocrobError(
-                f"module '{node.target}' has forward hooks or its own forward: the bound reads "
-                "only its class's computation"
+                f"module '{node.target}' has its own forward: the bound reads only its class's "
+                "computation"
             )
         in_place = in_place or bool(getattr(module, "inplace", False))
     changed = next((a for a in node.args if isinstance(a, torch.fx.Node)), None)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from locrob.contract import TrainingContext
+from locrob.contract import TrainingContext, observer
 from locrob.defenses.base import Defense
 from locrob.errors import LocrobError, check
 from locrob.hookspecs import RegisterDefense, hookimpl
@@ -70,10 +70,12 @@ class Laplacian(Defense):
             f"m must be an integer >= 1, got {self.m}",
         )
 
+    @observer
     def _record(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
         if module.training:  # training batches only, not evaluation nor attack generation
             self._outputs.append(out)
 
+    @observer
     def _clear(self, module: nn.Module, args: tuple) -> None:
         self._outputs.clear()  # one forward pass at a time: nothing piles up outside training
 
