@@ -36,7 +36,8 @@ def assert_legend_hides_no_line(fig) -> None:
     fig.draw_without_rendering()
     ax = fig.axes[0]
     legend = ax.get_legend().get_window_extent()
-    assert len(ax.get_legend().get_texts()) == len(ax.get_lines())
+    named = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert len(ax.get_legend().get_texts()) == len(named)  # a band's dashed edge is unnamed
     for line in ax.get_lines():
         assert not legend.overlaps(line.get_window_extent()), line.get_label()
     assert fig.bbox.contains(legend.x1, legend.y1), "the legend falls off the figure"
@@ -123,7 +124,11 @@ def test_fig5_shades_each_models_certified_band_in_its_own_colour_on_a_log_scale
         assert top.max() == pytest.approx(result.details["upper"]["curve"][0])
         assert top.min() == pytest.approx(result.details["curve"][0])
         assert np.allclose(band.get_facecolor()[0][:3], matplotlib_rgb(colours[label]))
-    assert "certified upper bound (band)" in ax.get_ylabel()
+    assert "certified upper bound (dashed, band between)" in ax.get_ylabel()
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert [list(line.get_ydata()) for line in dashed] == [
+        result.details["upper"]["curve"] for _, result in results[:2]
+    ]
     assert_legend_hides_no_line(fig)
 
 

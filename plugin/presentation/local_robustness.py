@@ -28,7 +28,7 @@ def figure(results: Labelled) -> Figure:
         "curve",
         xlabel="radius r",
         ylabel=r"$\alpha_{lim}(F, r)$: lower bound"
-        + (" (line), certified upper bound (band)" if banded else ""),
+        + (" (line), certified upper bound (dashed, band between)" if banded else ""),
         title=f"local robustness: {settings.get('norm', '')} norm, "
         f"{first.get('method', '')}, {points} points x "
         f"{settings.get('n_draws', '')} draws",
@@ -40,8 +40,10 @@ def figure(results: Labelled) -> Figure:
         for label, details in banded:
             upper = details["upper"]
             ax.fill_between(
-                upper["radii"], details["curve"], upper["curve"], color=colors[label], alpha=0.18
+                upper["radii"], details["curve"], upper["curve"], color=colors[label], alpha=0.1
             )
+            # the band's top edge, dashed: overlapping bands still show whose bound is whose
+            ax.plot(upper["radii"], upper["curve"], color=colors[label], linestyle="--", lw=1.2)
         ax.set_yscale("log")
     return fig
 
