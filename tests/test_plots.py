@@ -124,7 +124,7 @@ def test_fig5_shades_each_models_certified_band_in_its_own_colour_on_a_log_scale
         assert top.max() == pytest.approx(result.details["upper"]["curve"][0])
         assert top.min() == pytest.approx(result.details["curve"][0])
         assert np.allclose(band.get_facecolor()[0][:3], matplotlib_rgb(colours[label]))
-    assert "certified upper bound (dashed, band between)" in ax.get_ylabel()
+    assert "certified upper (dashed)" in ax.get_ylabel()
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert [list(line.get_ydata()) for line in dashed] == [
         result.details["upper"]["curve"] for _, result in results[:2]

@@ -27,8 +27,8 @@ def figure(results: Labelled) -> Figure:
         "radii",
         "curve",
         xlabel="radius r",
-        ylabel=r"$\alpha_{lim}(F, r)$: lower bound"
-        + (" (line), certified upper bound (dashed, band between)" if banded else ""),
+        ylabel=r"$\alpha_{lim}(F, r)$"
+        + ("\nlower (line), certified upper (dashed)" if banded else ": lower bound"),
         title=f"local robustness: {settings.get('norm', '')} norm, "
         f"{first.get('method', '')}, {points} points x "
         f"{settings.get('n_draws', '')} draws",
