@@ -9,9 +9,9 @@ itself, every step back replaces a linear function of a step's output by one of 
 interval, :meth:`Rule.substitute`), and the function reached at the input is maximized over
 the region (its box, and in L2 its ball). Unlike the interval pass, the cancellations
 between paths survive, so the bounds are much tighter past the first layers. Coefficients
-are intervals and every step rounds outward, as in the interval pass. The one maintained
-implementation (auto_LiRPA) does not install with current torch and does not account for
-rounding: hence this module.
+are intervals and every step rounds outward, as in the interval pass. The maintained
+implementation (auto_LiRPA) has no release that installs with current torch, and it does not
+account for rounding: hence this module.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from locrob.alpha.bound_rules import total
 from locrob.alpha.interval import Interval, gamma
 from locrob.alpha.settings import AlphaSettings
 
-CHUNK = 2**28  # numbers carried back at once (rows x the nodes' sizes, all regions)
+CHUNK = 2**26  # numbers carried back at once (rows x the nodes' sizes): about 1 GiB live
 BUDGET = 2**28  # numbers carried back per region and node; beyond, the interval pass stands
 SUMMARY = "interval bound propagation; in L2 the first affine layers over the exact ball"
 
