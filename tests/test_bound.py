@@ -549,3 +549,27 @@ def test_a_convolutions_written_transpose_is_its_adjoint(conv, size):
     absolute = step.rule.transposed[1](u.abs())
     expected = torch.autograd.functional.vjp(step.rule.apply_abs, x, u.abs())[1]
     assert torch.allclose(absolute, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_result_says_where_the_linear_pass_ran_and_where_the_global_bound_stood():
+    """Small radii: the linear pass runs (and is named); a radius where a point's local
+    bound reached the global one ends that point's local work, the global bound standing."""
+    from locrob.alpha.bound import upper_bounds
+    from locrob.alpha.settings import resolve
+
+    model = _chain(5, "dense")
+    x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    settings = resolve(None, [1e-3, 0.05, 50.0, 100.0], norm="l2", output="softmax")
+    found = upper_bounds(model, x, settings)
+    assert "linear relaxation (CROWN) at" in found.pre_activations
+    assert torch.isfinite(found.local[:3]).all()  # 50 is the first radius at the global bound
+    assert (found.local[2] >= found.global_bound).all()
+    assert torch.isinf(found.local[3]).all()  # not bounded locally after that
+    assert (found.per_point[3] == found.global_bound).all()
+    full = upper_bounds(model, x, settings, skip_past_global=False)
+    assert (full.local[3] >= found.global_bound).all()  # what was skipped would not have helped
+    assert torch.equal(full.per_point, found.per_point)
+    plain = upper_bounds(model, x, settings, linear=False)
+    assert plain.pre_activations.startswith("interval bound propagation")
+    assert "CROWN" not in plain.pre_activations
+    assert (found.per_point <= plain.per_point).all()
