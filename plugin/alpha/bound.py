@@ -35,7 +35,7 @@ from torch import nn
 from locrob.alpha.bound_graph import Graph, input_lipschitz, trace
 from locrob.alpha.bound_linear import SUMMARY, Relaxed, relax
 from locrob.alpha.bound_rules import Linear, Merge
-from locrob.alpha.interval import Interval, gamma, matrix_norm_bound, unit_roundoff
+from locrob.alpha.interval import Interval, gamma, matrix_norm_bound, reach, unit_roundoff
 from locrob.alpha.settings import AlphaSettings
 from locrob.errors import LocrobError
 from locrob.runtime import progress
@@ -107,7 +107,7 @@ def upper_bounds(
         for lo in range(0, len(open_points), batch):
             idx = open_points[lo : lo + batch]
             with torch.no_grad():
-                here = _rows(at, idx)
+                here = None if at is None else at[idx]
                 r = radii[k].expand(len(idx))
                 found = _local(graph, x[idx], r, settings, here)
                 if record is not None:
@@ -117,7 +117,12 @@ def upper_bounds(
                     record.far += int((~near).sum())
                     if near.any():
                         tight = _local(
-                            graph, x[idx][near], r[near], settings, _rows(here, near), record
+                            graph,
+                            x[idx][near],
+                            r[near],
+                            settings,
+                            None if here is None else here[near],
+                            record,
                         )
                         found[near] = torch.minimum(found[near], tight)
                 local[k, idx.cpu()] = found.cpu()
@@ -140,10 +145,6 @@ def _global(graph: Graph, settings: AlphaSettings, outputs: int) -> float:
     # ||v||_q <= ||v||_p for q = Linf; ||v||_2 <= sqrt(n) ||v||_inf
     change = math.sqrt(outputs) if (p, q) == (INF, 2.0) else 1.0
     return lip * change * (1 + 1e-12)  # each factor carries its own margin already
-
-
-def _rows(at: Interval | None, keep: torch.Tensor) -> Interval | None:
-    return None if at is None else Interval(at.center[keep], at.radius[keep])
 
 
 def _region(x: torch.Tensor, r: torch.Tensor, settings: AlphaSettings) -> Interval:
@@ -183,7 +184,7 @@ def _local(
     k = shape.numel()
     eye = torch.eye(k, dtype=x.dtype, device=x.device).expand(b, k, k).reshape(b, k, *shape)
     jacobian = _backward(graph, values, Interval.point(eye.clone()))
-    flat = Interval(jacobian.center.flatten(2), jacobian.radius.flatten(2))
+    flat = jacobian.exact(lambda t: t.flatten(2))
     if settings.output == "softmax":
         logits = _logit_range(at, r, flat, logits, settings)
         flat = _matmul(_softmax_jacobian(logits), flat)
@@ -195,12 +196,8 @@ def _logit_range(
 ) -> Interval:
     """The logits over the region, tightened by the mean value theorem: logit k moves by at
     most r times its Jacobian row's dual norm, from its value at the point (``at``)."""
-    dual = 2.0 if settings.p_in == 2 else 1.0
-    rows = torch.linalg.vector_norm(jacobian.center, ord=dual, dim=2) + torch.linalg.vector_norm(
-        jacobian.radius, ord=dual, dim=2
-    )
-    reach = rows * r.view(-1, 1) * (1 + gamma(jacobian.center.shape[2], r.dtype))
-    return logits.intersect(at.lower - reach, at.upper + reach)
+    moved = reach(jacobian, r, settings.p_in)
+    return logits.intersect(at.lower - moved, at.upper + moved)
 
 
 def _matmul(a: Interval, b: Interval) -> Interval:

@@ -22,7 +22,7 @@ import torch
 
 from locrob.alpha.bound_graph import Graph, Step
 from locrob.alpha.bound_rules import total
-from locrob.alpha.interval import Interval, gamma
+from locrob.alpha.interval import Interval, reach
 from locrob.alpha.settings import AlphaSettings
 
 CHUNK = 2**26  # numbers carried back at once (rows x the nodes' sizes): about 1 GiB live
@@ -157,13 +157,9 @@ def _largest(
         return constant.upper
     b, k = coefficients.center.shape[:2]
     flat = coefficients.reshape(b, k, -1)
-    spread = Interval(box.center.flatten(1).unsqueeze(1), box.radius.flatten(1).unsqueeze(1))
-    best = total(flat.times(spread)).upper
+    best = total(flat.times(box.exact(lambda t: t.flatten(1).unsqueeze(1)))).upper
     if settings.p_in == 2:
         at = total(flat.times(Interval.point(x.flatten(1).unsqueeze(1))))
-        norm = torch.linalg.vector_norm(flat.center, dim=2) + torch.linalg.vector_norm(
-            flat.radius, dim=2
-        )
-        reach = norm * r.view(-1, 1) * (1 + gamma(flat.center.shape[2], x.dtype))
-        best = torch.minimum(best, (at + Interval(torch.zeros_like(reach), reach)).upper)
+        moved = reach(flat, r, 2.0)
+        best = torch.minimum(best, (at + Interval(torch.zeros_like(moved), moved)).upper)
     return (Interval.point(best) + constant).upper

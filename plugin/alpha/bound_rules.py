@@ -169,7 +169,7 @@ class Linear(Rule):
 @dataclass
 class Elementwise(Rule):
     """A monotone nondecreasing elementwise function with a derivative in [low, high] over
-    any interval (ReLU, leaky ReLU)."""
+    any interval (ReLU, leaky ReLU, sigmoid, tanh)."""
 
     fn: Callable[[torch.Tensor], torch.Tensor]
     derivative: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -237,7 +237,7 @@ def _outward(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def _per_row(d: Interval) -> Interval:
     """An interval over a node's elements, broadcast over the adjoint's K rows."""
-    return Interval(d.center.unsqueeze(1), d.radius.unsqueeze(1))
+    return d.exact(lambda t: t.unsqueeze(1))
 
 
 def relu_derivative(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +314,7 @@ class Pool(Rule):
     def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
         (x,) = inputs
         low, high = self._derivative(x)
-        spread = Interval(self._spread(adjoint.center, x), self._spread(adjoint.radius, x))
+        spread = adjoint.exact(lambda t: self._spread(t, x))
         return [spread.times(_per_row(Interval.between(low, high)))]
 
     def _spread(self, t: torch.Tensor, x: Interval) -> torch.Tensor:
@@ -351,7 +351,8 @@ class Pool(Rule):
         zero = torch.zeros_like(window.center)
         if self.kind == "l2":  # constants: the window's norm between its interval's ends
             _, constant = relaxed(lam, (zero, window.upper), (zero, window.lower), size)
-            return [Interval.point(self._spread(lam.center, x) * 0)], constant
+            nothing = lam.center.new_zeros(lam.center.shape[:2] + x.center.shape[1:])
+            return [Interval.point(nothing)], constant
         # above: the window's only possible maximum where it has one, else its largest upper
         # end; below: the input with the largest lower end (the maximum is at least that)
         only, _ = self._derivative(x)
@@ -361,14 +362,11 @@ class Pool(Rule):
         )
         positive = (lam.lower >= 0).to(lam.center)
         routes = ((positive, only), (1 - positive, self._first_largest(x.lower)))
-        parts = [
-            Interval(
-                self._spread(coefficients.center * sign, x) * mask.unsqueeze(1),
-                self._spread(coefficients.radius * sign, x) * mask.unsqueeze(1),
-            )
+        above, below = (
+            coefficients.exact(lambda t, s=sign, m=mask: self._spread(t * s, x) * m.unsqueeze(1))
             for sign, mask in routes
-        ]
-        return [parts[0] + parts[1]], constant
+        )
+        return [above + below], constant
 
     def _first_largest(self, lo: torch.Tensor) -> torch.Tensor:
         """1 at one input per window with the window's largest lower end, 0 elsewhere."""
@@ -397,8 +395,7 @@ class TwoSided(Rule):
         (x,) = inputs
         c = x.center.shape[1]
         lo, hi = x.lower, x.upper
-        first = Interval(adjoint.center[:, :, :c], adjoint.radius[:, :, :c])
-        second = Interval(adjoint.center[:, :, c:], adjoint.radius[:, :, c:])
+        first, second = adjoint[:, :, :c], adjoint[:, :, c:]
         up = first.times(_per_row(Interval.between(*relu_derivative(lo, hi))))
         down = second.times(_per_row(Interval.between(*relu_derivative(-hi, -lo))))
         return [up - down]
@@ -411,10 +408,10 @@ class TwoSided(Rule):
     ) -> tuple[list[Interval], Interval]:
         (x,) = inputs
         c = x.center.shape[1]
-        first = Interval(lam.center[:, :, :c], lam.radius[:, :, :c])
-        second = Interval(lam.center[:, :, c:], lam.radius[:, :, c:])
-        ([up], up_constant) = relu().substitute(first, [x])
-        ([down], down_constant) = relu().substitute(second, [-x])  # relu(-x), a function of -x
+        ([up], up_constant) = relu().substitute(lam[:, :, :c], [x])
+        ([down], down_constant) = relu().substitute(
+            lam[:, :, c:], [-x]
+        )  # relu(-x), a function of -x
         return [up - down], up_constant + down_constant
 
     def lipschitz(self, p: float, inputs: Sequence[float]) -> float:

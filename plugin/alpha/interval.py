@@ -104,7 +104,15 @@ class Interval:
         return Interval.between(torch.maximum(self.lower, lower), torch.minimum(self.upper, upper))
 
     def reshape(self, *shape: int) -> Interval:
-        return Interval(self.center.reshape(*shape), self.radius.reshape(*shape))
+        return self.exact(lambda t: t.reshape(*shape))
+
+    def exact(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Interval:
+        """``fn`` applied to centre and radius alike: for maps that need no rounding and keep
+        radii nonnegative (reshapes, indexing, repeats, zero padding, 0/1 masks)."""
+        return Interval(fn(self.center), fn(self.radius))
+
+    def __getitem__(self, index: object) -> Interval:
+        return self.exact(lambda t: t[index])
 
 
 def widen(radius: torch.Tensor, center: torch.Tensor, ops: int) -> torch.Tensor:
@@ -112,6 +120,17 @@ def widen(radius: torch.Tensor, center: torch.Tensor, ops: int) -> torch.Tensor:
     and ``radius``."""
     g = gamma(ops, center.dtype)
     return radius * (1 + g) + g * center.abs()
+
+
+def reach(rows: Interval, r: torch.Tensor, p: float) -> torch.Tensor:
+    """The most each row of ``rows`` (B, K, n) can move a dot product with a step of
+    ``||e||_p <= r`` (one r per batch entry): r times the row's dual norm (Hoelder), bounded by
+    ``||centre|| + ||radius||``, rounding included; (B, K)."""
+    dual = 2.0 if p == 2 else 1.0
+    norms = torch.linalg.vector_norm(rows.center, ord=dual, dim=2) + torch.linalg.vector_norm(
+        rows.radius, ord=dual, dim=2
+    )
+    return norms * r.view(-1, 1) * (1 + gamma(rows.center.shape[2], r.dtype))
 
 
 SVD_LIMIT = 256  # above this many rows and columns, the spectral norm is bounded, not computed
