@@ -573,3 +573,80 @@ def test_the_result_says_where_the_linear_pass_ran_and_where_the_global_bound_st
     assert plain.pre_activations.startswith("interval bound propagation")
     assert "CROWN" not in plain.pre_activations
     assert (found.per_point <= plain.per_point).all()
+
+
+def test_tied_max_pool_windows_pass_one_row_at_a_time(monkeypatch):
+    """A window whose four inputs tie (a zero image, a conv of ones with bias 1) follows one
+    input at a time: F = max of four box sums, Lipschitz constant 3 (the 3x3 box). Pulled
+    back at once, each input pixel's derivative lies between the four boxes' smallest and
+    largest value there (4 pixels in every box, 5 in some): sqrt(5.25) + sqrt(1.25) = 3.41.
+    Step by step, each tied input gets [0, 1] and the bound is the boxes' sum's norm, 9."""
+    import locrob.alpha.bound as bound
+
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    conv.weight.data.fill_(1.0)
+    conv.bias.data.fill_(1.0)
+    head = nn.Linear(4, 1, bias=False)
+    head.weight.data = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    net = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), head).double()
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    options = {"output": "logits", "clamp": None}
+    hull = float(_bound(net, x, [1e-9], **options).curve[0])
+    assert hull == pytest.approx(math.sqrt(5.25) + math.sqrt(1.25), rel=1e-12)
+    nudged = x.clone()
+    nudged[0, 0, 2, 2] = 1e-10  # only the box around (1, 1) reaches it: that input wins
+    assert hull >= _worst_jacobian(net, nudged) == pytest.approx(3.0)
+    monkeypatch.setattr(bound, "window_hulls", lambda graph: {})
+    assert float(_bound(net, x, [1e-9], **options).curve[0]) == pytest.approx(9.0, rel=1e-12)
+
+
+def _pooled(seed: int, stride: int, padding: int, leak: float) -> nn.Module:
+    """conv -> batch norm -> (leaky) ReLU -> max pool -> dense, random, fp64."""
+    torch.manual_seed(seed)
+    body = nn.Sequential(
+        nn.Conv2d(2, 3, 3, stride=stride, padding=padding),
+        nn.BatchNorm2d(3),
+        nn.LeakyReLU(leak),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+    )
+    body[1].running_mean.uniform_(-0.3, 0.3)
+    body[1].weight.data.uniform_(-1.5, 1.5)  # negative scales fold into the kernel too
+    features = body(torch.zeros(1, 2, 8, 8)).shape[1]
+    return nn.Sequential(*body, nn.Linear(features, 4)).double().eval()
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    stride=st.sampled_from([1, 2]),
+    padding=st.sampled_from([0, 1]),
+    leak=st.sampled_from([0.0, 0.2]),
+    norm=st.sampled_from(["l2", "inf"]),
+    output=st.sampled_from(["softmax", "logits"]),
+    radius=st.floats(1e-7, 0.5),
+)
+def test_the_bound_holds_over_tied_windows(seed, stride, padding, leak, norm, output, radius):
+    """Property: on images of flat 4x4 blocks (max-pool windows tie exactly, as on digits'
+    backgrounds), above the search and the Jacobian norm at random points of the region."""
+    model = _pooled(seed, stride, padding, leak)
+    g = torch.Generator().manual_seed(seed)
+    blocks = (torch.rand(3, 2, 2, 2, generator=g, dtype=torch.float64) > 0.5).double()
+    x = blocks.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+    options = {"norm": norm, "output": output}
+    upper = _bound(model, x, [radius], **options)
+    lower = locrob.alpha_lim(
+        model, x, [radius], method="search", n_draws=8, search_steps=10, seed=seed, **options
+    )
+    assert (upper.per_point >= lower.per_point * (1 - 1e-12)).all()
+    p = 2.0 if norm == "l2" else math.inf
+    for i in range(len(x)):
+        step = torch.randn(x[i : i + 1].shape, generator=g, dtype=torch.float64)
+        step = (
+            step
+            / (step.norm() if p == 2 else step.abs().max())
+            * radius
+            * torch.rand(1, generator=g)
+        )
+        z = (x[i : i + 1] + step.double()).clamp(0, 1)
+        assert _jacobian_norm(model, z, output, p, p) <= float(upper.per_point[0, i]) * (1 + 1e-12)

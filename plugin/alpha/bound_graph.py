@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.utils import parametrize
 
 from locrob.alpha.bound_rules import (
+    Kernel,
     Linear,
     Merge,
     Pool,
@@ -39,6 +40,8 @@ from locrob.models.l2nn import Center, NonexpansiveConv2d, NonexpansiveLinear, T
 from locrob.models.merges import ConvexMerge, Sum
 from locrob.models.normalize import Normalize
 
+# where rows go past a chain at once, and how they get there (bound_window's hulls)
+Jump = tuple[torch.fx.Node, Callable[[Interval], Interval]]
 DIAGONAL_FAN = 4  # a per-channel scale computed from its parameters: a few roundings
 
 
@@ -80,16 +83,23 @@ class Graph:
         node: torch.fx.Node,
         seed: Interval,
         through: Callable[[Step, Interval], list[Interval]],
+        jumps: Mapping[torch.fx.Node, Jump] | None = None,
     ) -> Interval | None:
         """Rows attached to ``node`` (``seed``, (B, K, *shape)) carried back to the input, step
         by step (``through``: a step's rows to its inputs' rows), summed where branches
-        meet; None where the node does not depend on the input."""
+        meet; None where the node does not depend on the input. A step in ``jumps`` sends
+        its rows straight to an earlier node, past nodes that nothing else reads."""
         rows = {node: seed}
         for step in reversed(self.steps):
             here = rows.pop(step.node, None)
             if here is None:
                 continue
-            for source, part in zip(step.inputs, through(step, here), strict=True):
+            jump = (jumps or {}).get(step.node)
+            if jump is not None:
+                parts = [(jump[0], jump[1](here))]
+            else:
+                parts = zip(step.inputs, through(step, here), strict=True)
+            for source, part in parts:
                 rows[source] = rows[source] + part if source in rows else part
         return rows.get(self.placeholder)
 
@@ -164,6 +174,7 @@ def _conv(m: nn.Conv2d, shape: torch.Size) -> Rule:
             return holder
         return min(holder, circular_norm(w, shape[-2:]))
 
+    plain = dilation == (1, 1) and m.groups == 1
     return Linear(
         conv(w),
         conv(w.abs()),
@@ -173,6 +184,7 @@ def _conv(m: nn.Conv2d, shape: torch.Size) -> Rule:
         norm,
         apply_sq=conv(w.square()),
         transposed=(transposed(w), transposed(w.abs())),
+        kernel=Kernel(w, stride, padding) if plain else None,
     )
 
 
@@ -208,7 +220,19 @@ def _diagonal(scale: float | torch.Tensor, bias: float | torch.Tensor | None = N
         DIAGONAL_FAN,
         lambda p: biggest * (1 + 1e-12),
         diagonal=True,
+        channel_scale=_per_channel(scale),
     )
+
+
+def _per_channel(scale: float | torch.Tensor) -> torch.Tensor | None:
+    """The factors of a scaling that is one number per channel of an image (channels second:
+    a number, or a tensor of shape (1, C, 1, 1) or (C, 1, 1)); None for any other."""
+    if isinstance(scale, float):
+        return torch.tensor(scale, dtype=torch.float64)
+    shape = scale.shape
+    if scale.dim() in (3, 4) and shape[-2:] == (1, 1) and shape[:-3].numel() == 1:
+        return scale.reshape(-1)
+    return None
 
 
 def _batch_norm(m: nn.modules.batchnorm._BatchNorm, shape: torch.Size) -> Rule:

@@ -114,6 +114,16 @@ def relaxed(
     return lam.scale(slope), constant
 
 
+@dataclass(frozen=True)
+class Kernel:
+    """A convolution's weight and geometry (dilation 1, one group): its rows, for a rule that
+    reads them (:mod:`locrob.alpha.bound_window`)."""
+
+    weight: torch.Tensor  # (out, in, kh, kw)
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+
 @dataclass
 class Linear(Rule):
     """``y = A x + bias``: a convolution, a dense layer, a pooling average, a per-channel
@@ -129,6 +139,8 @@ class Linear(Rule):
     diagonal: bool = False  # A is diagonal up to a reshape (row norms scale exactly)
     # A^T and |A|^T where written directly (cheaper than through autograd)
     transposed: tuple[LinearMap, LinearMap] | None = None
+    kernel: Kernel | None = None  # a convolution's, where its rows have a plain geometry
+    channel_scale: torch.Tensor | None = None  # a scaling per channel: its factors, (C,) or ()
 
     def forward(self, inputs: Sequence[Interval]) -> Interval:
         (x,) = inputs
@@ -178,7 +190,7 @@ class Elementwise(Rule):
 
     def forward(self, inputs: Sequence[Interval]) -> Interval:
         (x,) = inputs
-        return Interval.between(*_outward(self.fn(x.lower), self.fn(x.upper)))
+        return Interval.between(*outward(self.fn(x.lower), self.fn(x.upper)))
 
     def undecided(self, x: Interval) -> torch.Tensor | None:
         low, high = self.derivative(x.lower, x.upper)
@@ -189,7 +201,7 @@ class Elementwise(Rule):
     ) -> tuple[list[Interval], Interval]:
         (x,) = inputs
         lo, hi = x.lower, x.upper
-        f_lo, f_hi = _outward(self.fn(lo), self.fn(hi))
+        f_lo, f_hi = outward(self.fn(lo), self.fn(hi))
         size = torch.maximum(f_lo.abs(), f_hi.abs())
         above, below = self._lines(lo, hi, f_lo, f_hi)
         coefficients, constant = relaxed(lam, above, below, size)
@@ -202,7 +214,7 @@ class Elementwise(Rule):
         u, tiny = 16 * unit_roundoff(lo.dtype), torch.finfo(lo.dtype).tiny
         if self.kink is None:
             # the smallest derivative d: f(z) <= f(hi) - d (hi - z), f(z) >= f(lo) + d (z - lo)
-            d, _ = _outward(*self.derivative(lo, hi))
+            d, _ = outward(*self.derivative(lo, hi))
             d = d.clamp_min(0)
             up, down = f_hi - d * hi, f_lo - d * lo
             slack = u * (up.abs() + (d * hi).abs() + (d * lo).abs() + down.abs()) + tiny
@@ -220,14 +232,14 @@ class Elementwise(Rule):
 
     def backward(self, adjoint: Interval, inputs: Sequence[Interval]) -> list[Interval]:
         (x,) = inputs
-        low, high = _outward(*self.derivative(x.lower, x.upper))
+        low, high = outward(*self.derivative(x.lower, x.upper))
         return [adjoint.times(_per_row(Interval.between(low, high)))]
 
     def lipschitz(self, p: float, inputs: Sequence[float]) -> float:
         return self.slope * inputs[0]
 
 
-def _outward(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def outward(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[low, high] widened by a few units of rounding: a library's exp or tanh is accurate
     to a few ulps, not exactly rounded."""
     slack = 16 * unit_roundoff(low.dtype)
@@ -326,10 +338,8 @@ class Pool(Rule):
     def _derivative(self, x: Interval) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = x.lower, x.upper
         if self.kind == "max":
-            # an input may be the window's maximum only if its upper end reaches the largest
-            # lower end; the only candidate of its window has derivative 1, others [0, 1]
-            floor = self._spread(F.max_pool2d(lo, self.k), x)
-            candidate = hi >= floor
+            # the only candidate of its window has derivative 1, others [0, 1]
+            candidate = self.candidates(x)
             alone = self._spread(F.avg_pool2d(candidate.to(lo.dtype), self.k), x) * self.k**2
             return (candidate & (alone == 1)).to(lo.dtype), candidate.to(lo.dtype)
         # d ||window|| / d x_i = x_i / ||window||, in [-1, 1]; bounded by interval division
@@ -341,6 +351,11 @@ class Pool(Rule):
         low = torch.where(safe, ratios.amin(0), torch.where(lo >= 0, 0.0, -1.0))
         high = torch.where(safe, ratios.amax(0), torch.where(hi <= 0, 0.0, 1.0))
         return low.clamp(-1, 1), high.clamp(-1, 1)
+
+    def candidates(self, x: Interval) -> torch.Tensor:
+        """Where an input may be its window's maximum somewhere in the region (max pooling):
+        where its upper end reaches the window's largest lower end."""
+        return x.upper >= self._spread(F.max_pool2d(x.lower, self.k), x)
 
     def substitute(
         self, lam: Interval, inputs: Sequence[Interval]

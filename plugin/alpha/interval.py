@@ -99,6 +99,15 @@ class Interval:
         )
         return Interval(center, widen(radius, center, 4))
 
+    def __matmul__(self, other: Interval) -> Interval:
+        """The product of (batches of) interval matrices, midpoint-radius (Rump): exact when
+        both radii are zero."""
+        a, b = self, other
+        center = a.center @ b.center
+        radius = a.center.abs() @ b.radius + a.radius @ (b.center.abs() + b.radius)
+        g = gamma(a.center.shape[-1] + 2, center.dtype)
+        return Interval(center, radius * (1 + g) + g * (a.center.abs() @ b.center.abs()))
+
     def intersect(self, lower: torch.Tensor, upper: torch.Tensor) -> Interval:
         """The part of ``self`` within [lower, upper] (both valid enclosures of one set)."""
         return Interval.between(torch.maximum(self.lower, lower), torch.minimum(self.upper, upper))
