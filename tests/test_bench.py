@@ -215,6 +215,42 @@ def test_bench_bound_times_the_three_methods_and_tabulates_the_tightness(monkeyp
     assert set(row.seconds_per_point) == {"bound", "intervals only", "sample (4 draws)", "search"}
     assert all(high >= low for low, high in zip(row.lower, row.upper, strict=True))
     assert all(high <= plain for high, plain in zip(row.upper, row.intervals, strict=True))
+    assert set(row.floor) == {0.05} and 0 < row.floor[0.05] <= row.upper[1]
     table = bound.bound_table(rows)
     assert "bound / sampling" in table and "| small-cnn (tiny) | 0.05 |" in table
-    assert "<= 10" in table
+    assert "<= 10" in table and "reached ranges / lower" in table
+
+
+def test_the_jacobian_step_from_reached_ranges_lies_between_the_point_and_the_bound():
+    """On a linear map it is sigma_max; on a CNN with tied max-pool windows it holds the
+    Jacobian at the point (whose values the ranges hold) and stays under the certified bound
+    (whose intervals hold the ranges)."""
+    from torch import nn
+
+    from locrob.alpha.bound import upper_bounds
+    from locrob.alpha.settings import resolve
+    from locrob.bench.bound_floor import reached_floor
+
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).double()
+    x = torch.rand(1, 3, 2, 2, dtype=torch.float64)
+    settings = resolve(None, [0.3], output="logits", clamp=None)
+    sigma = float(torch.linalg.matrix_norm(linear[1].weight.detach(), 2))
+    assert reached_floor(linear, x, 0.3, settings) == pytest.approx(sigma, rel=1e-9)
+
+    cnn = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(48, 4),
+    ).double()
+    x = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    x[..., :4, :] = 1.0  # two flat halves: tied windows
+    for r in (1e-3, 0.1):
+        settings = resolve(None, [r])
+        floor = reached_floor(cnn, x, r, settings)
+        certified = float(upper_bounds(cnn, x, settings).local[0, 0])
+        probabilities = lambda t: cnn(t).softmax(dim=1).flatten()  # noqa: E731
+        at_point = torch.autograd.functional.jacobian(probabilities, x).reshape(4, -1)
+        assert float(torch.linalg.matrix_norm(at_point, 2)) <= floor <= certified

@@ -175,16 +175,27 @@ def _local(
     at: Interval | None,
     record: Relaxed | None = None,
 ) -> torch.Tensor:
-    """The local bound of each (point, radius) region of the batch: the logits' Jacobian
-    over the region, times the output function's Jacobian over the logits' range (``at``:
-    the logits at the points, for the softmax)."""
-    values = _forward(graph, x, r, settings, record)
+    """The local bound of each (point, radius) region of the batch (``at``: the logits at
+    the points, for the softmax)."""
+    return jacobian_bound(graph, _forward(graph, x, r, settings, record), r, settings, at)
+
+
+def jacobian_bound(
+    graph: Graph,
+    values: dict[torch.fx.Node, Interval],
+    r: torch.Tensor,
+    settings: AlphaSettings,
+    at: Interval | None,
+) -> torch.Tensor:
+    """The bound from every node's interval over the regions (``values``): the logits'
+    Jacobian over them, times the output function's Jacobian over the logits' range, in the
+    settings' operator norm; (B,)."""
     logits = values[graph.output]
-    b, shape = len(x), logits.center.shape[1:]
+    b, shape = logits.center.shape[0], logits.center.shape[1:]
     if settings.output == "softmax" and len(shape) != 1:
         raise LocrobError(f"output='softmax' needs outputs of shape (n, classes), not {shape}")
     k = shape.numel()
-    eye = torch.eye(k, dtype=x.dtype, device=x.device).expand(b, k, k).reshape(b, k, *shape)
+    eye = torch.eye(k).to(logits.center).expand(b, k, k).reshape(b, k, *shape)
     hulls = window_hulls(graph)
     jacobian = _backward(graph, values, Interval.point(eye.clone()), hulls).exact(_rows)
     if settings.output != "softmax":
