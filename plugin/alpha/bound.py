@@ -111,7 +111,7 @@ def upper_bounds(
             with torch.no_grad():
                 here = None if at is None else at[idx]
                 r = radii[k].expand(len(idx))
-                found = _local(graph, x[idx], r, settings, here)
+                found = _local(graph, x[idx], r, settings, here, PAYS * global_bound)
                 if record is not None:
                     # the linear pass costs far more than the interval one: it is run where
                     # it can make the local bound useful, not beyond
@@ -124,6 +124,7 @@ def upper_bounds(
                             r[near],
                             settings,
                             None if here is None else here[near],
+                            PAYS * global_bound,
                             record,
                         )
                         found[near] = torch.minimum(found[near], tight)
@@ -173,11 +174,13 @@ def _local(
     r: torch.Tensor,
     settings: AlphaSettings,
     at: Interval | None,
+    useful: float,
     record: Relaxed | None = None,
 ) -> torch.Tensor:
     """The local bound of each (point, radius) region of the batch (``at``: the logits at
-    the points, for the softmax)."""
-    return jacobian_bound(graph, _forward(graph, x, r, settings, record), r, settings, at)
+    the points, for the softmax; ``useful``: where a second softmax pass may pay)."""
+    values = _forward(graph, x, r, settings, record)
+    return jacobian_bound(graph, values, r, settings, at, useful)
 
 
 def jacobian_bound(
@@ -186,10 +189,12 @@ def jacobian_bound(
     r: torch.Tensor,
     settings: AlphaSettings,
     at: Interval | None,
+    useful: float = math.inf,
 ) -> torch.Tensor:
     """The bound from every node's interval over the regions (``values``): the logits'
     Jacobian over them, times the output function's Jacobian over the logits' range, in the
-    settings' operator norm; (B,)."""
+    settings' operator norm; (B,). The softmax's second pass runs where a region's first
+    bound is under ``useful``."""
     logits = values[graph.output]
     b, shape = logits.center.shape[0], logits.center.shape[1:]
     if settings.output == "softmax" and len(shape) != 1:
@@ -201,13 +206,13 @@ def jacobian_bound(
     if settings.output != "softmax":
         return matrix_norm_bound(jacobian, settings.p_in, settings.p_out)
     softmax = _softmax_jacobian(_logit_range(at, r, jacobian, logits, settings))
+    found = matrix_norm_bound(softmax @ jacobian, settings.p_in, settings.p_out)
+    if not (found < useful).any():
+        return found
     # the softmax's Jacobian as the seed meets the layers' exact maps before any interval
     # widens it, which keeps more of their cancellations (as a rule: both products hold)
     seeded = _backward(graph, values, softmax.reshape(b, k, *shape), hulls).exact(_rows)
-    return torch.minimum(
-        matrix_norm_bound(seeded, settings.p_in, settings.p_out),
-        matrix_norm_bound(softmax @ jacobian, settings.p_in, settings.p_out),
-    )
+    return torch.minimum(found, matrix_norm_bound(seeded, settings.p_in, settings.p_out))
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ class BoundBench:
     upper: list[float]
     intervals: list[float]  # the upper bound without the linear pass
     global_bound: float
-    # at the targets' radii, the worst point's bound from the ranges points of its region
+    # at the targets' radii, the bound from the ranges points of the lower side's region
     # reach (the Jacobian step's own share of the gap: bench/bound_floor.py)
     floor: dict[float, float]
 
@@ -83,7 +83,8 @@ def bench_bound(
         if name.startswith(TARGETED):
             for radius in set(TARGETS) & set(radii):
                 k = list(radii).index(radius)
-                worst = int(both.upper.per_point[k].argmax())
+                # where the lower side's best ratio is: the model's most sensitive region
+                worst = int(both.lower.per_point[k].argmax())
                 one = as_points(x[worst : worst + 1], settings)
                 floor[radius] = reached_floor(model, one, radius, settings)
         rows.append(
@@ -104,8 +105,8 @@ def bench_bound(
 
 def bound_table(rows: Sequence[BoundBench]) -> str:
     """Two Markdown tables: cost per point, then tightness per radius ("reached ranges": the
-    worst point's bound from the ranges points of its region reach, over the lower side: what
-    the Jacobian step leaves of the gap with exact pre-activation intervals, about)."""
+    bound from the ranges that points of the lower side's region reach, over the lower side:
+    what the Jacobian step leaves of the gap with exact pre-activation intervals, about)."""
     methods = list(rows[0].seconds_per_point) if rows else []
     cost = markdown.table(
         ["model", *(f"{m} s/point" for m in methods), "bound / sampling"],
