@@ -68,16 +68,19 @@ class WindowHull:
         """Each window's hull of its possible maxima's rows, (B, C, h, w, E): an input's row is
         its derivative in [low, high] times the filter placed at the input's offset."""
         canvas = self._canvas()  # (P, C, E)
+        # d * v over d in [low, high] is smallest at low * v where v >= 0, high * v where not
+        # (one of the two products is zero: the sum rounds as one product)
+        positive, negative = canvas.clamp_min(0), canvas.clamp_max(0)
         lo = hi = None
         for o in range(canvas.shape[0]):
-            v = canvas[o].view(1, -1, 1, 1, canvas.shape[-1])
-            d_lo, d_hi = low[..., o, None], high[..., o, None]
-            small, big = torch.minimum(d_lo * v, d_hi * v), torch.maximum(d_lo * v, d_hi * v)
-            maybe = candidate[..., o, None]
-            small = torch.where(maybe, small, math.inf)
-            big = torch.where(maybe, big, -math.inf)
-            lo = small if lo is None else torch.minimum(lo, small)
-            hi = big if hi is None else torch.maximum(hi, big)
+            up, down = (
+                part[o].view(1, -1, 1, 1, canvas.shape[-1]) for part in (positive, negative)
+            )
+            d_lo, d_hi, maybe = (t[..., o, None] for t in (low, high, candidate))
+            small = (d_lo * up).addcmul_(d_hi, down).masked_fill_(~maybe, math.inf)
+            big = (d_hi * up).addcmul_(d_lo, down).masked_fill_(~maybe, -math.inf)
+            lo = small if lo is None else torch.minimum(lo, small, out=lo)
+            hi = big if hi is None else torch.maximum(hi, big, out=hi)
         # the folded weight's rounding (a factor and its conversion per scaling), the products'
         g = gamma(2 * self.folds + 2, canvas.dtype)
         return Interval.between(lo - g * lo.abs(), hi + g * hi.abs())
