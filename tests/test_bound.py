@@ -153,13 +153,19 @@ def test_the_bound_is_above_every_ratio_and_jacobian_in_the_region(
     norm at random points of the region."""
     model = _chain(seed, kind)
     x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    upper = _above_search_and_jacobians(model, x, radius, norm, output, seed)
+    assert float(upper.curve[0]) <= upper.extra["global_bound"]
+
+
+def _above_search_and_jacobians(model, x, radius, norm, output, seed):
+    """The bound at ``radius``, checked above the search's best ratio and above the exact
+    Jacobian norm at a random point of each region."""
     options = {"norm": norm, "output": output}
     upper = _bound(model, x, [radius], **options)
     lower = locrob.alpha_lim(
         model, x, [radius], method="search", n_draws=8, search_steps=10, seed=seed, **options
     )
     assert (upper.per_point >= lower.per_point * (1 - 1e-12)).all()
-    assert float(upper.curve[0]) <= upper.extra["global_bound"]
     p = 2.0 if norm == "l2" else math.inf
     g = torch.Generator().manual_seed(seed + 1)
     for i in range(len(x)):
@@ -172,6 +178,7 @@ def test_the_bound_is_above_every_ratio_and_jacobian_in_the_region(
         )
         z = (x[i : i + 1] + step.double()).clamp(0, 1)
         assert _jacobian_norm(model, z, output, p, p) <= float(upper.per_point[0, i]) * (1 + 1e-12)
+    return upper
 
 
 def _node_values(model: nn.Module, graph, z: torch.Tensor) -> dict:
@@ -633,20 +640,4 @@ def test_the_bound_holds_over_tied_windows(seed, stride, padding, leak, norm, ou
     g = torch.Generator().manual_seed(seed)
     blocks = (torch.rand(3, 2, 2, 2, generator=g, dtype=torch.float64) > 0.5).double()
     x = blocks.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
-    options = {"norm": norm, "output": output}
-    upper = _bound(model, x, [radius], **options)
-    lower = locrob.alpha_lim(
-        model, x, [radius], method="search", n_draws=8, search_steps=10, seed=seed, **options
-    )
-    assert (upper.per_point >= lower.per_point * (1 - 1e-12)).all()
-    p = 2.0 if norm == "l2" else math.inf
-    for i in range(len(x)):
-        step = torch.randn(x[i : i + 1].shape, generator=g, dtype=torch.float64)
-        step = (
-            step
-            / (step.norm() if p == 2 else step.abs().max())
-            * radius
-            * torch.rand(1, generator=g)
-        )
-        z = (x[i : i + 1] + step.double()).clamp(0, 1)
-        assert _jacobian_norm(model, z, output, p, p) <= float(upper.per_point[0, i]) * (1 + 1e-12)
+    _above_search_and_jacobians(model, x, radius, norm, output, seed)
