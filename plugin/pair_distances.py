@@ -10,14 +10,16 @@ pair distances, computed here in tiles over the upper triangle, never as an N x 
 For uint8 images in L-inf the distances are integers 0..255 and the histogram is exact; they are
 computed by the faster of two exact integer kernels, timed on a probe tile at first use: a
 fused loop that ``torch.compile`` builds, and ``torch.cdist`` (the only one when compilation is
-off, ``LOCROB_COMPILE=0``, or unavailable). For L2, or float images, distances fall into a
-fine histogram whose bin width is the stated ``resolution``: a curve value at threshold t
-counts the pairs certainly below t, and at most one bin's pairs (``curve_error``) could still
-be below t.
+off, ``LOCROB_COMPILE=0``, or unavailable); on a CUDA device with Triton, by one Triton kernel
+that accumulates the histogram itself (:mod:`locrob.linf_triton`). For L2, or float images,
+distances fall into a fine histogram whose bin width is the stated ``resolution``: a curve
+value at threshold t counts the pairs certainly below t, and at most one bin's pairs
+(``curve_error``) could still be below t.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from locrob import linf_triton
 from locrob.alpha.geometry import parse_norm
 from locrob.data.images import as_images, as_labels
 from locrob.distributed import SINGLE, Shard
@@ -271,6 +274,49 @@ def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
     return _choices[key]
 
 
+TRITON_TILE = 4096  # rows per side of a tile the Triton kernel takes in one launch, at least
+
+
+@functools.cache
+def _triton_checked(device: str, features: int) -> bool:
+    """Whether the Triton kernel reproduces ``torch.cdist``'s histogram on the probe tiles
+    (every feature deciding some distances) on ``device``, off and on a diagonal tile."""
+    dev = torch.device(device)
+    for a, b in _probes(64, features, dev):
+        half = torch.arange(64, device=dev) % 2
+        out = torch.zeros(4 * PAIR_BINS, dtype=torch.long, device=dev)
+        linf_triton.add_tile(a, b, torch.zeros_like(half), torch.ones_like(half), 2, out, False)
+        across = torch.bincount(_linf_levels_cdist(a, b).flatten().long(), minlength=PAIR_BINS)
+        on = torch.zeros_like(out)
+        linf_triton.add_tile(a, a, half, half, 2, on, True)
+        levels = _linf_levels_cdist(a, a)
+        distinct = (half[:, None] != half[None, :]).triu(diagonal=1)
+        within = torch.bincount(levels[distinct].long(), minlength=PAIR_BINS)
+        if not (torch.equal(out.view(4, -1)[1], across) and torch.equal(on.view(4, -1)[1], within)):
+            return False
+    return True
+
+
+def triton_exact(device: torch.device, features: int) -> bool:
+    """Whether :func:`separation` takes the Triton kernel for uint8 L-inf on ``device``: where
+    it can run (:func:`locrob.linf_triton.usable`) and reproduced the exact histogram on the
+    probes (else a warning, and the kernels below)."""
+    if not linf_triton.usable(device):
+        return False
+    try:
+        exact = _triton_checked(str(device), features)
+    except Exception as err:  # a Triton that cannot build for this device
+        warnings.warn(
+            f"separation: the Triton kernel failed ({err}); using the others", stacklevel=2
+        )
+        return False
+    if not exact:
+        warnings.warn(
+            "separation: the Triton kernel's histogram was wrong; using the others", stacklevel=2
+        )
+    return exact
+
+
 def tile_rows(n: int, tile: int) -> int:
     """The rows per tile for ``n`` images: ``tile``, or the power of two that holds them all
     when fewer (few tile shapes, so few builds of the compiled kernel)."""
@@ -315,8 +361,9 @@ def separation(
     scale = 1.0 if images.dtype == torch.uint8 else 255.0
     # uint8 L-inf stays in integers (the fused kernel); everything else goes through cdist in fp64
     values = flat.to(dev) if exact else flat.to(dev, torch.float64) * scale
-    tile = tile_rows(len(values), tile)
-    if exact:  # every tile goes through the same two buffers: one kernel shape, no aliasing
+    in_kernel = exact and triton_exact(dev, flat.shape[1])
+    tile = tile_rows(len(values), max(tile, TRITON_TILE) if in_kernel else tile)
+    if exact and not in_kernel:  # every tile through the same two buffers: one kernel shape
         kernel = linf_kernel(dev, tile, flat.shape[1]).kernel
         buffers = [torch.zeros(tile, flat.shape[1], dtype=torch.uint8, device=dev) for _ in "ab"]
     # relabel classes 0..C-1 so the breakdown is dense
@@ -330,6 +377,17 @@ def separation(
     # strided, so that each rank gets tiles from the whole triangle (the first rows' are longest)
     mine = list(tiles(len(values), tile))[shard.rank :: shard.world_size]
     for i0, i1, j0, j1 in progress(mine, desc="separation", unit="tile"):
+        if in_kernel:  # the histogram in the kernel, every distinct-class pair at once
+            linf_triton.add_tile(
+                values[i0:i1],
+                values[j0:j1],
+                dense[i0:i1],
+                dense[j0:j1],
+                n_classes,
+                pair_counts,
+                diagonal=i0 == j0,
+            )
+            continue
         ci, cj = dense[i0:i1, None], dense[None, j0:j1]
         keep = ci != cj
         if i0 == j0:  # the diagonal tile: each unordered pair once (j > i)
@@ -347,6 +405,8 @@ def separation(
         pair_counts += torch.bincount(
             (lo * n_classes + hi) * PAIR_BINS + coarse, minlength=pair_counts.numel()
         )
+    if in_kernel:  # the exact histogram is the class pairs' summed (PAIR_BINS = EXACT_BINS)
+        counts = pair_counts.view(-1, PAIR_BINS).sum(0)
     shard.sum(counts)
     shard.sum(pair_counts)
     names = [str(c) for c in classes]
