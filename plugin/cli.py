@@ -486,14 +486,21 @@ def bench_corruptions(
     ] = None,
     device: Device = None,
     out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+    imagenet_images: Annotated[
+        int | None, typer.Option(help="Images for the imagenet preset (default: --images).")
+    ] = None,
+    imagenet_size: Annotated[
+        int, typer.Option(help="Their height and width (224: ImageNet-C's).")
+    ] = 32,
 ) -> None:
-    """Corrupted images per second, all severities, against the imagecorruptions package."""
+    """Corrupted images per second, all severities, against the imagecorruptions package (and,
+    on a GPU, against the CPU)."""
     from dataclasses import asdict
 
     from locrob.bench.corruptions import bench_corruptions as run_bench
     from locrob.bench.corruptions import corruption_table
 
-    rows = run_bench(images, reference_images, device, corruption)
+    rows = run_bench(images, reference_images, device, corruption, imagenet_images, imagenet_size)
     typer.echo(corruption_table(rows), nl=False)
     if out is not None:
         data = [{**asdict(r), "speedup": r.speedup} for r in rows]

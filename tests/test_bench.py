@@ -173,6 +173,35 @@ def test_bench_corruptions_times_both_and_reports_the_baseline_failures(locrob_c
     assert code == 0 and "| brightness |" in out
 
 
+def test_bench_corruptions_times_the_imagenet_preset_at_its_size_and_tabulates_the_cpu(
+    locrob_cli, monkeypatch
+):
+    """The imagenet preset's batch (and the baseline's images) at the size asked for; on a
+    device, the CPU's rates beside it, the device's over the CPU's, and each corruption's share
+    of the sweep's time (here from rows made by hand: the run needs a GPU)."""
+    seen = []
+
+    def baseline(image, corruption_name, severity):
+        seen.append(image.shape)
+        return image
+
+    monkeypatch.setattr(corruptions, "_import_imagecorruptions", lambda: baseline)
+    code, out, _ = locrob_cli(
+        "bench", "corruptions", "--images", "4", "--reference-images", "1",
+        "--imagenet-images", "2", "--imagenet-size", "48", "--corruption", "contrast",
+    )  # fmt: skip
+    assert code == 0 and "| contrast |" in out and "| 100 % |" in out
+    assert set(seen) == {(48, 48, 3)}
+    rows = [
+        corruptions.CorruptionBench("a", 300.0, 30.0, 10.0, "", 100.0, 10.0),
+        corruptions.CorruptionBench("b", 100.0, 10.0, None, "ValueError", 50.0, 5.0),
+    ]
+    table = corruptions.corruption_table(rows)
+    assert "| a | 300 | 30 | 25 % | 100 | 10 | 3.0x | 10 | 3.0x |" in table
+    assert "| b | 100 | 10 | 75 % | 50 | 5 | 2.0x | fails (ValueError) | - |" in table
+    assert "| all 2 | 150 | 15 | 100 % | 67 | 7 | 2.2x | - | - |" in table
+
+
 def test_bench_corruptions_runs_the_real_imagecorruptions():
     pytest.importorskip("imagecorruptions")
     (row,) = corruptions.bench_corruptions(

@@ -49,17 +49,22 @@ def test_perturbation_found_on_cuda_attains_its_ratio_on_cpu(trained, digits, me
     check_reported_perturbations(model, x, result)
 
 
-@pytest.mark.parametrize("name", ["compiled", "cdist"])
+@pytest.mark.parametrize("name", ["triton", "compiled", "cdist"])
 def test_separation_on_cuda_is_exactly_the_brute_force_one(monkeypatch, name):
     from locrob import pair_distances
 
     x, y = random_set(n=300, classes=4, seed=5)
-    kernel = {
-        "compiled": pair_distances._compiled_kernel(),
-        "cdist": pair_distances._linf_levels_cdist,
-    }
-    choice = pair_distances.KernelChoice(name, kernel[name], {})  # in place of the probe's choice
-    monkeypatch.setattr(pair_distances, "_choices", {("cuda", 64, x[0].numel()): choice})
+    if name == "triton":  # taken wherever Triton is installed and passes its probes
+        pytest.importorskip("triton")
+        assert pair_distances.triton_exact(CUDA, x[0].numel())
+    else:
+        monkeypatch.setenv("LOCROB_TRITON", "0")
+        kernel = {
+            "compiled": pair_distances._compiled_kernel(),
+            "cdist": pair_distances._linf_levels_cdist,
+        }
+        choice = pair_distances.KernelChoice(name, kernel[name], {})  # not the probe's choice
+        monkeypatch.setattr(pair_distances, "_choices", {("cuda", 64, x[0].numel()): choice})
     d, _, _ = brute(x, y, "inf")
     result = separation(x, y, "inf", tile=64, device="cuda")
     expected = torch.bincount(torch.round(d * 255).long(), minlength=256)
@@ -159,3 +164,19 @@ def test_corruptions_on_cuda_match_the_cpu_or_their_statistics(preset):
             else:  # other random streams: the same distortion on average
                 moved = [float((out.cpu() - x).abs().mean()) for out in (gpu, cpu)]
                 assert moved[0] == pytest.approx(moved[1], rel=0.15, abs=2e-3), (name, moved)
+
+
+def test_bench_corruptions_on_cuda_times_the_cpu_in_the_same_run(monkeypatch):
+    from locrob.bench import corruptions
+
+    monkeypatch.setattr(corruptions, "_import_imagecorruptions", lambda: lambda image, **_: image)
+    rows = corruptions.bench_corruptions(
+        images=64,
+        reference_images=1,
+        device="cuda",
+        names=["contrast", "jpeg_compression", "glass_blur"],
+        imagenet_images=4,
+        imagenet_size=224,
+    )
+    assert all(r.cpu_cifar_ips > 0 and r.cpu_imagenet_ips > 0 for r in rows)
+    assert "cifar: device / cpu" in corruptions.corruption_table(rows)

@@ -1,6 +1,8 @@
 """``locrob bench corruptions``: corrupted images per second of the 15 corruptions at severities
-1-5 on a batch of 32x32 images, under both presets, against the ``imagecorruptions`` package
-(one image at a time, ImageNet-C's parameters) on the corruptions that run there.
+1-5 on a batch of 32x32 images (the ``cifar`` preset) and on a batch of images of the
+``imagenet`` preset's size (32x32 by default, 224x224 as ImageNet-C's), against the
+``imagecorruptions`` package (one image at a time, ImageNet-C's parameters) on the corruptions
+that run there; on a GPU, against the CPU in the same run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class CorruptionBench:
     imagenet_ips: float
     reference_ips: float | None  # imagecorruptions; None where it fails
     reference_error: str = ""
+    cpu_cifar_ips: float | None = None  # the same on the CPU, when the device is not one
+    cpu_imagenet_ips: float | None = None
 
     @property
     def speedup(self) -> float | None:
@@ -51,24 +55,25 @@ def bench_corruptions(
     reference_images: int = 40,
     device: str | torch.device | None = None,
     names: Sequence[str] | None = None,
+    imagenet_images: int | None = None,
+    imagenet_size: int = 32,
 ) -> list[CorruptionBench]:
-    """Each corruption's rates: locrob on a batch of ``images`` (both presets) and
-    imagecorruptions image by image on ``reference_images`` of them."""
-    from locrob.corruptions import NAMES, corrupt
+    """Each corruption's rates: locrob on a batch of ``images`` 32x32 images (``cifar`` preset)
+    and of ``imagenet_images`` (default: as many) ``imagenet_size``-pixel ones (``imagenet``
+    preset), on ``device`` and, when that is not the CPU, on the CPU too; imagecorruptions
+    image by image on ``reference_images`` of the latter."""
+    from locrob.corruptions import NAMES
 
     reference = _import_imagecorruptions()
     dev = resolve_device(device)
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (images, 3, 32, 32), generator=generator, dtype=torch.uint8)
-    x = (pixels.float() / 255).to(dev)
-    hwc = pixels[:reference_images].permute(0, 2, 3, 1).numpy()
+    cifar = torch.randint(0, 256, (images, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    shape = (imagenet_images or images, 3, imagenet_size, imagenet_size)
+    imagenet = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+    hwc = imagenet[:reference_images].permute(0, 2, 3, 1).numpy()
+    batches = {"cifar": cifar.float() / 255, "imagenet": imagenet.float() / 255}
     rows = []
     for name in names or NAMES:
-
-        def ours(preset: str, name: str = name) -> int:
-            for severity in range(1, 6):
-                corrupt(x, name, severity, preset=preset, seed=severity)
-            return 5 * images
 
         def theirs(name: str = name) -> int:
             np.random.seed(0)
@@ -79,16 +84,33 @@ def bench_corruptions(
                         reference(image, corruption_name=name, severity=severity)
             return 5 * len(hwc)
 
-        ours("cifar")  # warm-up: caches the operator matrices and textures
-        cifar, imagenet = (
-            best_rate(lambda: ours("cifar"), dev),
-            best_rate(lambda: ours("imagenet"), dev),
-        )
+        here = _rates(name, batches, dev)
+        on_cpu = _rates(name, batches, torch.device("cpu")) if dev.type != "cpu" else {}
+        cpu = {"cpu_cifar_ips": on_cpu.get("cifar"), "cpu_imagenet_ips": on_cpu.get("imagenet")}
         try:
-            rows.append(CorruptionBench(name, cifar, imagenet, best_rate(theirs, dev, 1)))
+            baseline, error = best_rate(theirs, torch.device("cpu"), 1), ""
         except Exception as err:  # the baseline's own crashes are part of the finding
-            rows.append(CorruptionBench(name, cifar, imagenet, None, type(err).__name__))
+            baseline, error = None, type(err).__name__
+        rows.append(CorruptionBench(name, here["cifar"], here["imagenet"], baseline, error, **cpu))
     return rows
+
+
+def _rates(name: str, batches: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+    """Corrupted images per second of ``name`` at severities 1-5 on each preset's batch."""
+    from locrob.corruptions import corrupt
+
+    rates = {}
+    for preset, batch in batches.items():
+        x = batch.to(device)
+
+        def ours(preset: str = preset, x: torch.Tensor = x) -> int:
+            for severity in range(1, 6):
+                corrupt(x, name, severity, preset=preset, seed=severity)
+            return 5 * len(x)
+
+        ours()  # warm-up: caches the operator matrices and textures
+        rates[preset] = best_rate(ours, device)
+    return rates
 
 
 def corruption_table(rows: Sequence[CorruptionBench]) -> str:
@@ -97,29 +119,49 @@ def corruption_table(rows: Sequence[CorruptionBench]) -> str:
     def overall(rates: Sequence[float]) -> float:  # images per second over the whole sweep
         return len(rates) / sum(1 / rate for rate in rates)
 
-    cells = [
-        [
-            r.corruption,
-            f"{r.cifar_ips:,.0f}",
-            f"{r.imagenet_ips:,.0f}",
-            f"{r.reference_ips:,.0f}" if r.reference_ips else f"fails ({r.reference_error})",
-            f"{r.speedup:.1f}x" if r.speedup else "-",
-        ]
-        for r in rows
-    ]
+    cpu = all(r.cpu_cifar_ips is not None for r in rows) and bool(rows)
+    seconds = sum(1 / r.cifar_ips for r in rows)  # one image of each, at all severities
+    cells = [_cells(r, seconds, cpu) for r in rows]
     cifar, imagenet = overall([r.cifar_ips for r in rows]), overall([r.imagenet_ips for r in rows])
-    cells.append([f"all {len(rows)}", f"{cifar:,.0f}", f"{imagenet:,.0f}", "-", "-"])
+    total = [f"all {len(rows)}", f"{cifar:,.0f}", f"{imagenet:,.0f}", "100 %"]
+    if cpu:
+        on_cpu = overall([r.cpu_cifar_ips for r in rows])
+        total += [f"{on_cpu:,.0f}", f"{overall([r.cpu_imagenet_ips for r in rows]):,.0f}"]
+        total.append(f"{cifar / on_cpu:.1f}x")
+    cells.append([*total, "-", "-"])
     ran = [r for r in rows if r.reference_ips]
     if ran:
         ours = overall([r.imagenet_ips for r in ran])
         theirs = overall([r.reference_ips for r in ran])
         name = f"the {len(ran)} that run in imagecorruptions"
-        cells.append([name, "-", f"{ours:,.0f}", f"{theirs:,.0f}", f"{ours / theirs:.1f}x"])
+        blanks = ["-"] * (3 if cpu else 0)
+        cells.append(
+            [name, "-", f"{ours:,.0f}", "-", *blanks, f"{theirs:,.0f}", f"{ours / theirs:.1f}x"]
+        )
     header = [
         "corruption",
         "locrob cifar (img/s)",
         "locrob imagenet (img/s)",
+        "share of the cifar sweep",
+        *(["cpu cifar (img/s)", "cpu imagenet (img/s)", "cifar: device / cpu"] if cpu else []),
         "imagecorruptions (img/s)",
         "speed-up",
     ]
     return markdown.table(header, cells)
+
+
+def _cells(r: CorruptionBench, seconds: float, cpu: bool) -> list[str]:
+    """One corruption's row: its rates, its share of the cifar sweep's ``seconds``, the CPU's
+    rates (``cpu``) and the baseline's."""
+    cells = [
+        r.corruption,
+        f"{r.cifar_ips:,.0f}",
+        f"{r.imagenet_ips:,.0f}",
+        f"{100 / r.cifar_ips / seconds:.0f} %",
+    ]
+    if cpu:
+        cells += [f"{r.cpu_cifar_ips:,.0f}", f"{r.cpu_imagenet_ips:,.0f}"]
+        cells.append(f"{r.cifar_ips / r.cpu_cifar_ips:.1f}x")
+    cells.append(f"{r.reference_ips:,.0f}" if r.reference_ips else f"fails ({r.reference_error})")
+    cells.append(f"{r.speedup:.1f}x" if r.speedup else "-")
+    return cells
