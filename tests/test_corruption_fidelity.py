@@ -144,6 +144,35 @@ def test_jpeg_matches_pil_at_the_same_quality(preset):
             assert psnr(ours[i], x[i]) < 45  # it did compress
 
 
+def test_the_jpeg_round_trip_gives_pils_pixels_exactly():
+    """Whichever codec the probe picked (torchvision's batch where it is libjpeg's bit for
+    bit, else PIL's), the pixels are PIL's, in colour and in grey, at every quality used."""
+    from locrob.corruptions import jpeg
+
+    g = torch.Generator().manual_seed(7)
+    colour = torch.randint(0, 256, (5, 3, 32, 32), generator=g, dtype=torch.uint8)
+    smooth = (smooth_images(5) * 255).round().to(torch.uint8)
+    for images in (colour, smooth, smooth[:, :1]):
+        for quality in (80, 65, 58, 50, 40, 25, 18, 15, 10, 7):
+            found = jpeg.round_trip(images, quality)
+            assert torch.equal(found, jpeg.pil_round_trip(images, quality)), quality
+
+
+def test_a_codec_that_strays_from_pils_pixels_is_not_used(monkeypatch):
+    from locrob.corruptions import jpeg
+
+    def off_by_one(pixels, quality):
+        return jpeg.pil_round_trip(pixels, quality) ^ 1  # the lowest bit of every pixel
+
+    monkeypatch.setattr(jpeg, "torchvision_round_trip", off_by_one)
+    jpeg._codec.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="differ from PIL's"):
+            assert jpeg._codec("cpu") is jpeg.pil_round_trip
+    finally:
+        jpeg._codec.cache_clear()
+
+
 def reference_motion_blur(img: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
     """ImageMagick's MotionBlurImage: one-sided Gaussian taps along the angle, edges repeated."""
     width = 2 * math.ceil(radius) + 1

@@ -6,13 +6,13 @@ Parameters are those of ``make_cifar_c.py`` (preset ``cifar``) and ``make_imagen
 
 from __future__ import annotations
 
-import io
 from functools import lru_cache
 
 import numpy as np
 import torch
 
 from locrob.corruptions.base import Corruption
+from locrob.corruptions.jpeg import round_trip
 from locrob.corruptions.operators import (
     MIRROR,
     REFLECT,
@@ -101,22 +101,10 @@ def pixelate(x: torch.Tensor, factor: float, _: Streams) -> torch.Tensor:
 
 
 def jpeg_compression(x: torch.Tensor, quality: int, _: Streams) -> torch.Tensor:
-    """Save and reload as 8-bit JPEG at ``quality`` through PIL, as the reference does.
-
-    A codec is a per-image call by nature; PIL's libjpeg (4:2:0 chroma) is the reference's.
-    """
-    from PIL import Image
-
-    pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    decoded = []
-    for image in pixels:
-        buffer = io.BytesIO()
-        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
-            buffer, "JPEG", quality=quality
-        )
-        with Image.open(buffer) as file:
-            decoded.append(np.asarray(file).reshape(image.shape))
-    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+    """Save and reload as 8-bit JPEG at ``quality``, as the reference does through PIL (the
+    codec: :mod:`locrob.corruptions.jpeg`)."""
+    pixels = (x * 255).round().to(torch.uint8)
+    return round_trip(pixels, quality).to(x.device, x.dtype) / 255
 
 
 _IMAGENET_SIDE = 244 / 224  # the reference multiplies by 244 on 224-pixel images
