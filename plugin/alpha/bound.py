@@ -36,7 +36,6 @@ from torch import nn
 from locrob.alpha.bound_graph import Graph, input_lipschitz, trace
 from locrob.alpha.bound_linear import SUMMARY, Relaxed, relax
 from locrob.alpha.bound_rules import Linear, Merge
-from locrob.alpha.bound_window import WindowHull, window_hulls
 from locrob.alpha.interval import Interval, gamma, matrix_norm_bound, reach, unit_roundoff
 from locrob.alpha.settings import AlphaSettings
 from locrob.errors import LocrobError
@@ -201,8 +200,7 @@ def jacobian_bound(
         raise LocrobError(f"output='softmax' needs outputs of shape (n, classes), not {shape}")
     k = shape.numel()
     eye = torch.eye(k).to(logits.center).expand(b, k, k).reshape(b, k, *shape)
-    hulls = window_hulls(graph)
-    jacobian = _backward(graph, values, Interval.point(eye.clone()), hulls).exact(_rows)
+    jacobian = _backward(graph, values, Interval.point(eye.clone())).exact(_rows)
     if settings.output != "softmax":
         return matrix_norm_bound(jacobian, settings.p_in, settings.p_out)
     softmax = _softmax_jacobian(_logit_range(at, r, jacobian, logits, settings))
@@ -211,7 +209,7 @@ def jacobian_bound(
         return found
     # the softmax's Jacobian as the seed meets the layers' exact maps before any interval
     # widens it, which keeps more of their cancellations (as a rule: both products hold)
-    seeded = _backward(graph, values, softmax.reshape(b, k, *shape), hulls).exact(_rows)
+    seeded = _backward(graph, values, softmax.reshape(b, k, *shape)).exact(_rows)
     return torch.minimum(found, matrix_norm_bound(seeded, settings.p_in, settings.p_out))
 
 
@@ -302,17 +300,12 @@ def _probabilities(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, to
     return p_lo.clamp(0, 1), p_hi.clamp(0, 1)
 
 
-def _backward(
-    graph: Graph,
-    values: dict[torch.fx.Node, Interval],
-    adjoint: Interval,
-    hulls: dict[torch.fx.Node, WindowHull],
-) -> Interval:
+def _backward(graph: Graph, values: dict[torch.fx.Node, Interval], adjoint: Interval) -> Interval:
     """The output function's Jacobian rows carried back to the input, node by node, and past
-    each max pool in ``hulls`` to its convolution's input at once."""
+    each max pool of ``graph.hulls`` to its convolution's input at once."""
     jumps = {
         node: (hull.source, functools.partial(hull.pull, values=values))
-        for node, hull in hulls.items()
+        for node, hull in graph.hulls.items()
     }
     found = graph.pull_back(
         graph.output,

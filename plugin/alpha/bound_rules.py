@@ -424,9 +424,8 @@ class TwoSided(Rule):
         (x,) = inputs
         c = x.center.shape[1]
         ([up], up_constant) = relu().substitute(lam[:, :, :c], [x])
-        ([down], down_constant) = relu().substitute(
-            lam[:, :, c:], [-x]
-        )  # relu(-x), a function of -x
+        # relu(-x), a function of -x
+        ([down], down_constant) = relu().substitute(lam[:, :, c:], [-x])
         return [up - down], up_constant + down_constant
 
     def lipschitz(self, p: float, inputs: Sequence[float]) -> float:

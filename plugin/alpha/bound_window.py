@@ -23,17 +23,21 @@ and linear-relaxation tools relax the pool alone), hence this module.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 
-from locrob.alpha.bound_graph import Graph, Step
 from locrob.alpha.bound_rules import Elementwise, Kernel, Linear, Pool, outward
 from locrob.alpha.interval import Interval, gamma
+
+if TYPE_CHECKING:  # the graph holds its hulls (Graph.hulls): no import back at run time
+    from locrob.alpha.bound_graph import Graph, Step
 
 LIMIT = 2**24  # numbers of one region's hull (windows x a window's rows); beyond, step by step
 
@@ -67,7 +71,7 @@ class WindowHull:
     def _hull(self, low: torch.Tensor, high: torch.Tensor, candidate: torch.Tensor) -> Interval:
         """Each window's hull of its possible maxima's rows, (B, C, h, w, E): an input's row is
         its derivative in [low, high] times the filter placed at the input's offset."""
-        canvas = self._canvas()  # (P, C, E)
+        canvas = self.canvas  # (P, C, E)
         # d * v over d in [low, high] is smallest at low * v where v >= 0, high * v where not
         # (one of the two products is zero: the sum rounds as one product)
         positive, negative = canvas.clamp_min(0), canvas.clamp_max(0)
@@ -85,7 +89,8 @@ class WindowHull:
         g = gamma(2 * self.folds + 2, canvas.dtype)
         return Interval.between(lo - g * lo.abs(), hi + g * hi.abs())
 
-    def _canvas(self) -> torch.Tensor:
+    @functools.cached_property
+    def canvas(self) -> torch.Tensor:
         """The filter of each output channel placed at each offset of a window, on the patch
         of input a window reads: (P, C, in * kh' * kw') with P = k * k offsets."""
         weight, (sy, sx) = self.kernel.weight, self.kernel.stride

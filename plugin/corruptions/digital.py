@@ -104,7 +104,7 @@ def jpeg_compression(x: torch.Tensor, quality: int, _: Streams) -> torch.Tensor:
     """Save and reload as 8-bit JPEG at ``quality``, as the reference does through PIL (the
     codec: :mod:`locrob.corruptions.jpeg`)."""
     pixels = (x * 255).round().to(torch.uint8)
-    return round_trip(pixels, quality).to(x.device, x.dtype) / 255
+    return round_trip(pixels, quality).to(x.dtype) / 255
 
 
 _IMAGENET_SIDE = 244 / 224  # the reference multiplies by 244 on 224-pixel images
