@@ -36,6 +36,7 @@ from torch import nn
 from locrob.alpha.bound_graph import Graph, input_lipschitz, trace
 from locrob.alpha.bound_linear import SUMMARY, Relaxed, relax
 from locrob.alpha.bound_rules import Linear, Merge
+from locrob.alpha.bound_window import WindowHull, window_hulls
 from locrob.alpha.interval import Interval, gamma, matrix_norm_bound, reach, unit_roundoff
 from locrob.alpha.settings import AlphaSettings
 from locrob.errors import LocrobError
@@ -103,6 +104,7 @@ def upper_bounds(
     at = _at_points(graph, x, settings, batch) if settings.output == "softmax" else None
     bar = progress(total=len(radii) * len(x), desc="alpha_lim bound", unit="region")
     record = Relaxed() if linear else None
+    hulls = window_hulls(graph)  # found once: each builds its canvas once
     open_points = torch.arange(len(x), device=x.device)
     for k in sorted(range(len(radii)), key=lambda k: float(radii[k])):
         for lo in range(0, len(open_points), batch):
@@ -110,7 +112,7 @@ def upper_bounds(
             with torch.no_grad():
                 here = None if at is None else at[idx]
                 r = radii[k].expand(len(idx))
-                found = _local(graph, x[idx], r, settings, here, PAYS * global_bound)
+                found = _local(graph, hulls, x[idx], r, settings, here, PAYS * global_bound)
                 if record is not None:
                     # the linear pass costs far more than the interval one: it is run where
                     # it can make the local bound useful, not beyond
@@ -119,6 +121,7 @@ def upper_bounds(
                     if near.any():
                         tight = _local(
                             graph,
+                            hulls,
                             x[idx][near],
                             r[near],
                             settings,
@@ -169,6 +172,7 @@ def _at_points(graph: Graph, x: torch.Tensor, settings: AlphaSettings, batch: in
 
 def _local(
     graph: Graph,
+    hulls: dict[torch.fx.Node, WindowHull],
     x: torch.Tensor,
     r: torch.Tensor,
     settings: AlphaSettings,
@@ -176,31 +180,33 @@ def _local(
     useful: float,
     record: Relaxed | None = None,
 ) -> torch.Tensor:
-    """The local bound of each (point, radius) region of the batch (``at``: the logits at
-    the points, for the softmax; ``useful``: where a second softmax pass may pay)."""
+    """The local bound of each (point, radius) region of the batch (``hulls``: the graph's
+    :func:`~locrob.alpha.bound_window.window_hulls`; ``at``: the logits at the points, for
+    the softmax; ``useful``: where a second softmax pass may pay)."""
     values = _forward(graph, x, r, settings, record)
-    return jacobian_bound(graph, values, r, settings, at, useful)
+    return jacobian_bound(graph, hulls, values, r, settings, at, useful)
 
 
 def jacobian_bound(
     graph: Graph,
+    hulls: dict[torch.fx.Node, WindowHull],
     values: dict[torch.fx.Node, Interval],
     r: torch.Tensor,
     settings: AlphaSettings,
     at: Interval | None,
     useful: float = math.inf,
 ) -> torch.Tensor:
-    """The bound from every node's interval over the regions (``values``): the logits'
-    Jacobian over them, times the output function's Jacobian over the logits' range, in the
-    settings' operator norm; (B,). The softmax's second pass runs where a region's first
-    bound is under ``useful``."""
+    """The bound from every node's interval over the regions (``values``; ``hulls``: the
+    graph's max pools pulled back at once): the logits' Jacobian over them, times the output
+    function's Jacobian over the logits' range, in the settings' operator norm; (B,). The
+    softmax's second pass runs where a region's first bound is under ``useful``."""
     logits = values[graph.output]
     b, shape = logits.center.shape[0], logits.center.shape[1:]
     if settings.output == "softmax" and len(shape) != 1:
         raise LocrobError(f"output='softmax' needs outputs of shape (n, classes), not {shape}")
     k = shape.numel()
     eye = torch.eye(k).to(logits.center).expand(b, k, k).reshape(b, k, *shape)
-    jacobian = _backward(graph, values, Interval.point(eye.clone())).exact(_rows)
+    jacobian = _backward(graph, values, Interval.point(eye.clone()), hulls).exact(_rows)
     if settings.output != "softmax":
         return matrix_norm_bound(jacobian, settings.p_in, settings.p_out)
     softmax = _softmax_jacobian(_logit_range(at, r, jacobian, logits, settings))
@@ -209,7 +215,7 @@ def jacobian_bound(
         return found
     # the softmax's Jacobian as the seed meets the layers' exact maps before any interval
     # widens it, which keeps more of their cancellations (as a rule: both products hold)
-    seeded = _backward(graph, values, softmax.reshape(b, k, *shape)).exact(_rows)
+    seeded = _backward(graph, values, softmax.reshape(b, k, *shape), hulls).exact(_rows)
     return torch.minimum(found, matrix_norm_bound(seeded, settings.p_in, settings.p_out))
 
 
@@ -300,12 +306,17 @@ def _probabilities(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, to
     return p_lo.clamp(0, 1), p_hi.clamp(0, 1)
 
 
-def _backward(graph: Graph, values: dict[torch.fx.Node, Interval], adjoint: Interval) -> Interval:
+def _backward(
+    graph: Graph,
+    values: dict[torch.fx.Node, Interval],
+    adjoint: Interval,
+    hulls: dict[torch.fx.Node, WindowHull],
+) -> Interval:
     """The output function's Jacobian rows carried back to the input, node by node, and past
-    each max pool of ``graph.hulls`` to its convolution's input at once."""
+    each max pool in ``hulls`` to its convolution's input at once."""
     jumps = {
         node: (hull.source, functools.partial(hull.pull, values=values))
-        for node, hull in graph.hulls.items()
+        for node, hull in hulls.items()
     }
     found = graph.pull_back(
         graph.output,

@@ -8,7 +8,6 @@ refused, naming it: a bound that skipped an operation would be silently wrong.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,6 @@ from locrob.alpha.bound_rules import (
     sigmoid,
     tanh,
 )
-from locrob.alpha.bound_window import WindowHull, window_hulls
 from locrob.alpha.interval import Interval
 from locrob.alpha.stages import traced
 from locrob.contract import OBSERVER
@@ -72,12 +70,6 @@ class Graph:
     def widest(self) -> int:
         """The most numbers one example holds at a node."""
         return max(_shape(n)[1:].numel() for n in [self.placeholder, *(s.node for s in self.steps)])
-
-    @functools.cached_property
-    def hulls(self) -> dict[torch.fx.Node, WindowHull]:
-        """The max pools whose Jacobian rows go past their convolution at once, by node
-        (:mod:`locrob.alpha.bound_window`): found once per traced model."""
-        return window_hulls(self)
 
     def undecided(self, node: torch.fx.Node, value: Interval) -> torch.Tensor | None:
         """Where a nonlinearity reading ``node`` has an undecided derivative over ``value``

@@ -27,17 +27,14 @@ import functools
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 
+from locrob.alpha.bound_graph import Graph, Step
 from locrob.alpha.bound_rules import Elementwise, Kernel, Linear, Pool, outward
 from locrob.alpha.interval import Interval, gamma
-
-if TYPE_CHECKING:  # the graph holds its hulls (Graph.hulls): no import back at run time
-    from locrob.alpha.bound_graph import Graph, Step
 
 LIMIT = 2**24  # numbers of one region's hull (windows x a window's rows); beyond, step by step
 

@@ -23,6 +23,7 @@ from torch import nn
 from locrob.alpha.bound import jacobian_bound
 from locrob.alpha.bound_graph import Graph, trace
 from locrob.alpha.bound_rules import Elementwise, Linear, Merge
+from locrob.alpha.bound_window import window_hulls
 from locrob.alpha.interval import Interval
 from locrob.alpha.settings import AlphaSettings
 
@@ -41,7 +42,7 @@ def reached_floor(
     with torch.no_grad():
         at = Interval.point(model(x))
     radius = torch.tensor([r], dtype=torch.float64)
-    return float(jacobian_bound(graph, ranges, radius, settings, at)[0])
+    return float(jacobian_bound(graph, window_hulls(graph), ranges, radius, settings, at)[0])
 
 
 def reached_ranges(
