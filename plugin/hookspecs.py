@@ -21,7 +21,7 @@ hooks and imports nothing that runs them. Three families:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pluggy
 
@@ -32,19 +32,22 @@ if TYPE_CHECKING:
     from torch import nn
 
     from locrob.contract import EvaluationContext, MetricResult, TrainingContext
+    from locrob.corruptions.base import Corruption
     from locrob.data.images import ImageData
+    from locrob.defenses.base import Defense
+    from locrob.metrics.base import Metric
 
 PROJECT = "locrob"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 # the callback each registration hook receives, one per registry
-RegisterMetric = Register["type[Metric]"]
-RegisterDefense = Register["type[Defense]"]
-RegisterModelSource = Register[ModelSource]
-RegisterDatasetSource = Register[DatasetSource]
-RegisterCorruption = Register["Corruption"]
-RegisterPresentation = Register[Presentation]
+RegisterMetric: TypeAlias = Register["type[Metric]"]
+RegisterDefense: TypeAlias = Register["type[Defense]"]
+RegisterModelSource: TypeAlias = Register[ModelSource]
+RegisterDatasetSource: TypeAlias = Register[DatasetSource]
+RegisterCorruption: TypeAlias = Register["Corruption"]
+RegisterPresentation: TypeAlias = Register[Presentation]
 
 
 class RegistrationSpec:
