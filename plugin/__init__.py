@@ -9,10 +9,14 @@ The public API is a handful of guessable functions::
     foggy = locrob.corrupt(data.test_x[:8].float() / 255, "fog", severity=3)
 
 Plugins implement the hooks of :mod:`locrob.hookspecs`, marked with :data:`locrob.hookimpl`,
-and take the types those hooks pass from :mod:`locrob.contract`.
+and take the types those hooks pass from :mod:`locrob.contract`. The runners (``evaluate``,
+``train``, ``TrainResult``) load on first use, so a plugin that imports the contract, or
+``locrob`` itself, never loads them.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("locrob")
@@ -34,7 +38,6 @@ from locrob.corruptions import Corruption, corrupt
 from locrob.data.images import ImageData
 from locrob.defenses.base import Defense
 from locrob.errors import LocrobError
-from locrob.evaluation import evaluate
 from locrob.hookspecs import hookimpl
 from locrob.metrics.base import Metric
 from locrob.models.checkpoint import load_checkpoint, save_checkpoint
@@ -42,7 +45,32 @@ from locrob.pair_distances import Separation, separation
 from locrob.plugins import registries
 from locrob.report import Report, load_report, markdown_table
 from locrob.sources import load_dataset, load_model
-from locrob.training import TrainResult, train
+
+if TYPE_CHECKING:
+    from locrob.evaluation import evaluate
+    from locrob.training import TrainResult, train
+
+# public names whose modules load on first access (PEP 562): name -> module
+_LAZY = {
+    "evaluate": "locrob.evaluation",
+    "train": "locrob.training",
+    "TrainResult": "locrob.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a runner's public name on first access and keep it."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the runners' among them before they load."""
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AlphaBounds",

@@ -7,10 +7,14 @@ a function counts as a dependency too, except where a rule says "at run time".
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import PLUGIN_PACKAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"locrob": ROOT / "plugin", "locrob.adapters": ROOT / "adapters"}
@@ -80,6 +84,36 @@ def test_the_contract_depends_only_on_the_leaf_modules():
         assert {m for m in imports(leaf) if m.startswith("locrob")} <= {"locrob.errors"}, leaf
     typed = {m for m in imports("locrob.contract") if m.startswith("locrob")}
     assert typed <= {"locrob.errors", "locrob.jsonable", "locrob.data.images"}
+
+
+_LOADED_RUNNERS = """
+import sys
+def runners():
+    return sorted(m for m in ("locrob.evaluation", "locrob.training") if m in sys.modules)
+{imports}
+print(runners())
+import locrob
+locrob.evaluate, locrob.train
+print(runners())
+"""
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import locrob_example",
+        "import locrob.contract, locrob.hookspecs, locrob.metrics.base, locrob.defenses.base",
+    ],
+)
+def test_a_plugin_importing_the_contract_loads_no_runner(imports):
+    # a fresh interpreter: this one has loaded the runners long ago
+    env = {**os.environ, "PYTHONPATH": str(PLUGIN_PACKAGE)}
+    code = _LOADED_RUNNERS.format(imports=imports)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    # none until a runner's name is asked for, then both
+    assert out == ["[]", "['locrob.evaluation', 'locrob.training']"]
 
 
 def _builtin_plugins() -> list[str]:

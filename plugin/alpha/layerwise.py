@@ -202,7 +202,8 @@ def layerwise_alpha(
     **options: Any,
 ) -> LayerwiseResult:
     """alpha_l for each layer at radius r * prod_{m<l} alpha_m, their product (Proposition 1)
-    and the end-to-end alpha_lim, side by side. ``options`` are those of :func:`alpha_lim`;
+    and the end-to-end alpha_lim, side by side. ``preset`` and ``options`` are those of
+    :func:`alpha_lim` (each preset's provenance: :func:`locrob.alpha.settings.resolve`);
     the clamp applies to the first layer's input (the images) only. With ``bound=True`` the
     certified side too: each stage's upper bound over the ball its input can reach (radius r
     times the earlier stages' upper bounds), their product and the end-to-end bound. With the

@@ -124,14 +124,8 @@ class AlphaSettings:
         return data
 
 
-# Where each preset setting comes from. The paper (Sec. 4, Fig. 5) states only the counts and
-# the Gaussian noise; everything else it leaves open is taken from the authors' r_alpha.py:
-# the radii 1.75 k / 30, the L2 norm on both sides, F = softmax, draws rescaled to norm
-# exactly r, fresh directions at every radius, x+e clamped to [0, 1] and the effective
-# perturbation as denominator (the AlphaSettings defaults for clamp and denominator). For the
-# paper's Definition 1 on the open ball, add clamp=None.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's text: 100 training examples x 1000 Gaussian draws; the rest as r_alpha.py.
+    # the paper's counts and noise; the rest as r_alpha.py (see resolve)
     "paper": {
         "max_examples": 100,
         "n_draws": 1000,
@@ -139,7 +133,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "directions": "fresh",
         "radii": authors_radii(),
     },
-    # The authors' r_alpha.py throughout: first 1000 training images x 100 uniform draws.
+    # r_alpha.py throughout
     "authors-code": {
         "max_examples": 1000,
         "n_draws": 100,
@@ -151,7 +145,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def resolve(preset: str | None, radii: Sequence[float] | None, **overrides: Any) -> AlphaSettings:
-    """Settings from a preset, then the given options (each applied as given, ``None`` too)."""
+    """Settings from a preset, then the given options (each applied as given, ``None`` too).
+
+    Where each preset's settings come from. The paper (Sec. 4, Fig. 5) states only the counts
+    and the Gaussian noise: ``paper`` is 100 training examples x 1000 Gaussian draws.
+    ``authors-code`` is the authors' ``r_alpha.py`` throughout: the first 1000 training images x
+    100 uniform draws. Everything else, in both, is what ``r_alpha.py`` does and the paper
+    leaves open: the radii 1.75 k / 30 (k = 1..30), the L2 norm on both sides, F = softmax,
+    draws rescaled to norm exactly r, fresh directions at every radius, x+e clamped to [0, 1]
+    and the effective perturbation ||clamp(x+e) - x|| as denominator (the ``AlphaSettings``
+    defaults ``clamp=(0, 1)`` and ``denominator="effective"``). For the paper's Definition 1 on
+    the open ball, add ``clamp=None``; ``denominator="nominal"`` divides by r instead.
+    """
     base: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:

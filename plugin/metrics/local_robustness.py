@@ -26,7 +26,13 @@ DEFAULT_POINTS = 100
 
 @dataclass
 class LocalRobustness(Metric):
-    """alpha_lim(F, r) over radii; ``None`` settings come from ``preset`` or the defaults."""
+    """alpha_lim(F, r) over radii; ``None`` settings come from ``preset`` or the defaults.
+
+    ``preset`` is ``"paper"`` (the paper's 100 points x 1000 Gaussian draws) or
+    ``"authors-code"`` (the authors' ``r_alpha.py``: 1000 points x 100 uniform draws); in both,
+    the radii, norms, clamp and denominator are ``r_alpha.py``'s, which the paper does not state
+    (:func:`locrob.alpha.settings.resolve` says where each comes from).
+    """
 
     name = "local-robustness"
     shardable = True  # the sampling's (point, draw) pairs split over the ranks
