@@ -1,16 +1,20 @@
-"""A minimal third-party locrob plugin: one metric and one defense, found by entry point alone."""
+"""A minimal third-party locrob plugin: one metric and one defense, found by entry point alone.
+
+It imports the hook contract and the base classes only, never the runners that call it.
+"""
 
 from dataclasses import dataclass
 
 import torch
 
-import locrob
-from locrob import hookimpl
+from locrob.defenses.base import Defense
 from locrob.errors import check
+from locrob.hookspecs import hookimpl
+from locrob.metrics.base import Metric
 
 
 @dataclass
-class MeanConfidence(locrob.Metric):
+class MeanConfidence(Metric):
     """Mean of the top softmax probability over the examples."""
 
     name = "mean-confidence"
@@ -24,7 +28,7 @@ class MeanConfidence(locrob.Metric):
 
 
 @dataclass
-class InputNoise(locrob.Defense):
+class InputNoise(Defense):
     """Train on images with added Gaussian noise, clamped to [0, 1]."""
 
     name = "input-noise"
