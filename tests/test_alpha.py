@@ -270,6 +270,32 @@ def test_draws_do_not_depend_on_the_chunk_size(cnn_points):
         assert torch.equal(a.perturbation, other.perturbation)
 
 
+def test_the_tuners_chunks_are_part_of_the_run_not_sampled_twice():
+    """Timing the chunk sizes samples the run's first pairs, which the run then keeps: the
+    model sees as many images as with a fixed chunk, and the maxima are the same ones."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 5))
+    model = model.double()
+    seen = []
+    model[0].register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def run(**chunk):
+        seen.clear()
+        result = locrob.alpha_lim(model, x, [0.25, 0.5, 1.0], n_draws=100, device="cpu", **chunk)
+        return result, sum(seen)
+
+    tuned, tuned_images = run()
+    assert {15, 126} <= set(seen)  # chunks of 5 and of 42 pairs x 3 radii were timed
+    fixed, fixed_images = run(chunk_size=tuned.settings["chunk_size"])
+    assert tuned_images == fixed_images  # thrown away and sampled again, they would count twice
+    assert fixed_images >= 8 * 100 * 3
+    # the same directions at each pair (fp64: batch sizes change the last bits only)
+    assert torch.allclose(tuned.per_point, fixed.per_point, rtol=1e-12)
+    assert torch.equal(tuned.argmax_point, fixed.argmax_point)
+    assert torch.equal(tuned.perturbation, fixed.perturbation)
+
+
 @pytest.mark.parametrize("directions", ["fresh", "shared"])
 def test_search_is_never_below_sampling(cnn_points, directions):
     model, x = cnn_points

@@ -15,6 +15,7 @@ from torch import nn
 from locrob.alpha.geometry import Draws
 from locrob.alpha.result import AlphaResult, running_max
 from locrob.alpha.sampling import (
+    Chunk,
     Evaluator,
     Sampler,
     activation_bytes,
@@ -132,11 +133,13 @@ def alpha_lim(
 
 
 class _Plan(NamedTuple):
-    """The sampling as set up: the sampler, its images per forward pass, F's noise floor."""
+    """The sampling as set up: the sampler, its images per forward pass, F's noise floor, and
+    the run's first chunks where the tuner sampled them."""
 
     sampler: Sampler
     chunk: int
     noise: float
+    done: list[Chunk]
 
 
 class _Found(NamedTuple):
@@ -186,15 +189,17 @@ def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings, shard: S
     )
     r = torch.tensor(radii, dtype=points.dtype, device=ev.device)
     sampler = Sampler(ev, points, f_x, top, r, draws, settings.n_draws)
-    chunk = torch.tensor([chunk_size(settings, sampler, limit, images)], device=ev.device)
-    return _Plan(sampler, int(shard.max(chunk)), noise)
+    # a group agrees on one size before sampling, so its ranks throw their timed chunks away
+    tuned = chunk_size(settings, sampler, limit, images, keep=shard.world_size == 1)
+    chunk = torch.tensor([tuned.batch], device=ev.device)
+    return _Plan(sampler, int(shard.max(chunk)), noise, tuned.chunks)
 
 
 def _maximize(plan: _Plan, settings: AlphaSettings, shard: Shard) -> _Found:
     """Sample every point and radius, then, with ``method="search"``, climb from the best."""
     sampler, chunk, radii = plan.sampler, plan.chunk, settings.radii
     with torch.no_grad():
-        sampled = sample(sampler, chunk, shard=shard)
+        sampled = sample(sampler, chunk, shard=shard, done=plan.done)
         argmax_point = sampled.per_point.argmax(dim=1)
         best = sampled.best_pair.gather(1, argmax_point.view(-1, 1)).squeeze(1)
         perturbation = torch.cat(

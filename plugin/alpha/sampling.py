@@ -201,8 +201,11 @@ def budget_chunk(
 
 MAX_CHUNK = 8192
 TUNE_START = 16
-TUNE_SHARE = 128
+TUNE_SHARE = 20  # the chunks timed, at most this share of the run where they are thrown away
+KEPT_SHARE = 2  # and where they are kept (sampled once, not twice)
 _tuned: weakref.WeakKeyDictionary[object, dict[tuple, int]] = weakref.WeakKeyDictionary()
+
+Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # pairs, their points, ratios (R, n)
 
 
 @dataclass
@@ -225,9 +228,7 @@ class Sampler:
     def pairs(self) -> int:
         return len(self.x) * self.n_draws
 
-    def __call__(
-        self, start: int, stop: int, batch: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, start: int, stop: int, batch: int) -> Chunk:
         """Pairs ``start..stop-1``, their points and their ratios, shape (R, stop - start),
         in forward passes of at most ``batch`` images when a pair's radii exceed it."""
         pairs = torch.arange(start, stop, device=self.ev.device)
@@ -245,8 +246,18 @@ class Sampler:
         return pairs, points, (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).t()
 
 
+@dataclass
+class Tuned:
+    """Images per forward pass, and the run's first chunks where the timing sampled them for
+    the run (pairs ``0..position-1``; none when they were thrown away or nothing was timed)."""
+
+    batch: int
+    chunks: list[Chunk]
+    position: int = 0
+
+
 @torch.no_grad()
-def tuned_chunk(sampler: Sampler, largest: int, evaluations: int) -> int:
+def tuned_chunk(sampler: Sampler, largest: int, evaluations: int, keep: bool = False) -> Tuned:
     """The fastest forward batch among 16, 32, 64, ... up to ``largest`` images, by timing
     whole sampling chunks (directions, perturbation, forward pass, differences).
 
@@ -254,16 +265,25 @@ def tuned_chunk(sampler: Sampler, largest: int, evaluations: int) -> int:
     faster; but every chunk also pays a fixed cost in Python and kernel launches, which only
     timing the real step sees. The choice is cached per model, input shape, precision, device
     and number of radii. It does not change which directions are drawn (they are addressed by
-    pair index), only fp32 rounding. Timing a candidate costs a few of its batches, so only
-    candidates up to 1/``TUNE_SHARE`` of the run are tried (tuning stays under ~5 % of it);
-    with none to compare, a CPU takes the smallest and a GPU the largest.
+    pair index), only fp32 rounding. The chunks timed are the run's first pairs in order:
+    with ``keep`` (the run starts at pair 0 and goes on from them) they are returned, so
+    timing costs nothing, and candidates are tried while their chunks fit in half the run;
+    otherwise they are thrown away, and only candidates whose chunks fit in 1/``TUNE_SHARE``
+    of the run are tried (tuning stays under 5 % of it). With none to compare, a CPU takes the
+    smallest and a GPU the largest.
     """
     ev, n_radii = sampler.ev, len(sampler.radii)
-    candidates = [TUNE_START]
-    while candidates[-1] * 2 <= largest and candidates[-1] * 2 * TUNE_SHARE <= evaluations:
-        candidates.append(candidates[-1] * 2)
-    if largest <= TUNE_START or len(candidates) == 1:
-        return largest if ev.device.type == "cuda" else min(largest, TUNE_START)
+    share = KEPT_SHARE if keep else TUNE_SHARE
+    candidates, cost = [], 0
+    size = TUNE_START
+    while size <= max(largest, TUNE_START) and cost + _timed_images(sampler, size) <= (
+        evaluations // share
+    ):
+        candidates.append(size)
+        cost += _timed_images(sampler, size)
+        size *= 2
+    if len(candidates) < 2:
+        return Tuned(largest if ev.device.type == "cuda" else min(largest, TUNE_START), [])
     x = sampler.x
     key = (
         tuple(x.shape[1:]),
@@ -276,23 +296,37 @@ def tuned_chunk(sampler: Sampler, largest: int, evaluations: int) -> int:
         candidates[-1],
     )
     cache = _tuned.setdefault(ev.model, {}) if _weakrefable(ev.model) else {}
-    if key not in cache:
-        rates, position = {}, 0
-        for size in candidates:
-            pairs = min(sampler.pairs, max(1, size // n_radii))
-            # consecutive chunks, so that a unit of directions is shared as in the real run
-            rounds = 1 + max(2, sampler.draws.unit // pairs)
-            for i in range(rounds):
-                if i == 1:  # the first chunk is the warm-up (allocator, kernel selection)
-                    synchronize(ev.device)
-                    begin = time.perf_counter()
-                position = position if position + pairs <= sampler.pairs else 0
-                sampler(position, position + pairs, size)
-                position += pairs
-            synchronize(ev.device)
-            rates[size] = (rounds - 1) * pairs * n_radii / (time.perf_counter() - begin)
-        cache[key] = max(rates, key=rates.__getitem__)
-    return cache[key]
+    if key in cache:
+        return Tuned(cache[key], [])
+    rates, position, chunks = {}, 0, []
+    for size in candidates:
+        pairs = _timed_pairs(sampler, size)
+        rounds = _rounds(sampler, pairs)
+        for i in range(rounds):
+            if i == 1:  # the first chunk is the warm-up (allocator, kernel selection)
+                synchronize(ev.device)
+                begin = time.perf_counter()
+            chunks.append(sampler(position, position + pairs, size))
+            position += pairs
+        synchronize(ev.device)
+        rates[size] = (rounds - 1) * pairs * n_radii / (time.perf_counter() - begin)
+    cache[key] = max(rates, key=rates.__getitem__)
+    return Tuned(cache[key], chunks, position) if keep else Tuned(cache[key], [])
+
+
+def _timed_pairs(sampler: Sampler, size: int) -> int:
+    return min(sampler.pairs, max(1, size // len(sampler.radii)))
+
+
+def _rounds(sampler: Sampler, pairs: int) -> int:
+    """Chunks timed per candidate: consecutive ones, so that a unit of directions is shared
+    as in the real run, the first of them a warm-up."""
+    return 1 + max(2, sampler.draws.unit // pairs)
+
+
+def _timed_images(sampler: Sampler, size: int) -> int:
+    pairs = _timed_pairs(sampler, size)
+    return _rounds(sampler, pairs) * pairs * len(sampler.radii)
 
 
 def _weakrefable(obj: object) -> bool:
@@ -310,10 +344,15 @@ def chunk_limit(settings: AlphaSettings, per_example: int, total: int, device: t
     return budget_chunk(settings, per_example, total, device)
 
 
-def chunk_size(settings: AlphaSettings, sampler: Sampler, limit: int, total: int) -> int:
+def chunk_size(
+    settings: AlphaSettings, sampler: Sampler, limit: int, total: int, keep: bool
+) -> Tuned:
     """Images per forward pass (pairs x radii): the explicit ``chunk_size``, else the fastest
-    batch up to ``limit``. ``total`` is the number of images of the whole run."""
-    return limit if settings.chunk_size is not None else tuned_chunk(sampler, limit, total)
+    batch up to ``limit``. ``total`` is the number of images of the whole run; ``keep``, as
+    :func:`tuned_chunk` takes it."""
+    if settings.chunk_size is not None:
+        return Tuned(limit, [])
+    return tuned_chunk(sampler, limit, total, keep)
 
 
 @dataclass
@@ -325,15 +364,22 @@ class Sampled:
     evaluations: int
 
 
-def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim", shard: Shard = SINGLE) -> Sampled:
+def sample(
+    sampler: Sampler,
+    batch: int,
+    desc: str = "alpha_lim",
+    shard: Shard = SINGLE,
+    done: Sequence[Chunk] = (),
+) -> Sampled:
     """Max ratio per (radius, point) over ``n_draws`` random directions at each radius.
 
     Each forward pass holds a chunk of pairs at every radius (``batch`` images in all; one
     pair's radii are split over several passes where they exceed it), so the Python work per
     chunk is shared by all radii. Only the index of each point's best
     pair is kept, not its perturbation: directions are addressed by pair index, so
-    :func:`best_perturbations` regenerates the few that are needed. With a ``shard`` of a
-    process group, this rank samples its contiguous range of the chunks (for a given
+    :func:`best_perturbations` regenerates the few that are needed. ``done`` are the run's
+    first chunks, already sampled (the tuner's), consecutive from pair 0. With a ``shard`` of
+    a process group, this rank samples its contiguous range of the chunks (for a given
     ``batch``, the same chunks at any world size) and the maxima are reduced over the group:
     every rank gets the whole result, the same as one process's.
     """
@@ -341,19 +387,28 @@ def sample(sampler: Sampler, batch: int, desc: str = "alpha_lim", shard: Shard =
     per_point = torch.zeros(n_radii, n, dtype=ev.compute_dtype, device=ev.device)
     best_pair = torch.full((n_radii, n), -1, dtype=torch.long, device=ev.device)
     offsets = (torch.arange(n_radii, device=ev.device) * n).view(-1, 1)  # flat (radius, point)
-    size = max(1, batch // n_radii)
-    mine = shard.blocks(sampler.pairs, size)
-    total = len(mine) * n_radii
-    bar = progress(total=total, desc=desc, unit="img", unit_scale=True)
-    for start in range(mine.start, mine.stop, size):
-        stop = min(start + size, mine.stop)
-        pairs, points, ratio = sampler(start, stop, batch)
+
+    def fold(pairs: torch.Tensor, points: torch.Tensor, ratio: torch.Tensor) -> None:
         flat = (offsets + points).flatten()
         # NaN propagates through amax, and Inf stays: both are found after the loop
         per_point.view(-1).scatter_reduce_(0, flat, ratio.flatten(), reduce="amax")
         # pairs that reach their point's running max; later pairs have larger indices
         hits = torch.where(ratio >= per_point[:, points], pairs, -1)
         best_pair.view(-1).scatter_reduce_(0, flat, hits.flatten(), reduce="amax")
+
+    size = max(1, batch // n_radii)
+    mine = shard.blocks(sampler.pairs, size)
+    if done and (shard.world_size > 1 or mine.start != 0):
+        raise LocrobError("chunks sampled in advance are the first of a whole run")
+    bar = progress(total=len(mine) * n_radii, desc=desc, unit="img", unit_scale=True)
+    position = mine.start
+    for chunk in done:
+        fold(*chunk)
+        position += len(chunk[0])
+        bar.update(len(chunk[0]) * n_radii)
+    for start in range(position, mine.stop, size):
+        stop = min(start + size, mine.stop)
+        fold(*sampler(start, stop, batch))
         bar.update((stop - start) * n_radii)
     bar.close()
     bad = ~torch.isfinite(per_point)
