@@ -31,7 +31,7 @@ from locrob.defenses.base import Defense
 from locrob.defenses.lifecycle import lifecycle, make_defenses
 from locrob.errors import LocrobError
 from locrob.jsonable import jsonable
-from locrob.metrics.base import correct_predictions
+from locrob.metrics.base import correct_predictions, top1_hits
 from locrob.models.architectures import Architecture
 from locrob.models.checkpoint import read_checkpoint, read_training_state, save_checkpoint
 from locrob.models.probe import check_model
@@ -247,12 +247,13 @@ def _epoch(run: _Run, data: ImageData, bar: Any) -> dict[str, Any]:
     x_train, y_train = data.split("train")
     net.train()
     totals: dict[str, float] = {}
-    seen = correct = 0
+    seen = 0
+    correct = torch.zeros((), dtype=torch.long, device=dev)  # read once, after the epoch
     order = torch.randperm(len(y_train), generator=run.shuffle)
     for x, y in batches(x_train, y_train, context.config.batch_size, dev, order):
         logits, y, parts = train_step(net, x, y, run.pm, run.optimizer, context)
         seen += len(y)
-        correct += int(logits.detach().argmax(1).eq(y).sum())
+        correct += top1_hits(logits.detach(), y).sum()
         for name, value in parts.items():
             totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(y)
         context.step += 1
@@ -268,7 +269,7 @@ def _epoch(run: _Run, data: ImageData, bar: Any) -> dict[str, Any]:
         "epoch": context.epoch + 1,
         "lr": run.optimizer.param_groups[0]["lr"],
         **{k: v / seen for k, v in totals.items()},
-        "train_accuracy": correct / seen,
+        "train_accuracy": int(correct) / seen,
         "test_accuracy": accuracy(net, *data.split("test"), dev),
     }
 

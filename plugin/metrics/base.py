@@ -39,18 +39,23 @@ class Batch:
         return range(self.first, self.first + len(self.y))
 
 
+def top1_hits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Whether each row of ``logits`` ranks its label ``y`` first, as a bool tensor on the
+    logits' device: the test every accuracy of the project (metrics, trainer) counts."""
+    return logits.argmax(1).eq(y)
+
+
 def correct_predictions(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Whether ``model`` classifies each image right (top-1), as one bool tensor on the
-    batches' device (``device`` where there is no batch): the count every accuracy of the
-    project (metrics, trainer) is made of."""
+    """Whether ``model`` classifies each image right (:func:`top1_hits`), as one bool tensor on
+    the batches' device (``device`` where there is no batch)."""
     hits = []
     for x, y in batches:  # drawn with gradients on: a batch may be made by an attack
         with torch.no_grad():
-            hits.append(model(x).argmax(1).eq(y))
+            hits.append(top1_hits(model(x), y))
     return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=device)
 
 
