@@ -27,6 +27,8 @@ from locrob.errors import LocrobError
 from locrob.evaluation import evaluate
 from locrob.metrics.adversarial import AdversarialAccuracy, attack_label
 from locrob.metrics.corruptions import relative_mce
+from locrob.metrics.local_robustness import alpha_key, alpha_side
+from locrob.metrics.noise import accuracy_key
 from locrob.pair_distances import Separation, separation
 from locrob.presentation import labelled_results, save_figure
 from locrob.presentation.paper import sigmoid_figure
@@ -146,7 +148,7 @@ def row(report: Report, vanilla: Report) -> dict[str, float | None]:
     ``vanilla`` trained from the same seed; None where a value does not exist."""
     m = report.metrics
     corr, alpha = m["corruptions"].summary, m["local-robustness"].summary
-    noise = m["noise"].summary.get("accuracy@0dB")
+    noise = m["noise"].summary.get(accuracy_key(0))
     try:
         relative: float | None = relative_mce(m["corruptions"], vanilla.metrics["corruptions"])
     except LocrobError:  # vanilla lost nothing to corruption: no reference to divide by
@@ -157,8 +159,8 @@ def row(report: Report, vanilla: Report) -> dict[str, float | None]:
         relative,
         100 * m["adversarial"].summary[PGD_COLUMN],
         None if noise is None else 100 * noise,
-        alpha["alpha@0.5"],
-        alpha["alpha@1"],
+        alpha[alpha_key(0.5)],
+        alpha[alpha_key(1)],
     ]
     return dict(zip(COLUMNS, values, strict=True))
 
@@ -361,9 +363,10 @@ def _band_note(reports: list[Report]) -> str:
     """What Fig. 5's band reaches: each model's certified upper bound at the largest radius
     of the summary, beside the sampled lower value, and whether it is the global bound."""
     results = [(r.label, r.metrics["local-robustness"]) for r in reports]
-    at = max(float(k.split("@")[1]) for k in results[0][1].summary if k.startswith("alpha_upper@"))
+    sides = filter(None, map(alpha_side, results[0][1].summary))
+    at = max(r for side, r in sides if side == "alpha_upper")
     cells = ", ".join(
-        f"{name} {m.summary[f'alpha@{at:g}']:.3g}–{m.summary[f'alpha_upper@{at:g}']:.3g}"
+        f"{name} {m.summary[alpha_key(at)]:.3g}–{m.summary[alpha_key(at, 'alpha_upper')]:.3g}"
         for name, m in results
     )
     upper = [m.details["upper"] for _, m in results]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Sequence
 
 from locrob import markdown
 from locrob.errors import LocrobError
+from locrob.metrics.local_robustness import alpha_key, alpha_side
 from locrob.report import Report, summary_columns, summary_value
 
 
@@ -31,7 +31,7 @@ def ranked(
     without = [r for r in reports if summary_value(r, metric, key) is None]
     with_value.sort(key=lambda r: summary_value(r, metric, key), reverse=not ascending)
     header = ["rank", "model", "dataset", "n", *names]
-    undecided = _undecided(with_value, columns, names, sort)
+    undecided = _undecided(with_value, names, metric, key)
     rows = []
     for rank, report in enumerate([*with_value, *without], start=1):
         values = [summary_value(report, m, k) for m, k in columns]
@@ -53,20 +53,18 @@ UNDECIDED_NOTE = (
     f"{UNDECIDED}: its alpha_lim interval [lower, certified upper] overlaps the one of a rank "
     "above, so the bounds do not decide their order."
 )
-INTERVAL = re.compile(r"^(?P<metric>.+) alpha(?:_upper)?@(?P<r>[^ ]+)$")
 
 
 def _undecided(
-    ranked_reports: Sequence[Report], columns: list[tuple[str, str]], names: list[str], sort: str
+    ranked_reports: Sequence[Report], names: list[str], metric: str, key: str
 ) -> set[int]:
     """Positions (from 0) whose alpha_lim interval overlaps the interval of any rank above,
-    when ``sort`` is an alpha_lim column whose lower (``alpha@r``) and upper
-    (``alpha_upper@r``) sides both are in the reports."""
-    match = INTERVAL.match(sort)
-    if match is None:
+    when the sorted column (``metric``'s ``key``) is an alpha_lim side whose lower
+    (``alpha@r``) and upper (``alpha_upper@r``) sides both are in the reports."""
+    named = alpha_side(key)
+    if named is None or named[0] not in ("alpha", "alpha_upper"):
         return set()
-    metric, r = match["metric"], match["r"]
-    sides = (f"alpha@{r}", f"alpha_upper@{r}")
+    sides = (alpha_key(named[1]), alpha_key(named[1], "alpha_upper"))
     if not all(_column_name(metric, side) in names for side in sides):
         return set()
     bounds = [tuple(summary_value(rep, metric, side) for side in sides) for rep in ranked_reports]

@@ -22,6 +22,25 @@ from locrob.hookspecs import RegisterMetric, hookimpl
 from locrob.metrics.base import Metric, MetricResult
 
 DEFAULT_POINTS = 100
+# the summary's values at a radius: the sampled lower value, the certified upper bound, and
+# upper over lower
+SIDES = ("alpha", "alpha_upper", "alpha_gap")
+
+
+def alpha_key(r: float, side: str = "alpha") -> str:
+    """The summary key of ``side`` (one of :data:`SIDES`) at radius ``r``: ``alpha@0.5``."""
+    return f"{side}@{r:g}"
+
+
+def alpha_side(key: str) -> tuple[str, float] | None:
+    """The side and radius a summary key names (:func:`alpha_key` undone), or None for a key
+    of another kind."""
+    side, _, r = key.partition("@")
+    try:
+        radius = float(r)
+    except ValueError:
+        return None
+    return (side, radius) if side in SIDES and alpha_key(radius, side) == key else None
 
 
 @dataclass
@@ -94,15 +113,15 @@ class LocalRobustness(Metric):
             **self.options(),
         }
         result = alpha_lim(model, x, self.radii, **common)
-        summary = {f"alpha@{r:g}": result.alpha_at(r) for r in self.at}
+        summary = {alpha_key(r): result.alpha_at(r) for r in self.at}
         summary.update(alpha_max=float(result.curve[-1]), auc=result.auc())
         details = result.to_dict()
         if self.bound:
             upper = alpha_lim(model, x, self.radii, **{**common, "method": "bound"})
             for r in self.at:
                 high, low = upper.alpha_at(r), result.alpha_at(r)
-                summary[f"alpha_upper@{r:g}"] = high
-                summary[f"alpha_gap@{r:g}"] = high / low if low > 0 else float("inf")
+                summary[alpha_key(r, "alpha_upper")] = high
+                summary[alpha_key(r, "alpha_gap")] = high / low if low > 0 else float("inf")
             details["upper"] = upper.to_dict()
         return self.result(summary, **details)
 

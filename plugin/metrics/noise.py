@@ -24,6 +24,11 @@ from locrob.metrics.base import PerturbationMetric
 from locrob.streams import Streams
 
 
+def accuracy_key(snr_db: float) -> str:
+    """The summary key of the accuracy at a signal-to-noise ratio: ``accuracy@0dB``."""
+    return f"accuracy@{snr_db:g}dB"
+
+
 def image_norms(x: torch.Tensor) -> torch.Tensor:
     """The L2 norm of each image of a batch."""
     return torch.linalg.vector_norm(x.flatten(1), dim=1)
@@ -87,7 +92,7 @@ class GaussianNoise(PerturbationMetric):
         seen_snr, measured = torch.tensor(counts.observed).view(len(grid), -1, 2).sum(1).T
         seen_snr = seen_snr.double() / 1e6
         accuracy = (correct / (counts.n * self.repeats)).tolist()
-        summary = {f"accuracy@{snr:g}dB": a for snr, a in zip(grid, accuracy, strict=True)}
+        summary = {accuracy_key(snr): a for snr, a in zip(grid, accuracy, strict=True)}
         return self.result(
             {**summary, "mean_accuracy": sum(accuracy) / len(accuracy)},
             snr_db=grid,
