@@ -194,21 +194,39 @@ def launched_group(device: str | torch.device | None) -> Iterator[str | torch.de
             dist.destroy_process_group()
 
 
-def check_same(what: str, digest: str) -> None:
-    """Refuse a group whose ranks hold different ``what`` (their ``digest`` of it differs):
-    their sums would mix measurements of different things."""
+def check_same(what: str, fingerprint: Mapping[str, Any]) -> None:
+    """Refuse a group whose ranks hold different ``what``: their sums would mix measurements
+    of different things. ``fingerprint`` is small and JSON-able (digests stand for weights and
+    arrays); the error names each differing rank and the fields, dotted, in which it differs."""
     shard = current()
     if shard.world_size == 1:
         return
-    digests: list[Any] = [None] * shard.world_size
-    collective(dist.all_gather_object, digests, digest)
-    differ = [rank for rank, d in enumerate(digests) if d != digests[0]]
+    gathered: list[Any] = [None] * shard.world_size
+    collective(dist.all_gather_object, gathered, _flat(fingerprint))
+    mine = gathered[0]
+    differ: dict[int, list[str]] = {}
+    for rank, theirs in enumerate(gathered):
+        fields = sorted(k for k in theirs.keys() | mine.keys() if theirs.get(k) != mine.get(k))
+        if fields:
+            differ[rank] = fields
     if differ:
+        detail = "; ".join(f"rank {r} differs in {', '.join(f)}" for r, f in differ.items())
         raise LocrobError(
-            f"rank(s) {', '.join(map(str, differ))} hold another {what} than rank 0; every rank "
-            "must evaluate the same model on the same data with the same settings (an "
-            "untrained architecture is drawn at random on each rank: give a checkpoint)"
+            f"rank(s) {', '.join(map(str, differ))} hold another {what} than rank 0 ({detail}); "
+            "every rank must evaluate the same model on the same data with the same settings "
+            "(an untrained architecture is drawn at random on each rank: give a checkpoint)"
         )
+
+
+def _flat(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one, keyed by dotted paths (``metrics.noise.snr_db``)."""
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, Mapping):
+            flat |= _flat(item, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = item
+    return flat
 
 
 ERROR_KEY = "locrob/error"

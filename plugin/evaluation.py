@@ -89,20 +89,33 @@ def measure(
     return result
 
 
-def _digest(model: nn.Module, planned: Report, metrics: Sequence[Metric]) -> str:
-    """A SHA-256 of what a run measures: the weights, the data and settings, the metrics."""
+def _sha256(tensors: Sequence[torch.Tensor]) -> str:
+    """The SHA-256 of the tensors' bytes, in order."""
     digest = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
-        digest.update(key.encode())
+    for tensor in tensors:
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    plan = {  # not the device: each rank has its own
-        "model": planned.model,
-        "data": [planned.dataset, planned.split, planned.n_examples],
-        "settings": {k: v for k, v in planned.settings.items() if k != "device"},
+    return digest.hexdigest()
+
+
+def _fingerprint(
+    model: nn.Module, data: ImageData, planned: Report, metrics: Sequence[Metric]
+) -> dict[str, Any]:
+    """What a run measures, for the ranks of a group to compare: digests of the weights and
+    of the data's arrays (the same name and shape may hold other images), the plan's data and
+    settings, and each metric's settings."""
+    plan = {
+        "model": {**planned.model, "weights": _sha256(list(model.state_dict().values()))},
+        "data": {
+            **planned.dataset,
+            "arrays": _sha256([data.train_x, data.train_y, data.test_x, data.test_y]),
+        },
+        "split": planned.split,
+        "n_examples": planned.n_examples,
+        # not the device: each rank has its own
+        **{k: v for k, v in planned.settings.items() if k != "device"},
         "metrics": {m.name: m.settings() for m in metrics},
     }
-    digest.update(json.dumps(plan, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+    return json.loads(json.dumps(plan, default=str))
 
 
 def planned_report(
@@ -180,7 +193,8 @@ def evaluate(
     plugins.run_manager(hookspecs.EvaluationSpec, active)  # the check: hookspecs.py says why
     if context.world_size > 1:
         with distributed.failures_named(shard):
-            distributed.check_same("model, data or settings", _digest(model, planned, active))
+            fingerprint = _fingerprint(model, data, planned, active)
+            distributed.check_same("model, data or settings", fingerprint)
 
     with on_device(model, context.device), eval_mode(model):
         check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)

@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -223,8 +225,8 @@ def _torchrun(args: list[str], out: Path) -> subprocess.CompletedProcess:
 
 
 def test_torchrun_splits_the_cli_evaluation_and_rank_0_writes_the_report(tmp_path, cli_run):
-    """``torchrun --standalone --nproc_per_node=2 -m locrob evaluate``: the same report; and
-    an untrained architecture, drawn at random on each rank, is refused."""
+    """``torchrun --standalone --nproc_per_node=2 -m locrob evaluate``: the same report (the
+    refusals and failures of the same command run in the fault group below)."""
     args, one = cli_run
     done = _torchrun(args, tmp_path / "two")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -232,11 +234,6 @@ def test_torchrun_splits_the_cli_evaluation_and_rank_0_writes_the_report(tmp_pat
     two = locrob.load_report(tmp_path / "two")
     assert two.settings["world_size"] == 2 and one.settings["world_size"] == 1
     assert _same_metrics(one, two)
-    args[2] = "small-cnn"
-    refused = _torchrun(args, tmp_path / "random")
-    assert refused.returncode != 0
-    assert "rank(s) 1 hold another model, data or settings than rank 0" in refused.stderr
-    assert not (tmp_path / "random" / "report.json").exists()
 
 
 @dataclass
@@ -257,62 +254,6 @@ class Faulty(locrob.Metric):
         return self.result({"n": float(self.shard(context).sum(torch.ones(1)))})
 
 
-def _failing_rank(
-    rank: int, world_size: int, port: int, out: str, metric: locrob.Metric, timeout_s: float
-) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=timedelta(seconds=timeout_s),
-    )
-    try:
-        locrob.evaluate(_model(), "digits", [metric], max_examples=8, device="cpu")
-        message = "no error"
-    except Exception as err:
-        message = f"{type(err).__name__}: {err}"
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    Path(out, f"rank-{rank}.txt").write_text(message)
-
-
-def _failing_group(
-    world_size: int, metric: locrob.Metric, out: Path, timeout_s: float = 60
-) -> list[int | None]:
-    """Run ``metric`` on a group; the exit codes, once every process has stopped (the ones
-    alive past 60 s are killed and the test fails: a rank waited for the failed one)."""
-    args = (world_size, free_port(), str(out), metric, timeout_s)
-    context = mp.start_processes(
-        _failing_rank, args, nprocs=world_size, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 60
-    while any(process.is_alive() for process in context.processes):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("a rank waited for the failed one past 60 s")
-        time.sleep(0.2)
-    return [process.exitcode for process in context.processes]
-
-
-def test_a_failing_rank_stops_every_rank_with_its_cause(tmp_path):
-    assert _failing_group(2, Faulty(), tmp_path) == [0, 0]
-    messages = [(tmp_path / f"rank-{r}.txt").read_text() for r in range(2)]
-    assert messages[1] == "LocrobError: disk full"
-    assert messages[0] == "LocrobError: rank 1: LocrobError: disk full (rank 0 stopped with it)"
-
-
-def test_a_killed_rank_is_named_by_the_others(tmp_path):
-    """Rank 1 of 3 dies without a word: the others stop in bounded time; rank 0 names it."""
-    assert _failing_group(3, Faulty(kill=True), tmp_path) == [0, -signal.SIGKILL, 0]
-    assert not (tmp_path / "rank-1.txt").exists()
-    rank_0 = (tmp_path / "rank-0.txt").read_text()
-    assert rank_0.startswith("LocrobError: rank(s) 1 stopped without an error"), rank_0
-    assert (tmp_path / "rank-2.txt").read_text().startswith("LocrobError: ")
-
-
 @dataclass
 class Slow(locrob.Metric):
     """A third-party metric, not shardable, that takes longer than the group's timeout."""
@@ -325,10 +266,163 @@ class Slow(locrob.Metric):
         return self.result({"n": 1.0})
 
 
-def test_the_ranks_wait_for_rank_0_alone_past_the_backends_timeout(tmp_path):
-    """They wait in the store, not in a collective that would give up after 2 s here."""
-    assert _failing_group(2, Slow(), tmp_path, timeout_s=2) == [0, 0]
-    assert [(tmp_path / f"rank-{r}.txt").read_text() for r in range(2)] == ["no error"] * 2
+class FaultMetrics:
+    """The two metrics above by name, as an installed plugin registers its own."""
+
+    @locrob.hookimpl
+    def register_metrics(self, register):
+        register("faulty", Faulty)
+        register("slow", Slow)
+
+
+FAULT_RANKS = 3
+# ``locrob evaluate`` (the command's function, --out given) in a fresh group per case; rank 1
+# gets the arguments of the case's second dict, the others its first; killed: the last case
+DIFFER = {
+    "untrained": ({"model": "small-cnn"}, {}),  # random weights, drawn anew on each rank
+    "data": ({"dataset": "npz:{tmp}/a/digits.npz"}, {"dataset": "npz:{tmp}/b/digits.npz"}),
+    "seed": ({}, {"seed": 1}),
+    "n_examples": ({}, {"max_examples": 9}),
+    "option": ({"option": ["noise.snr_db=[0]"]}, {"option": ["noise.snr_db=[10]"]}),
+}
+FAULTS = {
+    "raises": ({"metrics": "faulty"}, {}),
+    "slow": ({"metrics": "slow", "timeout_s": 2}, {}),
+    **{case: ({"metrics": "noise", **same}, other) for case, (same, other) in DIFFER.items()},
+    "killed": ({"metrics": "faulty", "option": ["faulty.kill=true"]}, {}),
+}
+
+
+def _fault_rank(rank: int, ports: list[int], tmp: str) -> None:
+    """Each case of :data:`FAULTS` on this rank: its error message and warnings, written
+    after every case (a killed rank leaves the ones before)."""
+    from locrob import cli, plugins
+
+    torch.set_num_threads(1)
+    plugins.host.register(FaultMetrics(), name="fault-metrics")
+    found = {}
+    for (case, (common, odd)), port in zip(FAULTS.items(), ports, strict=True):
+        args = {"model": f"checkpoint:{tmp}/model.pt", "max_examples": 8, "batch_size": 8}
+        args |= common | (odd if rank == 1 else {})
+        timeout = timedelta(seconds=args.pop("timeout_s", 60))
+        args = {k: v.format(tmp=tmp) if isinstance(v, str) else v for k, v in args.items()}
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=FAULT_RANKS,
+            timeout=timeout,
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                cli.evaluate(**args, out=Path(tmp, case), device="cpu")
+                message = "no error"
+            except Exception as err:
+                message = f"{type(err).__name__}: {err}"
+            finally:
+                if dist.is_initialized():
+                    dist.destroy_process_group()
+        found[case] = {"message": message, "warnings": [str(w.message) for w in caught]}
+        Path(tmp, f"rank-{rank}.json").write_text(json.dumps(found))
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory) -> tuple[Path, list[int | None], list[dict]]:
+    """The fault cases run once by one group of three spawned processes: the folder, the
+    exit codes and what each rank saw. Every process must have stopped within 120 s (the
+    ones alive past it are killed and the tests fail: a rank waited for a failed one)."""
+    tmp = tmp_path_factory.mktemp("faults")
+    locrob.save_checkpoint(tmp / "model.pt", _model(), "small-cnn", OPTIONS)
+    digits = locrob.load_dataset("digits")
+    for name, flipped in (("a", 0), ("b", 1)):  # the same name and shape, one pixel apart
+        test_x = digits.test_x[:20].clone()
+        test_x[0, 0, 0, 0] ^= flipped
+        (tmp / name).mkdir()
+        arrays = {"x_train": digits.train_x[:20], "y_train": digits.train_y[:20]}
+        arrays |= {"x_test": test_x, "y_test": digits.test_y[:20]}
+        np.savez(tmp / name / "digits.npz", classes=digits.classes, **arrays)
+    ports: set[int] = set()
+    while len(ports) < len(FAULTS):
+        ports.add(free_port())
+    context = mp.start_processes(
+        _fault_rank,
+        (sorted(ports), str(tmp)),
+        nprocs=FAULT_RANKS,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 120
+    while any(process.is_alive() for process in context.processes):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank waited for a failed one past 120 s")
+        time.sleep(0.2)
+    seen = [json.loads((tmp / f"rank-{r}.json").read_text()) for r in range(FAULT_RANKS)]
+    return tmp, [process.exitcode for process in context.processes], seen
+
+
+def test_a_failing_rank_stops_every_rank_with_its_cause(faults):
+    tmp, _, seen = faults
+    assert seen[1]["raises"]["message"] == "LocrobError: disk full"
+    for rank in (0, 2):
+        assert seen[rank]["raises"]["message"] == (
+            f"LocrobError: rank 1: LocrobError: disk full (rank {rank} stopped with it)"
+        )
+    assert not (tmp / "raises" / "report.json").exists()
+
+
+def test_a_killed_rank_is_named_by_the_others(faults):
+    """Rank 1 of 3 dies without a word: the others stop in bounded time; rank 0 names it."""
+    tmp, codes, seen = faults
+    assert codes == [0, -signal.SIGKILL, 0]
+    assert "killed" not in seen[1]
+    rank_0 = seen[0]["killed"]["message"]
+    assert rank_0.startswith("LocrobError: rank(s) 1 stopped without an error"), rank_0
+    assert seen[2]["killed"]["message"].startswith("LocrobError: ")
+    assert not (tmp / "killed" / "report.json").exists()
+
+
+@pytest.mark.parametrize("case", DIFFER)
+def test_ranks_of_other_inputs_are_refused_at_start_naming_what_differs(faults, case):
+    """Another model, other data (the same name and shape, one pixel apart) or other
+    settings on rank 1: every rank refuses before measuring, naming the differing fields."""
+    tmp, _, seen = faults
+    fields = {
+        "untrained": "model.weights",
+        "data": "data.arrays",
+        "seed": "seed",
+        "n_examples": "n_examples",
+        "option": "metrics.noise.snr_db",
+    }[case]
+    # an untrained architecture is drawn anew on rank 2 too; otherwise rank 1 alone differs
+    ranks = [1, 2] if case == "untrained" else [1]
+    named = "; ".join(f"rank {r} differs in {fields}" for r in ranks)
+    refusal = (
+        f"rank(s) {', '.join(map(str, ranks))} hold another model, data or settings than "
+        f"rank 0 ({named}); "
+    )
+    for rank in range(FAULT_RANKS):
+        assert refusal in seen[rank][case]["message"], seen[rank][case]["message"]
+    assert not (tmp / case / "report.json").exists()
+
+
+def test_the_ranks_wait_for_rank_0_alone_past_the_backends_timeout(faults):
+    """They wait in the store, not in a collective that would give up after 2 s here; rank 0
+    alone warns that the metric is not shardable, and writes the report."""
+    tmp, _, seen = faults
+    assert [seen[rank]["slow"]["message"] for rank in range(FAULT_RANKS)] == ["no error"] * 3
+    alone = [[w for w in seen[rank]["slow"]["warnings"] if "shardable" in w] for rank in (0, 1, 2)]
+    assert alone == [
+        [
+            "metric 'slow' does not declare itself shardable: it runs on rank 0 alone while 2 "
+            "other process(es) wait"
+        ],
+        [],
+        [],
+    ]
+    assert locrob.load_report(tmp / "slow").settings["world_size"] == 3
 
 
 def test_srun_tasks_form_the_group_from_slurm_variables(tmp_path, cli_run):
