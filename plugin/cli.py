@@ -544,8 +544,12 @@ def bench_distributed(
         typer.Option(help="Metrics to time (default: local-robustness, corruptions, separation)."),
     ] = None,
     ranks: Annotated[
-        int, typer.Option(help="Processes of the split run (gloo, 1 thread each).")
-    ] = 2,
+        int | None,
+        typer.Option(help="Processes of the split run (default: 2 on cpu, every GPU on cuda)."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="cpu (gloo, 1 thread a rank) or cuda (NCCL, 1 GPU a rank).")
+    ] = "cpu",
 ) -> None:
     """One evaluation on 1 process and on N processes of this machine: speed-up, efficiency."""
     from locrob.bench.distributed import CASES, distributed_table
@@ -554,9 +558,7 @@ def bench_distributed(
     unknown = sorted(set(metric or []) - set(CASES))
     if unknown:
         raise LocrobError(f"no distributed benchmark for {unknown}; known: {', '.join(CASES)}")
-    if ranks < 2:
-        raise LocrobError(f"--ranks must be at least 2, got {ranks}")
-    typer.echo(distributed_table(run_bench(metric or list(CASES), ranks)), nl=False)
+    typer.echo(distributed_table(run_bench(metric or list(CASES), ranks, device=device)), nl=False)
 
 
 def version_callback(value: bool) -> None:

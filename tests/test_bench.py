@@ -211,22 +211,53 @@ def test_bench_corruptions_runs_the_real_imagecorruptions():
 
 
 def test_bench_distributed_times_one_and_two_processes_and_counts_the_reduced_bytes():
+    from dataclasses import replace
+
     from locrob.bench import distributed
 
     case = ({"corruptions": ["contrast"], "severities": [1, 5]}, 16)
     (row,) = distributed.bench_distributed(["corruptions"], 2, {"corruptions": case})
     assert row.metric == "corruptions" and row.ranks == 2
     assert row.one > 0 and row.many > 0
-    assert row.efficiency == pytest.approx(row.one / row.many / 2)
-    # one rank's tallies: n, clean and two cells (int64), and the empty statistics
-    assert row.reduced_bytes == 8 * 4
-    table = distributed.distributed_table([row]).splitlines()
+    # the timed run's one reduction of int64 tallies: n, clean and one cell per corruption and
+    # severity (1 x 2); the empty noise statistics add nothing
+    assert row.reduced_bytes == 8 * (2 + 1 * 2)
+    # the columns from known seconds: 3 s on 1 process, 2 s on 2 is 1.5x and 75 % of 2x
+    table = distributed.distributed_table([replace(row, one=3.0, many=2.0)]).splitlines()
     assert table[0].startswith("| metric | 1 process (s) | 2 processes (s) | speed-up |")
+    assert table[2] == "| corruptions | 3.00 | 2.00 | 1.50x | 75% | 32 | >= 1.6x on 2 |"
 
 
 def test_bench_distributed_command_refuses_unknown_metrics(locrob_cli):
     code, _, err = locrob_cli("bench", "distributed", "--metric", "clean")
     assert code == 2 and "no distributed benchmark for ['clean']" in err
+
+
+@pytest.mark.parametrize("visible", [0, 1])
+def test_bench_distributed_on_cuda_refuses_fewer_than_two_gpus_in_one_line(
+    monkeypatch, locrob_cli, visible
+):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    code, out, err = locrob_cli("bench", "distributed", "--device", "cuda")
+    assert (code, out) == (2, "")
+    assert err == (
+        "locrob: error: bench distributed --device cuda runs one rank per GPU and needs at "
+        f"least 2 visible GPUs; {visible} visible\n"
+    )
+
+
+def test_bench_distributed_splits_over_every_visible_gpu_or_two_cpu_processes(monkeypatch):
+    from locrob.bench.distributed import world_size
+
+    assert world_size("cpu") == 2 and world_size("cpu", 3) == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert world_size("cuda") == 4 and world_size("cuda", 3) == 3
+    with pytest.raises(LocrobError, match="--ranks 5 needs as many visible GPUs; 4 visible"):
+        world_size("cuda", 5)
+    with pytest.raises(LocrobError, match="--ranks must be at least 2, got 1"):
+        world_size("cpu", 1)
+    with pytest.raises(LocrobError, match="runs on cpu or cuda, got 'mps'"):
+        world_size("mps")
 
 
 def test_bench_bound_times_the_three_methods_and_tabulates_the_tightness(monkeypatch):

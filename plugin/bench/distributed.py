@@ -2,9 +2,10 @@
 machine, side by side in one run: the speed-up, the parallel efficiency and the bytes the
 reductions move.
 
-Each process is a rank of a gloo group on the loopback address with one thread, so N ranks use
-N cores; the 1-process figure is the same code in a group of one. Every rank measures a
-warm-up run first (compiled kernels, caches), then the timed one between two barriers; the
+Each process is a rank of a group on the loopback address with one CPU thread: on the CPU a
+gloo group, so N ranks use N cores; on CUDA an NCCL group, one rank per visible GPU
+(``cuda:RANK``). The 1-process figure is the same code in a group of one. Every rank measures
+a warm-up run first (compiled kernels, caches), then the timed one between two barriers; the
 time is rank 0's. The bytes are those handed to ``all_reduce`` by one rank (the tallies, not
 the group's rendezvous or the digest check).
 """
@@ -25,6 +26,7 @@ import torch.multiprocessing as mp
 
 from locrob import markdown
 from locrob.distributed import free_port
+from locrob.errors import LocrobError
 
 # per metric: its options, and the examples evaluated (digits; small-cnn of random weights)
 CASES: dict[str, tuple[dict[str, Any], int]] = {
@@ -62,6 +64,7 @@ def _worker(
     rank: int,
     world_size: int,
     port: int,
+    device: str,
     metric: str,
     case: tuple[dict[str, Any], int],
     out: str,
@@ -69,8 +72,14 @@ def _worker(
     import locrob
 
     torch.set_num_threads(1)
+    measured_on = torch.device(device, rank) if device == "cuda" else torch.device(device)
+    if device == "cuda":
+        torch.cuda.set_device(measured_on)  # the barriers' device too
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+        "nccl" if device == "cuda" else "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
     )
     reduced = [0]
     all_reduce = dist.all_reduce
@@ -91,7 +100,7 @@ def _worker(
                 [metric],
                 metric_options={metric: options},
                 max_examples=examples,
-                device="cpu",
+                device=measured_on,
             )
 
         run()  # warm-up: compiled kernels, caches, the tuned sizes
@@ -109,24 +118,50 @@ def _worker(
         dist.destroy_process_group()
 
 
-def _time(metric: str, case: tuple[dict[str, Any], int], world_size: int) -> dict[str, float]:
+def _time(
+    metric: str, case: tuple[dict[str, Any], int], world_size: int, device: str
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "rank0.json"
-        args = (world_size, free_port(), metric, case, str(out))
+        args = (world_size, free_port(), device, metric, case, str(out))
         mp.start_processes(_worker, args, nprocs=world_size, start_method="spawn")
         return json.loads(out.read_text())
 
 
+def world_size(device: str, ranks: int | None = None) -> int:
+    """The split run's number of ranks: ``ranks`` (default 2) on the CPU; on CUDA one per
+    visible GPU (``ranks`` of them where given), refused where fewer than 2 are visible."""
+    if device not in ("cpu", "cuda"):
+        raise LocrobError(f"bench distributed runs on cpu or cuda, got '{device}'")
+    if device == "cuda":
+        visible = torch.cuda.device_count()
+        if visible < 2:
+            raise LocrobError(
+                f"bench distributed --device cuda runs one rank per GPU and needs at least 2 "
+                f"visible GPUs; {visible} visible"
+            )
+        if ranks is not None and ranks > visible:
+            raise LocrobError(f"--ranks {ranks} needs as many visible GPUs; {visible} visible")
+        ranks = visible if ranks is None else ranks
+    ranks = 2 if ranks is None else ranks
+    if ranks < 2:
+        raise LocrobError(f"--ranks must be at least 2, got {ranks}")
+    return ranks
+
+
 def bench_distributed(
     metrics: Sequence[str] = tuple(CASES),
-    ranks: int = 2,
+    ranks: int | None = None,
     cases: dict[str, tuple[dict[str, Any], int]] = CASES,
+    device: str = "cpu",
 ) -> list[DistributedBench]:
-    """Each metric evaluated on 1 process and on ``ranks`` processes of this machine, with
-    its options and number of examples from ``cases``."""
+    """Each metric evaluated on 1 process and on :func:`world_size` processes of this machine
+    (CPU cores, or GPUs with ``device="cuda"``), with its options and number of examples from
+    ``cases``."""
+    ranks = world_size(device, ranks)
     rows = []
     for metric in metrics:
-        one, many = _time(metric, cases[metric], 1), _time(metric, cases[metric], ranks)
+        one, many = (_time(metric, cases[metric], n, device) for n in (1, ranks))
         rows.append(DistributedBench(metric, ranks, one["seconds"], many["seconds"], many["bytes"]))
     return rows
 
