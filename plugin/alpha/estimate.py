@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from locrob.alpha.forward import ChunkForward, channels_last, channels_last_pays, compiles
 from locrob.alpha.geometry import Draws
 from locrob.alpha.result import AlphaResult, running_max
 from locrob.alpha.sampling import (
@@ -126,8 +127,9 @@ def alpha_lim(
     if settings.method == "bound":
         return _bounded(model, points, settings, dev, shard, start)
     ev = _evaluator(model, settings, points.dtype, dev)
-    with on_device(model, dev), eval_mode(model):
-        plan = _plan(ev, points, settings, shard)
+    layout = channels_last_pays(model, dev, points)
+    with on_device(model, dev), eval_mode(model), channels_last(model, layout):
+        plan = _plan(ev, points, settings, shard, layout)
         found = _maximize(plan, settings, shard)
     return _result(settings, plan, found, start)
 
@@ -170,10 +172,14 @@ def _evaluator(
     )
 
 
-def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings, shard: Shard) -> _Plan:
+def _plan(
+    ev: Evaluator, points: torch.Tensor, settings: AlphaSettings, shard: Shard, layout: bool
+) -> _Plan:
     """Size the chunks (one size for every rank of a group; with an explicit ``chunk_size``,
-    the same chunks at any world size, else the largest rank's timed choice), compute F(x)
-    and its noise floor, and set up the sampler's draws."""
+    the same chunks at any world size, else the largest rank's timed choice), compute F(x),
+    set up the sampler's draws, give the evaluator the sampling's form of the model
+    (channels-last with ``layout``, compiled where the settings say) and measure F's noise
+    floor."""
     per_example = activation_bytes(ev.model, points[:1])
     # each pair holds three example-sized buffers (input, perturbation, perturbed input);
     # activation_bytes counts one example's activations with its input
@@ -182,7 +188,6 @@ def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings, shard: S
     limit = chunk_limit(settings, 3 * per_example, images, ev.device)
     f_x = clean_outputs(ev, points, limit)
     top = f_x.argmax(dim=1, keepdim=True)
-    noise = ev.noise_floor(points, f_x, top)
     width = len(radii) if settings.directions == "fresh" else 1
     draws = Draws(
         settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, ev.device, width
@@ -191,8 +196,17 @@ def _plan(ev: Evaluator, points: torch.Tensor, settings: AlphaSettings, shard: S
     sampler = Sampler(ev, points, f_x, top, r, draws, settings.n_draws)
     # a group agrees on one size before sampling, so its ranks throw their timed chunks away
     tuned = chunk_size(settings, sampler, limit, images, keep=shard.world_size == 1)
-    chunk = torch.tensor([tuned.batch], device=ev.device)
-    return _Plan(sampler, int(shard.max(chunk)), noise, tuned.chunks)
+    chunk = int(shard.max(torch.tensor([tuned.batch], device=ev.device)))
+    compiled = compiles(settings.compile, ev.device, images)
+    if compiled or layout:
+        fast = ChunkForward(ev.model, sampler.forward_batch(chunk), compiled, layout)
+        ev.fast = fast
+        # F(x) by the kernels that evaluate F(x+e) from here on (the tuner's chunks, already
+        # sampled, compared theirs with the first F(x))
+        sampler.f_x = clean_outputs(ev, points, fast.batch)
+        sampler.top = sampler.f_x.argmax(dim=1, keepdim=True)
+    noise = ev.noise_floor(points, sampler.f_x, sampler.top)
+    return _Plan(sampler, chunk, noise, tuned.chunks)
 
 
 def _maximize(plan: _Plan, settings: AlphaSettings, shard: Shard) -> _Found:

@@ -41,11 +41,14 @@ class Evaluator:
     device: torch.device
     sums_to_one: bool = False
     nominal: bool = False  # divide by ||e|| = r, not by the effective ||clamp(x+e) - x||
+    # the sampling's form of the model (locrob.alpha.forward), where it has one
+    fast: Callable[[torch.Tensor], torch.Tensor] | None = None
 
-    def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """F(x) as (n, d) rows in the compute precision."""
+    def outputs(self, x: torch.Tensor, eager: bool = False) -> torch.Tensor:
+        """F(x) as (n, d) rows in the compute precision (by the model as it is if ``eager``)."""
+        forward = self.model if eager or self.fast is None else self.fast
         with autocast(self.device, self.forward_dtype):
-            logits = self.model(x)
+            logits = forward(x)
         if not isinstance(logits, torch.Tensor) or logits.ndim < 2 or len(logits) != len(x):
             shape = (
                 tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -124,9 +127,10 @@ class Evaluator:
     @torch.no_grad()
     def noise_floor(self, x: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor) -> float:
         """The output's floating-point noise: the largest change of F(x) when the first points
-        are evaluated one at a time instead of in batches (other kernels, other rounding)."""
+        are evaluated one at a time by the model as it is instead of in batches as the
+        sampling evaluates them (other kernels, other rounding; compiled or not)."""
         m = min(len(x), 4)
-        alone = torch.cat([self.outputs(x[i : i + 1]) for i in range(m)])
+        alone = torch.cat([self.outputs(x[i : i + 1], eager=True) for i in range(m)])
         diff = alone - f_x[:m]
         if self.sums_to_one:
             diff = complement_largest(diff, top[:m])
@@ -227,6 +231,11 @@ class Sampler:
     @property
     def pairs(self) -> int:
         return len(self.x) * self.n_draws
+
+    def forward_batch(self, batch: int) -> int:
+        """Images per forward pass in a whole chunk of at most ``batch`` images."""
+        pairs = min(self.pairs, max(1, batch // len(self.radii)))
+        return pairs * max(1, min(len(self.radii), batch // pairs))
 
     def __call__(self, start: int, stop: int, batch: int) -> Chunk:
         """Pairs ``start..stop-1``, their points and their ratios, shape (R, stop - start),

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from locrob.alpha.forward import COMPILE
 from locrob.alpha.geometry import NOISES, norm_name, parse_norm
 from locrob.errors import LocrobError
 
@@ -60,6 +61,7 @@ class AlphaSettings:
     denominator: str = "effective"
     seed: int = 0
     forward_dtype: str = "float32"
+    compile: str = "auto"  # torch.compile of the sampling's forward pass: auto (long GPU runs)
     memory_budget_mb: float | None = None
     chunk_size: int | None = None  # images per forward pass (pairs x radii)
     search_steps: int = 25
@@ -83,6 +85,7 @@ class AlphaSettings:
         _one_of("directions", self.directions, DIRECTIONS)
         _one_of("denominator", self.denominator, DENOMINATORS)
         _one_of("forward_dtype", self.forward_dtype, tuple(FORWARD_DTYPES))
+        _one_of("compile", self.compile, COMPILE)
         if self.output not in OUTPUTS and not callable(self.output):
             _one_of("output", self.output, tuple(OUTPUTS))
         for name in ("n_draws", "search_steps", "search_restarts", "seed"):

@@ -67,6 +67,7 @@ class LocalRobustness(Metric):
     clamp: tuple[float, float] | None = (0.0, 1.0)  # null: no box
     denominator: str = "effective"
     forward_dtype: str = "float32"
+    compile: str = "auto"  # torch.compile of the forward pass: "on", "off", or on long GPU runs
     # images per forward pass; None: the fastest, timed (fp32 rounding may then differ by run)
     chunk_size: int | None = None
     split: str = "train"
@@ -95,6 +96,7 @@ class LocalRobustness(Metric):
             "noise": self.noise,
             "directions": self.directions,
             "forward_dtype": self.forward_dtype,
+            "compile": self.compile,
             "chunk_size": self.chunk_size,
         }
         given = {k: v for k, v in given.items() if v is not None}
