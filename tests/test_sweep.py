@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 import locrob
 from locrob.errors import LocrobError
-from locrob.sweep import Sweep, cell_dir, is_done, load_sweep, run_sweep
+from locrob.sweep import Sweep, cell_dir, cell_settings, cells, is_done, load_sweep, run_sweep
 
 pytest.importorskip("submitit")
 
@@ -88,6 +90,15 @@ def test_the_command_reads_the_file_and_exits_1_on_failures(tmp_path, checkpoint
         ('models = []\nmetrics = ["clean"]\nout = "o"\n', "at least one model"),
         ('metrics = ["clean"]\nout = "o"\n', "models"),
         ("models = [\n", "cannot read the sweep file"),
+        (
+            'models = ["a"]\nmetrics = ["clean"]\nout = "o"\n[[variants]]\nname = "a b"\n'
+            '[[variants]]\nname = "a_b"\n',
+            "variants need distinct, non-empty names",
+        ),
+        (
+            'models = ["a"]\nmetrics = ["clean"]\nout = "o"\n[[variants]]\nseed = 1\n',
+            "a variant needs a name and options only",
+        ),
     ],
 )
 def test_bad_sweep_files_are_refused(tmp_path, text, message):
@@ -131,23 +142,49 @@ def test_a_job_of_several_tasks_is_one_group_and_reports_what_one_process_measur
     ]
 
 
-def test_the_grid_can_come_from_the_command_line_alone_or_over_a_file(
+def test_the_grid_can_come_from_the_command_line_over_a_file_with_variants(
     tmp_path, checkpoint, locrob_cli
 ):
-    args = ["sweep", "--models", f"checkpoint:{checkpoint}", "--metrics", "clean,noise"]
-    args += ["-o", "noise.snr_db=[5]", "--max-examples", "12", "--out", str(tmp_path / "cli")]
-    code, out, err = locrob_cli(*args, "--cluster", "local")
-    assert code == 0, err
-    assert "ran: 1, skipped (done before): 0" in out
-    (folder,) = (tmp_path / "cli" / "reports").iterdir()
-    report = locrob.load_report(folder)
-    assert report.n_examples == 12 and report.metrics["noise"].settings["snr_db"] == [5]
+    """The command line over a file of two variants of the noise metric's options: a cell
+    each, its options the variant's over the sweep's (the file's, then -o's), in a folder of
+    its own, named in the leaderboard, resumed one by one."""
     file = tmp_path / "grid.toml"
     file.write_text(
         'models = ["a"]\nmetrics = ["noise"]\nout = "o"\n[options.noise]\nrepeats = 2\n'
+        '[[variants]]\nname = "high snr"\noptions = { noise = { snr_db = [20] } }\n'
+        '[[variants]]\nname = "low"\n[variants.options.noise]\nsnr_db = [0]\nrepeats = 1\n'
     )
-    grid = load_sweep(file, models=["b"], options={"noise": {"snr_db": [5]}})
-    assert grid.models == ["b"] and grid.options == {"noise": {"repeats": 2, "snr_db": [5]}}
+    args = ["sweep", str(file), "--models", f"checkpoint:{checkpoint}", "--metrics", "clean,noise"]
+    args += ["-o", "noise.repeats=3", "--max-examples", "12", "--out", str(tmp_path / "cli")]
+    code, out, err = locrob_cli(*args, "--cluster", "local")
+    assert code == 0, err
+    assert "ran: 2, skipped (done before): 0" in out
+    grid = load_sweep(
+        file,
+        models=[f"checkpoint:{checkpoint}"],
+        metrics=["clean", "noise"],
+        options={"noise": {"repeats": 3}},
+        max_examples=12,
+        out=tmp_path / "cli",
+    )
+    assert grid.options == {"noise": {"repeats": 3}}
+    high, low = grid.variants
+    folders = [cell_dir(grid, grid.models[0], variant) for variant in (high, low)]
+    assert [folder.name for folder in folders] == ["high_snr", "low"]
+    reports = [locrob.load_report(folder) for folder in folders]
+    assert [r.metrics["noise"].settings for r in reports] == [
+        {"snr_db": [20], "repeats": 3},
+        {"snr_db": [0], "repeats": 1},
+    ]
+    assert [r.n_examples for r in reports] == [12, 12]
+    board = (tmp_path / "cli" / "leaderboard.md").read_text()
+    assert "| small-cnn (vanilla) [high snr] |" in board
+    assert "| small-cnn (vanilla) [low] |" in board
+    # another option in one variant redoes that cell alone
+    low.options["noise"]["snr_db"] = [5]
+    assert [is_done(grid, grid.models[0], variant) for variant in (high, low)] == [True, False]
+    merged = load_sweep(file, models=["b"], options={"noise": {"snr_db": [5]}}).options
+    assert merged == {"noise": {"repeats": 2, "snr_db": [5]}}  # per metric, key by key
     with pytest.raises(LocrobError, match="needs an 'out' folder"):
         load_sweep(None, models=["b"], metrics=["clean"])
 
@@ -162,3 +199,18 @@ def test_jobs_ask_for_a_gpu_per_task_unless_the_sweep_runs_elsewhere(tmp_path):
     assert _gpus(grid("cuda"), "slurm") == 4 and _gpus(grid("cuda:0", 2), "local") == 2
     assert _gpus(grid(None), "slurm") == 4  # a login node's lack of GPUs says nothing
     assert _gpus(grid(None), "local") == (4 if torch.cuda.is_available() else 0)
+
+
+def test_the_readme_sweep_files_are_grids_whose_options_the_metrics_take(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Sweeps") : readme.index("### Measured speed")]
+    grids = []
+    for i, text in enumerate(re.findall(r"```toml\n(.*?)```", section, flags=re.S)):
+        (tmp_path / f"{i}.toml").write_text(text)
+        grids.append(load_sweep(tmp_path / f"{i}.toml"))
+    assert [[cell_dir(g, *c).relative_to(g.out).as_posix() for c in cells(g)] for g in grids] == [
+        ["reports/checkpoint_runs_v_model.pt", "reports/checkpoint_runs_other_model.pt"],
+        ["reports/checkpoint_runs_v_model.pt/high", "reports/checkpoint_runs_v_model.pt/low"],
+    ]
+    high, low = (cell_settings(grids[1], *cell)["metrics"]["noise"] for cell in cells(grids[1]))
+    assert high == {"snr_db": [30, 20], "repeats": 2} and low == {"snr_db": [0, -10], "repeats": 2}
