@@ -124,22 +124,7 @@ def load_zoo_model(
     (normalization is inside it).
     """
     dataset, threat, name = parse_zoo_spec(arg)
-    zoo = import_robustbench("robustbench.model_zoo")
-    enums = import_robustbench("robustbench.model_zoo.enums")
-    try:
-        entries = zoo.model_dicts[enums.BenchmarkDataset(dataset)][enums.ThreatModel(threat)]
-    except (ValueError, KeyError):
-        datasets = ", ".join(d.value for d in zoo.model_dicts)
-        raise LocrobError(
-            f"RobustBench has no {dataset}/{threat} models; data sets: {datasets}; threat "
-            "models: Linf, L2, corruptions"
-        ) from None
-    if name not in entries:
-        close = difflib.get_close_matches(name, list(entries), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise LocrobError(
-            f"RobustBench has no {dataset}/{threat} model '{name}' ({len(entries)} there){hint}"
-        )
+    entries = _zoo_entries(dataset, threat, name)
     model_dir = Path(model_dir or os.environ.get(MODEL_DIR_ENV) or "models")
     utils = import_robustbench("robustbench.utils")
     timm_name = f"{name.lower().replace('-', '_')}_{dataset}_{threat.lower()}"
@@ -177,6 +162,35 @@ def load_zoo_model(
             f"RobustBench checkpoint missing: {path}, and downloading it failed "
             f"({type(err).__name__}); {place}"
         ) from err
+
+
+def zoo_architecture(arg: str) -> nn.Module:
+    """A RobustBench model zoo entry's architecture as RobustBench builds it, with its initial
+    weights (for timing: speed does not depend on the weights); ``arg`` as for
+    :func:`load_zoo_model`, e.g. ``cifar10/Linf/Standard`` (WideResNet-28-10)."""
+    dataset, threat, name = parse_zoo_spec(arg)
+    return _zoo_entries(dataset, threat, name)[name]["model"]()
+
+
+def _zoo_entries(dataset: str, threat: str, name: str) -> dict:
+    """The zoo's entries of ``dataset`` and ``threat``, checked to hold ``name``."""
+    zoo = import_robustbench("robustbench.model_zoo")
+    enums = import_robustbench("robustbench.model_zoo.enums")
+    try:
+        entries = zoo.model_dicts[enums.BenchmarkDataset(dataset)][enums.ThreatModel(threat)]
+    except (ValueError, KeyError):
+        datasets = ", ".join(d.value for d in zoo.model_dicts)
+        raise LocrobError(
+            f"RobustBench has no {dataset}/{threat} models; data sets: {datasets}; threat "
+            "models: Linf, L2, corruptions"
+        ) from None
+    if name not in entries:
+        close = difflib.get_close_matches(name, list(entries), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise LocrobError(
+            f"RobustBench has no {dataset}/{threat} model '{name}' ({len(entries)} there){hint}"
+        )
+    return entries
 
 
 @hookimpl

@@ -37,6 +37,25 @@ def test_bench_alpha_runs_each_preset_and_the_authors_loop_with_its_settings(mon
     assert all(r.clever_s_per_point is None for r in rows)
     table = alpha.alpha_table(rows).splitlines()
     assert table[3].startswith("| linear | paper | gaussian, fresh | cpu | float32 | 4 x 3 x 2 |")
+    # one multiply-add per weight of the 3072 x 10 layer; no compiled form and no peak on a CPU
+    assert {(r.flops, r.compiled, r.peak_share) for r in rows} == {(2 * 3072 * 10, False, None)}
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA A10", 125e12),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_the_bf16_peak_is_the_named_devices(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert alpha.bf16_peak(torch.device("cuda")) == peak
+    assert alpha.bf16_peak(torch.device("cpu")) is None
 
 
 def test_bench_alpha_times_clever_beside_alpha_lim():

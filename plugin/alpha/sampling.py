@@ -234,8 +234,7 @@ class Sampler:
 
     def forward_batch(self, batch: int) -> int:
         """Images per forward pass in a whole chunk of at most ``batch`` images."""
-        pairs = min(self.pairs, max(1, batch // len(self.radii)))
-        return pairs * max(1, min(len(self.radii), batch // pairs))
+        return forward_batch(self.pairs, len(self.radii), batch)
 
     def __call__(self, start: int, stop: int, batch: int) -> Chunk:
         """Pairs ``start..stop-1``, their points and their ratios, shape (R, stop - start),
@@ -253,6 +252,13 @@ class Sampler:
             for k in range(0, n_radii, group)
         ]
         return pairs, points, (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).t()
+
+
+def forward_batch(pairs: int, n_radii: int, batch: int) -> int:
+    """Images per forward pass in a whole chunk of at most ``batch`` images, for a run of
+    ``pairs`` (point, draw) pairs at ``n_radii`` radii (as :func:`sample` chunks it)."""
+    chunk = min(pairs, max(1, batch // n_radii))
+    return chunk * max(1, min(n_radii, batch // chunk))
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """``locrob bench alpha``: the sampling estimator's perturbed images per second under each preset
 (the default settings, ``paper``, ``authors-code``), against (a) the same model's plain batched
-inference at the same batch size, the ceiling of any sampling estimator, and (b) the authors'
-own loop (``r_alpha.py``) transcribed here and run with the preset's own points, draws, radii
-and noise.
+inference at the same batch size and in the same form (compiled and channels-last where the
+estimator is), the ceiling of any sampling estimator, and (b) the authors' own loop
+(``r_alpha.py``) transcribed here and run with the preset's own points, draws, radii and
+noise; with the model's FLOPs per image, the estimator's TFLOP/s and, on a GPU whose peak is
+known, the share of its dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from locrob import markdown
 from locrob.alpha.estimate import alpha_lim
+from locrob.alpha.forward import ChunkForward, channels_last, channels_last_pays, compiles
+from locrob.alpha.sampling import forward_batch
 from locrob.alpha.settings import FORWARD_DTYPES, PRESETS, resolve
 from locrob.runtime import autocast, best_rate, resolve_device
 from locrob.sources import load_dataset, load_model
@@ -36,12 +41,45 @@ CPU_SIZES = {
 DEFAULT_SIZE = (16, 16, 4)
 
 
+# Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets, by a part of the
+# device's name (the first that matches: "H100 PCIe" before "H100", "A100" before "A10").
+BF16_PEAKS = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("A10", 125e12),
+)
+
+
 def bench_network(name: str) -> nn.Module:
     """A model by name; ``linear`` is one linear layer on CIFAR-sized images, where
-    generating directions costs more than the forward pass."""
+    generating directions costs more than the forward pass; ``wrn-28-10`` is RobustBench's
+    WideResNet-28-10 (its zoo's ``Standard``, the architecture of most CIFAR-10 entries)."""
     if name == "linear":
         return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    if name == "wrn-28-10":
+        from locrob.adapters.robustbench import zoo_architecture
+
+        return zoo_architecture("cifar10/Linf/Standard")
     return load_model(name)
+
+
+def flops_per_image(model: nn.Module, x1: torch.Tensor) -> float:
+    """Floating-point operations of one forward pass of one image (torch's counter: 2 per
+    multiply-add of the convolutions and matrix products)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x1)
+    return float(counter.get_total_flops())
+
+
+def bf16_peak(device: torch.device) -> float | None:
+    """The device's dense bf16 peak in FLOP/s, where :data:`BF16_PEAKS` knows it."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for part, peak in BF16_PEAKS if part in name), None)
 
 
 @dataclass
@@ -57,12 +95,27 @@ class AlphaBench:
     points: int
     draws: int
     radii: int
-    chunk: int
+    batch: int  # images per forward pass
     engine_ips: float
     inference_ips: float
     authors_ips: float  # their loop, numpy noise
     authors_torch_ips: float  # their loop, noise drawn by torch on the device
+    compiled: bool  # the estimator's forward pass (and the inference beside it) compiled
+    flops: float  # per image
+    peak: float | None  # the device's dense bf16 FLOP/s, where known
     clever_s_per_point: float | None = None  # ART's clever_u, where measured
+
+    @property
+    def tflops(self) -> float:
+        """The estimator's forward passes' TFLOP/s."""
+        return self.engine_ips * self.flops / 1e12
+
+    @property
+    def peak_share(self) -> float | None:
+        """The estimator's FLOP/s over the device's bf16 peak (for a half-precision forward)."""
+        if self.peak is None or self.forward_dtype == "float32":
+            return None
+        return self.tflops * 1e12 / self.peak
 
     @property
     def alpha_s_per_point(self) -> float:
@@ -90,6 +143,8 @@ class AlphaBench:
             "speedup": self.speedup,
             "speedup_torch": self.speedup_torch,
             "alpha_s_per_point": self.alpha_s_per_point,
+            "tflops": self.tflops,
+            "peak_share": self.peak_share,
         }
 
 
@@ -171,18 +226,23 @@ def bench_model(
         return result.evaluations
 
     engine()  # warm-up, and the chunk the estimator picks for this model
-    chunk = chunks[-1]
-    batch = x[torch.arange(chunk, device=dev) % n]
-    dtype = FORWARD_DTYPES[forward_dtype]
     total = n * draws * len(radii)
+    # plain inference in the estimator's form: its batch per forward pass, compiled and
+    # channels-last where it is
+    size = forward_batch(n * draws, len(radii), chunks[-1])
+    compiled = compiles(settings.compile, dev, total)
+    layout = channels_last_pays(model, dev, x)
+    form = ChunkForward(model, size, compiled, layout) if compiled or layout else model
+    batch = x[torch.arange(size, device=dev) % n]
+    dtype = FORWARD_DTYPES[forward_dtype]
 
     @torch.no_grad()
     def inference() -> int:
         done = 0
-        with autocast(dev, dtype):
+        with autocast(dev, dtype), channels_last(model, layout):
             while done < total:
-                model(batch)
-                done += chunk
+                form(batch)
+                done += size
         return done
 
     def authors(rng: str) -> Callable[[], int]:
@@ -207,11 +267,14 @@ def bench_model(
         n,
         draws,
         len(radii),
-        chunk,
+        size,
         rates["engine"],
         rates["inference"],
         rates["numpy"],
         rates["torch"],
+        compiled,
+        flops_per_image(model, x[:1]),
+        bf16_peak(dev),
         clever,
     )
 
@@ -264,12 +327,13 @@ def alpha_table(rows: Sequence[AlphaBench]) -> str:
         "device",
         "forward",
         "points x draws x radii",
-        "chunk",
+        "batch",
         "estimator img/s",
         "inference img/s",
         "ratio",
         "authors' loop img/s (numpy / torch noise)",
         "speed-up (numpy / torch noise)",
+        "GFLOP/img, TFLOP/s (of bf16 peak)",
     ]
     table = markdown.table(
         header,
@@ -279,14 +343,16 @@ def alpha_table(rows: Sequence[AlphaBench]) -> str:
                 r.preset,
                 f"{r.noise}, {r.directions}",
                 r.device,
-                r.forward_dtype,
+                r.forward_dtype + (", compiled" if r.compiled else ""),
                 f"{r.points} x {r.draws} x {r.radii}",
-                r.chunk,
+                r.batch,
                 f"{r.engine_ips:,.0f}",
                 f"{r.inference_ips:,.0f}",
                 f"{r.ratio:.2f}",
                 f"{r.authors_ips:,.0f} / {r.authors_torch_ips:,.0f}",
                 f"{r.speedup:.2f}x / {r.speedup_torch:.2f}x",
+                f"{r.flops / 1e9:.3g}, {r.tflops:.3g}"
+                + (f" ({r.peak_share:.0%})" if r.peak_share is not None else ""),
             ]
             for r in rows
         ),
