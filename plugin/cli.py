@@ -426,6 +426,13 @@ def bench_alpha(
         ),
     ] = None,
     forward_dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    compile: Annotated[
+        str,
+        typer.Option(
+            help="torch.compile of the forward pass: auto (GPU runs of 1 M images or more), "
+            "on, off; the plain inference beside it alike."
+        ),
+    ] = "auto",
     points: Annotated[int | None, typer.Option(help="Points (with --draws and --radii).")] = None,
     draws: Annotated[int | None, typer.Option(help="Draws per point and radius.")] = None,
     radii: Annotated[int | None, typer.Option(help="Number of radii.")] = None,
@@ -444,7 +451,9 @@ def bench_alpha(
         raise LocrobError("give --points, --draws and --radii together")
     sizes = (points, draws, radii) if points is not None else None
     presets = ALPHA_PRESETS if preset is None else [None if preset == "default" else preset]
-    rows = run_bench(model or ALPHA_MODELS, device, presets, forward_dtype, sizes, clever_points)
+    rows = run_bench(
+        model or ALPHA_MODELS, device, presets, forward_dtype, sizes, clever_points, compile
+    )
     typer.echo(alpha_table(rows), nl=False)
     if out is not None:
         write_text(

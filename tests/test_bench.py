@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from locrob import cli
+from locrob.alpha import forward
 from locrob.bench import alpha, corruptions, separation, train
 from locrob.errors import LocrobError
 
@@ -107,15 +108,29 @@ def test_bench_command(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(
         sys,
         "argv",
-        [*argv, "--draws", "2", "--radii", "1", "--preset", "paper", "--out", str(tmp_path)],
+        [
+            *argv,
+            "--draws",
+            "2",
+            "--radii",
+            "1",
+            "--preset",
+            "paper",
+            "--compile",
+            "on",
+            "--out",
+            str(tmp_path),
+        ],
     )
+    monkeypatch.setattr(forward, "BACKEND", "eager")  # traced, no code built
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "| linear | paper | gaussian, fresh | cpu | float32 | 2 x 2 x 1 |" in out
+    assert "| linear | paper | gaussian, fresh | cpu | float32, compiled | 2 x 2 x 1 |" in out
     assert "| linear | default |" not in out
-    assert json.loads((tmp_path / "bench-alpha.json").read_text())[0]["preset"] == "paper"
+    (row,) = json.loads((tmp_path / "bench-alpha.json").read_text())
+    assert (row["preset"], row["compiled"]) == ("paper", True)
     monkeypatch.setattr(sys, "argv", [*argv])
     with pytest.raises(SystemExit) as exit_:
         cli.main()

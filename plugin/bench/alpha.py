@@ -205,6 +205,7 @@ def bench_model(
     forward_dtype: str,
     sizes: tuple[int, int, int] | None,
     clever_points: int = 0,
+    compile: str = "auto",
 ) -> AlphaBench:
     """The figures of one architecture (random weights: speed does not depend on them)."""
     torch.manual_seed(0)
@@ -213,7 +214,7 @@ def bench_model(
         sizes = CPU_SIZES.get(name, {}).get(preset, DEFAULT_SIZE)
     n, draws, n_radii = sizes or (None, None, None)
     sized = {k: v for k, v in {"max_examples": n, "n_draws": draws}.items() if v is not None}
-    settings = resolve(preset, None, forward_dtype=forward_dtype, **sized)
+    settings = resolve(preset, None, forward_dtype=forward_dtype, compile=compile, **sized)
     radii = settings.radii[-n_radii:] if n_radii is not None else settings.radii
     n, draws = settings.max_examples or 100, settings.n_draws
     x = (images[torch.arange(n) % len(images)].float() / 255).to(dev)
@@ -303,16 +304,20 @@ def bench_alpha(
     forward_dtype: str = "float32",
     sizes: tuple[int, int, int] | None = None,
     clever_points: int = 1,
+    compile: str = "auto",
 ) -> list[AlphaBench]:
     """Measure each model under each preset (``None``: the default settings); ``sizes`` =
     (points, draws, radii) overrides the preset's counts, which a CPU scales down by default.
 
-    ``clever_points`` points also time ART's ``clever_u`` (0 skips it), once per model.
+    ``clever_points`` points also time ART's ``clever_u`` (0 skips it), once per model;
+    ``compile`` is the estimator's setting (``auto``, ``on``, ``off``).
     """
     dev = resolve_device(device)
     images = load_dataset("digits").train_x
     return [
-        bench_model(name, dev, images, preset, forward_dtype, sizes, clever_points if i == 0 else 0)
+        bench_model(
+            name, dev, images, preset, forward_dtype, sizes, clever_points if i == 0 else 0, compile
+        )
         for name in models
         for i, preset in enumerate(presets)
     ]
