@@ -17,6 +17,8 @@ from torch import nn
 
 import locrob
 from locrob import plugins
+from locrob.alpha.geometry import row_norms
+from locrob.alpha.philox import PhiloxDraws
 from locrob.plugins import registries
 
 # the example plugin's package, and the .dist-info pip would write when installing it
@@ -375,3 +377,71 @@ def write_cifar10c(root, corruptions, n_per_severity=10000, n_written=8, folder=
         images.flush()
         del images
     return written, labels[:n_written]
+
+
+# The Philox direction kernel's checks (tests/test_philox.py runs them in Triton's interpreter,
+# tests/test_cuda.py on a GPU): 48 features, a row in one block and a masked tail.
+PHILOX_SHAPE = (3, 4, 4)
+PHILOX_FEATURES = 48
+
+
+def check_philox_directions(device: str = "cpu") -> None:
+    cpu = torch.device(device)
+    for p, noise, n in (
+        (2.0, "gaussian", 400),
+        (2.0, "uniform", 20),
+        (float("inf"), "gaussian", 20),
+    ):
+        draws = PhiloxDraws(7, PHILOX_SHAPE, p, noise, cpu, width=3 if n == 20 else 1)
+        d = draws.get(0, n)
+        assert d.shape == (n, draws.width, *PHILOX_SHAPE)
+        rows = d.reshape(-1, PHILOX_FEATURES)
+        ones = torch.ones(len(rows), device=cpu)
+        assert torch.allclose(row_norms(rows, p), ones, rtol=1e-5), (p, noise)
+        # addressed by (index, column): any range, any single address, the same numbers
+        assert torch.equal(draws.get(5, 9), d[5:9])
+        column = draws.width - 1
+        assert torch.equal(draws.at([7, 2], [column, 0]), torch.stack([d[7, column], d[2, 0]]))
+        assert not torch.equal(draws.sibling(1, draws.width).get(0, 4), d[:4])
+        if n > 20:
+            # uniform on the sphere: second moments I / D (each about 5 standard errors
+            # wide), first moments zero
+            u = rows.double().cpu()
+            moments = u.T @ u / n
+            share = torch.full_like(u[0], 1 / PHILOX_FEATURES)
+            assert torch.allclose(moments.diagonal(), share, rtol=0.35)
+            assert (moments - torch.diag(moments.diagonal())).abs().max() < 0.35 / PHILOX_FEATURES
+            assert u.mean(0).abs().max() < 5 / (PHILOX_FEATURES * n) ** 0.5
+
+
+def check_philox_moves(device: str = "cpu") -> None:
+    cpu = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, *PHILOX_SHAPE, generator=g).to(cpu)
+    radii = torch.tensor([0.5, 1.0, 2.0], device=cpu)
+    n_draws = 4
+    box = (0.0, 1.0)
+    for p, width, clamp in (
+        (2.0, 1, None),
+        (2.0, 3, box),
+        (float("inf"), 1, box),
+        (float("inf"), 3, None),
+    ):
+        draws = PhiloxDraws(3, PHILOX_SHAPE, p, "gaussian", cpu, width=width)
+        first, pairs, first_column, columns = 6, 9, 1, 2
+        moved, denominator = draws.perturbed(
+            x, first, pairs, n_draws, radii, first_column, columns, clamp
+        )
+        index = torch.arange(first, first + pairs, device=cpu)
+        d = draws.get(first, first + pairs)
+        if width == 1:
+            d = d.expand(-1, 3, *PHILOX_SHAPE)
+        d = d[:, first_column : first_column + columns]
+        r = radii[first_column : first_column + columns].view(1, -1, 1, 1, 1)
+        start = x[index // n_draws].unsqueeze(1)
+        expected = start + r * d
+        if clamp is not None:
+            expected = expected.clamp(*clamp)
+        assert torch.allclose(moved, expected, atol=1e-6), (p, width, clamp)
+        norms = row_norms(expected - start, p, lead=2)
+        assert torch.allclose(denominator, norms, rtol=1e-5, atol=1e-7)

@@ -9,6 +9,8 @@ from conftest import (
     BOUND,
     NEEDS_CUDA,
     brute,
+    check_philox_directions,
+    check_philox_moves,
     check_reported_perturbations,
     linear_model,
     numpy_smoothness,
@@ -57,6 +59,12 @@ def test_compiled_channels_last_sampling_on_cuda_finds_what_the_eager_model_find
     assert next(model.parameters()).is_contiguous()  # given back as it was lent
     if dtype == "float32":
         check_reported_perturbations(model, x, fast)
+
+
+def test_the_philox_kernel_on_cuda_draws_unit_directions_and_moves_as_torch_would():
+    pytest.importorskip("triton")
+    check_philox_directions("cuda")
+    check_philox_moves("cuda")
 
 
 @pytest.mark.parametrize("method", ["sample", "search"])

@@ -14,6 +14,7 @@ from torch import nn
 
 from locrob.alpha.forward import ChunkForward, channels_last, channels_last_pays, compiles
 from locrob.alpha.geometry import Draws
+from locrob.alpha.philox import PhiloxDraws, fused
 from locrob.alpha.result import AlphaResult, running_max
 from locrob.alpha.sampling import (
     Chunk,
@@ -189,7 +190,9 @@ def _plan(
     f_x = clean_outputs(ev, points, limit)
     top = f_x.argmax(dim=1, keepdim=True)
     width = len(radii) if settings.directions == "fresh" else 1
-    draws = Draws(
+    # where Triton runs, directions are drawn inside the perturbation's kernel
+    source = PhiloxDraws if fused(ev.device, points.dtype) else Draws
+    draws = source(
         settings.seed, tuple(points.shape[1:]), settings.p_in, settings.noise, ev.device, width
     )
     r = torch.tensor(radii, dtype=points.dtype, device=ev.device)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from locrob.alpha.geometry import Draws, row_norms
+from locrob.alpha.philox import PhiloxDraws
 from locrob.alpha.settings import FORWARD_DTYPES, AlphaSettings
 from locrob.distributed import SINGLE, Shard
 from locrob.errors import LocrobError
@@ -72,7 +73,8 @@ class Evaluator:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Ratio ||F(clamp(x+e)) - F(x)|| / ||clamp(x+e) - x|| per row (or / ``radius``, the
         nominal ||e||, when ``nominal``), and the effective e."""
-        return self._ratios(x, self._clamped(x + eps), f_x, top, radius, lead=1)
+        moved = self._clamped(x + eps)
+        return self._ratios(x, moved, f_x, top, radius, lead=1), moved - x
 
     def ratios_along(
         self,
@@ -91,7 +93,21 @@ class Evaluator:
         shape = (len(x), len(r), *x.shape[2:])
         # x expanded, not broadcast: torch's broadcasting path is 2-3x slower on a CPU
         moved = torch.addcmul(x.expand(shape), r.view(1, -1, *[1] * (x.ndim - 2)), d)
-        return self._ratios(x, self._clamped(moved), f_x, top, r.view(1, -1), lead=2)[0]
+        return self._ratios(x, self._clamped(moved), f_x, top, r.view(1, -1), lead=2)
+
+    def ratios_moved(
+        self,
+        x: torch.Tensor,
+        moved: torch.Tensor,
+        denominator: torch.Tensor,
+        f_x: torch.Tensor,
+        top: torch.Tensor,
+        r: torch.Tensor,
+    ) -> torch.Tensor:
+        """The sampling path with the points already moved and clamped, ``moved`` (m, R, ...),
+        and the effective perturbations' norms given, ``denominator`` (m, R): shape (m, R)."""
+        x, f_x, top = x.unsqueeze(1), f_x.unsqueeze(1), top.unsqueeze(1)
+        return self._ratios(x, moved, f_x, top, r.view(1, -1), lead=2, denominator=denominator)
 
     def perturbed(self, x: torch.Tensor, d: torch.Tensor, r: float) -> torch.Tensor:
         """The effective perturbation clamp(x + r d) - x, computed as the sampling does."""
@@ -109,10 +125,10 @@ class Evaluator:
         top: torch.Tensor | None,
         nominal: torch.Tensor | float,
         lead: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        denominator: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         # the first ``lead`` axes of ``moved`` index the ratios; ``x``, ``f_x``, ``top`` and
         # ``nominal`` (the radius) broadcast against them
-        delta = moved - x
         out = self.outputs(moved.reshape(-1, *moved.shape[lead:]))
         diff = out.view(*moved.shape[:lead], -1) - f_x
         if self.sums_to_one:
@@ -120,9 +136,11 @@ class Evaluator:
             diff = complement_largest(diff, top.expand(*diff.shape[:-1], 1))
         num = row_norms(diff, self.p_out, lead)
         if self.nominal:
-            return num / nominal, delta
+            return num / nominal
+        if denominator is None:
+            denominator = row_norms(moved - x, self.p_in, lead)
         # A denominator below TINY is raised to it, which can only lower the ratio.
-        return num / row_norms(delta, self.p_in, lead).clamp_min(TINY), delta
+        return num / denominator.clamp_min(TINY)
 
     @torch.no_grad()
     def noise_floor(self, x: torch.Tensor, f_x: torch.Tensor, top: torch.Tensor) -> float:
@@ -225,7 +243,7 @@ class Sampler:
     f_x: torch.Tensor
     top: torch.Tensor
     radii: torch.Tensor  # (R,) in the compute precision
-    draws: Draws
+    draws: Draws | PhiloxDraws
     n_draws: int
 
     @property
@@ -241,16 +259,38 @@ class Sampler:
         in forward passes of at most ``batch`` images when a pair's radii exceed it."""
         pairs = torch.arange(start, stop, device=self.ev.device)
         points = pairs // self.n_draws
-        d = self.draws.get(start, stop).to(self.ev.compute_dtype)
         x, f_x, top = self.x[points], self.f_x[points], self.top[points]
-        n_radii, shared = len(self.radii), d.shape[1] == 1
+        n_radii = len(self.radii)
         group = max(1, min(n_radii, batch // len(points)))  # radii per forward pass
-        parts = [
-            self.ev.ratios_along(
-                x, d if shared else d[:, k : k + group], self.radii[k : k + group], f_x, top
-            )
-            for k in range(0, n_radii, group)
-        ]
+        if isinstance(self.draws, PhiloxDraws):  # drawn, moved and clamped in one kernel
+            parts = [
+                self.ev.ratios_moved(
+                    x,
+                    *self.draws.perturbed(
+                        self.x,
+                        start,
+                        stop - start,
+                        self.n_draws,
+                        self.radii,
+                        k,
+                        min(group, n_radii - k),
+                        self.ev.clamp,
+                    ),
+                    f_x,
+                    top,
+                    self.radii[k : k + group],
+                )
+                for k in range(0, n_radii, group)
+            ]
+        else:
+            d = self.draws.get(start, stop).to(self.ev.compute_dtype)
+            shared = d.shape[1] == 1
+            parts = [
+                self.ev.ratios_along(
+                    x, d if shared else d[:, k : k + group], self.radii[k : k + group], f_x, top
+                )
+                for k in range(0, n_radii, group)
+            ]
         return pairs, points, (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).t()
 
 

@@ -1,0 +1,135 @@
+"""Random directions from a counter-based generator, drawn inside the perturbation's kernel.
+
+The sampling's step for one chunk is: draw noise, normalize it, move the points by r along
+it, clamp to the box, and take the effective perturbation's norm. In torch that is a chain of
+kernels with the directions written to memory and read back several times. Here it is one
+Triton kernel: each program takes one (pair, radius) row, draws its noise from Philox (the
+counter-based generator of cuRAND and Triton, Salmon et al. 2011) addressed by (seed, row,
+element), so that nothing but the moved image and its denominator is ever written; the noise
+is drawn twice (once for its norm, once to move the point) rather than stored, since drawing
+costs less than a round trip through memory. No library fuses these steps, hence the kernel.
+
+A direction is addressed by (seed, stream, pair, column) as :class:`locrob.alpha.geometry.Draws`
+addresses its own, so a chunk's directions do not depend on the chunking; the numbers differ
+from torch's generator's (directions are reproducible per generator, as per device type).
+Runs where Triton runs: a CUDA device, or anywhere under its interpreter (for tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+
+from locrob.linf_triton import interpreted, usable
+from locrob.runtime import mix_seed
+
+BLOCK = 1024  # elements of a row per step (the interpreter: smaller arrays)
+
+
+def fused(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the sampling draws its directions in the kernel: fp32 on a device Triton runs
+    on (``LOCROB_FUSED=0`` turns it off)."""
+    off = os.environ.get("LOCROB_FUSED", "1") in ("0", "false", "no", "off")
+    return not off and dtype == torch.float32 and usable(device)
+
+
+@functools.cache
+def _kernel() -> Callable:
+    """The jitted kernel, imported (and so Triton) on first use."""
+    from locrob.alpha.philox_kernel import perturb
+
+    return perturb
+
+
+class PhiloxDraws:
+    """Unit directions addressed by (index, column), drawn by the Philox kernel: the same
+    interface as :class:`locrob.alpha.geometry.Draws`, plus :meth:`perturbed`, which moves
+    points along them without writing the directions anywhere."""
+
+    unit = 1  # every index drawn on its own: no group to share
+
+    def __init__(
+        self,
+        seed: int,
+        shape: tuple[int, ...],
+        p: float,
+        noise: str,
+        device: torch.device,
+        width: int = 1,
+        stream: int = 0,
+    ) -> None:
+        self.seed, self.shape, self.p, self.noise, self.device = seed, shape, p, noise, device
+        self.width, self.stream = width, stream
+        self.features = int(torch.Size(shape).numel())
+        self._philox_seed = mix_seed(seed, stream) & (2**63 - 1)
+
+    def sibling(self, stream: int, width: int = 1) -> PhiloxDraws:
+        """Another stream of the same seed, shape and noise (unrelated directions)."""
+        return PhiloxDraws(self.seed, self.shape, self.p, self.noise, self.device, width, stream)
+
+    def get(self, start: int, stop: int) -> torch.Tensor:
+        """Directions of indices ``start..stop-1``: shape (stop - start, width, *shape)."""
+        out = torch.empty(stop - start, self.width, *self.shape, device=self.device)
+        self._launch(out, start, stop - start, self.width, 0, move=None)
+        return out
+
+    def at(self, indices: Sequence[int], columns: Sequence[int]) -> torch.Tensor:
+        """The directions at the addresses ``(indices[j], columns[j])``, one row each."""
+        rows = [self.get(i, i + 1)[0, c] for i, c in zip(indices, columns, strict=True)]
+        return torch.stack(rows)
+
+    def perturbed(
+        self,
+        x: torch.Tensor,
+        first: int,
+        pairs: int,
+        n_draws: int,
+        radii: torch.Tensor,
+        first_column: int,
+        columns: int,
+        clamp: tuple[float, float] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """clamp(x[pair // n_draws] + r_k d(pair, k)) for pairs ``first..first+pairs-1`` and
+        radii ``first_column..first_column+columns-1`` (pair-major rows), and the p-norm of
+        each row's effective perturbation: shapes (pairs, columns, *shape) and (pairs,
+        columns). ``x`` are all the points, fp32 and contiguous; ``radii`` all the radii."""
+        out = torch.empty(pairs, columns, *self.shape, device=self.device)
+        denominator = torch.empty(pairs, columns, device=self.device)
+        move = (x, radii, denominator, n_draws, clamp)
+        self._launch(out, first, pairs, columns, first_column, move)
+        return out, denominator
+
+    def _launch(
+        self,
+        out: torch.Tensor,
+        first: int,
+        pairs: int,
+        columns: int,
+        first_column: int,
+        move: tuple | None,
+    ) -> None:
+        x, radii, denominator, n_draws, clamp = move or (out, out, out, 1, None)
+        lo, hi = clamp if clamp is not None else (0.0, 0.0)
+        _kernel()[(pairs * columns,)](
+            x,
+            radii,
+            out,
+            denominator,
+            self._philox_seed,
+            first,
+            n_draws,
+            columns,
+            first_column,
+            self.width,
+            self.features,
+            float(lo),
+            float(hi),
+            MOVE=move is not None,
+            CLAMP=clamp is not None,
+            LINF=self.p == float("inf"),
+            GAUSSIAN=self.noise == "gaussian",
+            BLOCK=64 if interpreted() else BLOCK,
+        )

@@ -1,0 +1,83 @@
+"""The Philox kernel that draws the sampling's directions inside the perturbation step, run on
+the CPU by Triton's interpreter: unit directions, uniform on the sphere, addressed by
+(pair, column) whatever the chunking, and the moved points and denominators the torch path
+computes from the same directions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PHILOX_FEATURES as D
+from conftest import PHILOX_SHAPE as SHAPE
+from conftest import check_philox_directions, check_philox_moves
+
+
+def check_alpha_lim() -> None:
+    """The sampling on the fused path: the same maxima at any chunking, and each reported
+    perturbation attains its ratio when evaluated directly."""
+    from conftest import check_reported_perturbations
+    from torch import nn
+
+    import locrob
+    from locrob.alpha import philox
+
+    assert philox.fused(torch.device("cpu"), torch.float32)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, 5), nn.Tanh(), nn.Linear(5, 4))
+    x = torch.randint(0, 256, (4, *SHAPE), generator=torch.Generator().manual_seed(2))
+    x = x.to(torch.uint8)
+
+    def run(chunk, **options):
+        return locrob.alpha_lim(
+            model, x, [0.25, 1.0, 3.0], n_draws=4, chunk_size=chunk, device="cpu", **options
+        )
+
+    for options in ({"directions": "fresh"}, {"directions": "shared", "norm": "inf"}):
+        a, b = run(5, **options), run(40, **options)
+        assert torch.allclose(a.per_point, b.per_point, rtol=1e-5)
+        assert torch.equal(a.perturbation, b.perturbation)
+        if options["directions"] == "fresh":
+            check_reported_perturbations(model, x, a)
+    searched = run(40, method="search", search_steps=1, search_restarts=2)
+    assert torch.all(searched.per_point >= run(40).per_point)
+
+
+def check_all() -> None:
+    check_philox_directions()
+    check_philox_moves()
+    check_alpha_lim()
+
+
+@pytest.mark.skipif(find_spec("triton") is None, reason="Triton is not installed")
+def test_the_philox_kernel_in_the_interpreter():
+    """The checks above, with TRITON_INTERPRET=1 set before anything imports Triton (one
+    interpreter process for all: each pays for importing torch and Triton)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "LOCROB_PROGRESS": "0"}
+    env.pop("LOCROB_TRITON", None)
+    env.pop("LOCROB_FUSED", None)
+    done = subprocess.run(
+        [sys.executable, "-c", "import test_philox as t; t.check_all()"],
+        cwd=Path(__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_without_triton_to_run_it_the_sampling_draws_with_torch(monkeypatch):
+    from locrob.alpha import philox
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not philox.fused(torch.device("cpu"), torch.float32)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not philox.fused(torch.device("cpu"), torch.float64)  # fp64: torch's path
+    monkeypatch.setenv("LOCROB_FUSED", "0")
+    assert not philox.fused(torch.device("cpu"), torch.float32)
