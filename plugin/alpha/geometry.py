@@ -73,7 +73,7 @@ class Draws:
 
     def sibling(self, stream: int, width: int = 1) -> Draws:
         """Another stream of the same seed, shape and noise (unrelated directions)."""
-        return Draws(self.seed, self.shape, self.p, self.noise, self.device, width, stream)
+        return type(self)(self.seed, self.shape, self.p, self.noise, self.device, width, stream)
 
     def _fill(self, out: torch.Tensor, unit: int, generator: torch.Generator) -> None:
         """Draw unit ``unit`` into ``out`` (unit, width, *shape) as unit directions (normalized

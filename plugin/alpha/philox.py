@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from locrob.alpha.geometry import Draws
 from locrob.linf_triton import interpreted, usable
 from locrob.runtime import mix_seed
 
@@ -44,12 +45,10 @@ def _kernel() -> Callable:
     return perturb
 
 
-class PhiloxDraws:
-    """Unit directions addressed by (index, column), drawn by the Philox kernel: the same
-    interface as :class:`locrob.alpha.geometry.Draws`, plus :meth:`perturbed`, which moves
-    points along them without writing the directions anywhere."""
-
-    unit = 1  # every index drawn on its own: no group to share
+class PhiloxDraws(Draws):
+    """Unit directions addressed by (index, column), drawn by the Philox kernel: a
+    :class:`locrob.alpha.geometry.Draws` whose numbers come from the kernel, with
+    :meth:`perturbed`, which moves points along them without writing the directions anywhere."""
 
     def __init__(
         self,
@@ -61,14 +60,10 @@ class PhiloxDraws:
         width: int = 1,
         stream: int = 0,
     ) -> None:
-        self.seed, self.shape, self.p, self.noise, self.device = seed, shape, p, noise, device
-        self.width, self.stream = width, stream
+        super().__init__(seed, shape, p, noise, device, width, stream)
+        self.unit = 1  # every index drawn on its own: no group to share
         self.features = int(torch.Size(shape).numel())
         self._philox_seed = mix_seed(seed, stream) & (2**63 - 1)
-
-    def sibling(self, stream: int, width: int = 1) -> PhiloxDraws:
-        """Another stream of the same seed, shape and noise (unrelated directions)."""
-        return PhiloxDraws(self.seed, self.shape, self.p, self.noise, self.device, width, stream)
 
     def get(self, start: int, stop: int) -> torch.Tensor:
         """Directions of indices ``start..stop-1``: shape (stop - start, width, *shape)."""

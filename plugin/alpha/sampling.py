@@ -243,7 +243,7 @@ class Sampler:
     f_x: torch.Tensor
     top: torch.Tensor
     radii: torch.Tensor  # (R,) in the compute precision
-    draws: Draws | PhiloxDraws
+    draws: Draws
     n_draws: int
 
     @property
