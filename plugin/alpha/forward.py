@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from locrob.runtime import quiet_cuda_probe
+
 COMPILE = ("auto", "on", "off")
 # "auto" compiles runs of at least this many images on a GPU: compilation takes tens of
 # seconds, which the paper's protocol (3 M images) pays back and a short run does not
@@ -71,6 +73,7 @@ class ChunkForward:
         self.model, self.batch, self.layout = model, batch, layout
         self.compiled: Callable | None = None
         if compile:
+            quiet_cuda_probe()
             mode = "reduce-overhead" if _on_cuda(model) and BACKEND == "inductor" else None
             self.compiled = torch.compile(model, backend=BACKEND, mode=mode, dynamic=False)
 
