@@ -330,6 +330,130 @@ def tiles(n: int, size: int) -> Iterator[tuple[int, int, int, int]]:
             yield i0, min(i0 + size, n), j0, min(j0 + size, n)
 
 
+def _checked(
+    x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray
+) -> tuple[torch.Tensor, list[int], list[int]]:
+    """The images, their labels and the sorted classes, refused without two classes."""
+    if len(x) == 0:
+        raise LocrobError("no images: the separation analysis needs at least two classes of images")
+    images = as_images(x, what="images")
+    labels = as_labels(y, len(images), what="labels").tolist()
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise LocrobError("a single class: there are no pairs of distinct classes to measure")
+    return images, labels, classes
+
+
+@dataclass
+class _Tally:
+    """The pair histograms of one run, filled tile by tile on the device."""
+
+    values: torch.Tensor  # (N, features): grey levels, uint8 when exact, fp64 otherwise
+    dense: torch.Tensor  # (N,) labels relabelled 0..C-1, so the breakdown is dense
+    n_classes: int
+    p: float
+    exact: bool
+    in_kernel: bool  # the Triton kernel fills the histogram itself
+    tile: int
+    upper: float
+    counts: torch.Tensor  # (bins,)
+    pair_counts: torch.Tensor  # (C * C * PAIR_BINS,)
+    kernel: Kernel | None = None  # exact outside the Triton kernel: the integer L-inf kernel
+    buffers: list[torch.Tensor] | None = None  # ... and its two fixed tile buffers
+
+    @classmethod
+    def start(
+        cls,
+        images: torch.Tensor,
+        labels: list[int],
+        classes: list[int],
+        p: float,
+        tile: int,
+        dev: torch.device,
+    ) -> _Tally:
+        """Values on the device, the kernel and tile size for them, and empty histograms."""
+        exact = images.dtype == torch.uint8 and p == float("inf")
+        flat = images.reshape(len(images), -1)
+        # integer levels for uint8 (exact in fp32 for L-inf), [0, 1] floats otherwise
+        scale = 1.0 if images.dtype == torch.uint8 else 255.0
+        # uint8 L-inf stays in integers (the fused kernel); the rest goes through cdist in fp64
+        values = flat.to(dev) if exact else flat.to(dev, torch.float64) * scale
+        in_kernel = exact and triton_exact(dev, flat.shape[1])
+        tile = tile_rows(len(values), max(tile, TRITON_TILE) if in_kernel else tile)
+        kernel, buffers = None, None
+        if exact and not in_kernel:  # every tile through the same two buffers: one kernel shape
+            kernel = linf_kernel(dev, tile, flat.shape[1]).kernel
+            buffers = [
+                torch.zeros(tile, flat.shape[1], dtype=torch.uint8, device=dev) for _ in "ab"
+            ]
+        index = {c: i for i, c in enumerate(classes)}
+        n_classes = len(classes)
+        return cls(
+            values=values,
+            dense=torch.tensor([index[c] for c in labels], device=dev),
+            n_classes=n_classes,
+            p=p,
+            exact=exact,
+            in_kernel=in_kernel,
+            tile=tile,
+            upper=1.0 if p == float("inf") else math.sqrt(flat.shape[1]),
+            counts=torch.zeros(EXACT_BINS if exact else FINE_BINS, dtype=torch.long, device=dev),
+            pair_counts=torch.zeros(
+                n_classes * n_classes * PAIR_BINS, dtype=torch.long, device=dev
+            ),
+            kernel=kernel,
+            buffers=buffers,
+        )
+
+    def add(self, i0: int, i1: int, j0: int, j1: int) -> None:
+        """Count the distinct-class pairs of one tile."""
+        if self.in_kernel:  # the histogram in the kernel, every distinct-class pair at once
+            linf_triton.add_tile(
+                self.values[i0:i1],
+                self.values[j0:j1],
+                self.dense[i0:i1],
+                self.dense[j0:j1],
+                self.n_classes,
+                self.pair_counts,
+                diagonal=i0 == j0,
+            )
+            return
+        ci, cj = self.dense[i0:i1, None], self.dense[None, j0:j1]
+        keep = ci != cj
+        if i0 == j0:  # the diagonal tile: each unordered pair once (j > i)
+            keep &= torch.ones_like(keep).triu(diagonal=1)
+        k = self._bins(i0, i1, j0, j1, keep)
+        self.counts += torch.bincount(k, minlength=len(self.counts))
+        lo = torch.minimum(ci, cj).expand_as(keep)[keep]
+        hi = torch.maximum(ci, cj).expand_as(keep)[keep]
+        coarse = k * PAIR_BINS // len(self.counts)
+        self.pair_counts += torch.bincount(
+            (lo * self.n_classes + hi) * PAIR_BINS + coarse, minlength=self.pair_counts.numel()
+        )
+
+    def _bins(self, i0: int, i1: int, j0: int, j1: int, keep: torch.Tensor) -> torch.Tensor:
+        """The histogram bin of each kept pair of one tile."""
+        if self.exact:  # integer grey levels
+            assert self.kernel is not None and self.buffers is not None
+            a, b = self.buffers
+            a[: i1 - i0], b[: j1 - j0] = self.values[i0:i1], self.values[j0:j1]
+            return self.kernel(a, b)[: i1 - i0, : j1 - j0][keep].long()
+        bins = len(self.counts)
+        d = torch.cdist(self.values[i0:i1], self.values[j0:j1], p=self.p)[keep] / 255.0
+        return torch.clamp((d / self.upper * bins).long(), max=bins - 1)  # d in [0, 1] units
+
+    def totals(self, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole histogram and the per-class-pair one, summed over the shard's group."""
+        counts = self.counts
+        if (
+            self.in_kernel
+        ):  # the exact histogram is the class pairs' summed (PAIR_BINS = EXACT_BINS)
+            counts = self.pair_counts.view(-1, PAIR_BINS).sum(0)
+        shard.sum(counts)
+        shard.sum(self.pair_counts)
+        return counts, self.pair_counts.view(self.n_classes, self.n_classes, PAIR_BINS)
+
+
 def separation(
     x: torch.Tensor | np.ndarray,
     y: torch.Tensor | np.ndarray,
@@ -346,76 +470,20 @@ def separation(
     a process group, this rank measures every ``world_size``-th tile and the histograms are
     summed over the group (integers: the same at any world size).
     """
-    if len(x) == 0:
-        raise LocrobError("no images: the separation analysis needs at least two classes of images")
-    images = as_images(x, what="images")
-    labels = as_labels(y, len(images), what="labels")
-    classes = sorted(set(labels.tolist()))
-    if len(classes) < 2:
-        raise LocrobError("a single class: there are no pairs of distinct classes to measure")
+    images, labels, classes = _checked(x, y)
     p = parse_norm(norm)
-    exact = images.dtype == torch.uint8 and p == float("inf")
-    dev = resolve_device(device)
-    flat = images.reshape(len(images), -1)
-    # integer levels for uint8 (exact in fp32 for L-inf), [0, 1] floats otherwise
-    scale = 1.0 if images.dtype == torch.uint8 else 255.0
-    # uint8 L-inf stays in integers (the fused kernel); everything else goes through cdist in fp64
-    values = flat.to(dev) if exact else flat.to(dev, torch.float64) * scale
-    in_kernel = exact and triton_exact(dev, flat.shape[1])
-    tile = tile_rows(len(values), max(tile, TRITON_TILE) if in_kernel else tile)
-    if exact and not in_kernel:  # every tile through the same two buffers: one kernel shape
-        kernel = linf_kernel(dev, tile, flat.shape[1]).kernel
-        buffers = [torch.zeros(tile, flat.shape[1], dtype=torch.uint8, device=dev) for _ in "ab"]
-    # relabel classes 0..C-1 so the breakdown is dense
-    index = {c: i for i, c in enumerate(classes)}
-    dense = torch.tensor([index[c] for c in labels.tolist()], device=dev)
-    n_classes = len(classes)
-    upper = 1.0 if p == float("inf") else math.sqrt(flat.shape[1])
-    bins = EXACT_BINS if exact else FINE_BINS
-    counts = torch.zeros(bins, dtype=torch.long, device=dev)
-    pair_counts = torch.zeros(n_classes * n_classes * PAIR_BINS, dtype=torch.long, device=dev)
+    tally = _Tally.start(images, labels, classes, p, tile, resolve_device(device))
     # strided, so that each rank gets tiles from the whole triangle (the first rows' are longest)
-    mine = list(tiles(len(values), tile))[shard.rank :: shard.world_size]
+    mine = list(tiles(len(images), tally.tile))[shard.rank :: shard.world_size]
     for i0, i1, j0, j1 in progress(mine, desc="separation", unit="tile"):
-        if in_kernel:  # the histogram in the kernel, every distinct-class pair at once
-            linf_triton.add_tile(
-                values[i0:i1],
-                values[j0:j1],
-                dense[i0:i1],
-                dense[j0:j1],
-                n_classes,
-                pair_counts,
-                diagonal=i0 == j0,
-            )
-            continue
-        ci, cj = dense[i0:i1, None], dense[None, j0:j1]
-        keep = ci != cj
-        if i0 == j0:  # the diagonal tile: each unordered pair once (j > i)
-            keep &= torch.ones_like(keep).triu(diagonal=1)
-        if exact:  # integer grey levels
-            buffers[0][: i1 - i0], buffers[1][: j1 - j0] = values[i0:i1], values[j0:j1]
-            k = kernel(*buffers)[: i1 - i0, : j1 - j0][keep].long()
-        else:
-            d = torch.cdist(values[i0:i1], values[j0:j1], p=p)[keep] / 255.0  # [0, 1] units
-            k = torch.clamp((d / upper * bins).long(), max=bins - 1)
-        counts += torch.bincount(k, minlength=bins)
-        lo = torch.minimum(ci, cj).expand_as(keep)[keep]
-        hi = torch.maximum(ci, cj).expand_as(keep)[keep]
-        coarse = k * PAIR_BINS // bins
-        pair_counts += torch.bincount(
-            (lo * n_classes + hi) * PAIR_BINS + coarse, minlength=pair_counts.numel()
-        )
-    if in_kernel:  # the exact histogram is the class pairs' summed (PAIR_BINS = EXACT_BINS)
-        counts = pair_counts.view(-1, PAIR_BINS).sum(0)
-    shard.sum(counts)
-    shard.sum(pair_counts)
-    names = [str(c) for c in classes]
+        tally.add(i0, i1, j0, j1)
+    counts, pair_counts = tally.totals(shard)
     return Separation(
         norm="inf" if p == float("inf") else "l2",
-        exact=exact,
-        upper=upper,
+        exact=tally.exact,
+        upper=tally.upper,
         counts=counts.cpu(),
-        pair_counts=pair_counts.view(n_classes, n_classes, PAIR_BINS).cpu(),
-        classes=names,
-        n_images=len(values),
+        pair_counts=pair_counts.cpu(),
+        classes=[str(c) for c in classes],
+        n_images=len(images),
     )
