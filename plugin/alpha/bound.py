@@ -78,32 +78,64 @@ def upper_bounds(
     the interval pass's bound is within ``PAYS`` times the global one."""
     if callable(settings.output):
         raise LocrobError("the bound takes output='softmax' or 'logits', not a function")
+    x, graph, outputs = _traced(model, points, dtype)
+    global_bound = _global(graph, settings, outputs)
+    local = torch.full((len(settings.radii), len(x)), math.inf, dtype=dtype)
+    # the Jacobian interval of a region holds outputs x (the widest node's) numbers, in
+    # about eight tensors of its size at once
+    per_region = 8 * outputs * graph.widest * torch.finfo(dtype).bits // 8
+    alone = _global_alone(graph, outputs, per_region, memory_bytes)
+    if alone is not None:
+        return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, alone)
+    batch = max(1, min(batch, memory_bytes // per_region))
+    record = Relaxed() if linear else None
+    _fill_local(local, graph, x, settings, global_bound, batch, skip_past_global, record)
+    said = SUMMARY if record is None else record.describe()
+    return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, "local", said)
+
+
+def _traced(
+    model: nn.Module, points: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, Graph, int]:
+    """The points in ``dtype``, the graph of a copy of the model in it, and its output count."""
     x = points.to(dtype)
     model = copy.deepcopy(model).to(x.device, dtype).eval()  # the caller's stays as it is
     with torch.no_grad():
         graph = trace(model, x[:1])
         outputs = model(x[:1])[0].numel()
-    global_bound = _global(graph, settings, outputs)
-    radii = torch.tensor(settings.radii, dtype=dtype, device=x.device)
-    local = torch.full((len(radii), len(x)), math.inf, dtype=dtype)
+    return x, graph, outputs
+
+
+def _global_alone(graph: Graph, outputs: int, per_region: int, memory_bytes: int) -> str | None:
+    """Why the global bound stands alone (an affine model, or a region's Jacobian interval
+    over the memory budget), or None where the regions are bounded locally."""
     if all(isinstance(step.rule, (Linear, Merge)) for step in graph.steps):
         # an affine map's Jacobian is the same everywhere: its operator norm, bounded layer by
         # layer (exact for one dense layer or a scaling)
-        kind = "affine: its operator norm (the Jacobian is the same everywhere)"
-        return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, kind)
-    # the Jacobian interval of a region holds outputs x (the widest node's) numbers, in
-    # about eight tensors of its size at once
-    per_region = 8 * outputs * graph.widest * torch.finfo(dtype).bits // 8
+        return "affine: its operator norm (the Jacobian is the same everywhere)"
     if per_region > memory_bytes:
-        kind = (
+        return (
             f"global only: a region's Jacobian interval needs {per_region / 2**30:.1f} GiB "
             f"({outputs} outputs x {graph.widest} of the widest layer), over the budget"
         )
-        return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, kind)
-    batch = max(1, min(batch, memory_bytes // per_region))
+    return None
+
+
+def _fill_local(
+    local: torch.Tensor,
+    graph: Graph,
+    x: torch.Tensor,
+    settings: AlphaSettings,
+    global_bound: float,
+    batch: int,
+    skip_past_global: bool,
+    record: Relaxed | None,
+) -> None:
+    """Fill ``local`` (radii x points) with the regions' local bounds, radius by radius from
+    the smallest, ``batch`` regions at a time."""
+    radii = torch.tensor(settings.radii, dtype=x.dtype, device=x.device)
     at = _at_points(graph, x, settings, batch) if settings.output == "softmax" else None
     bar = progress(total=len(radii) * len(x), desc="alpha_lim bound", unit="region")
-    record = Relaxed() if linear else None
     hulls = window_hulls(graph)  # found once: each builds its canvas once
     open_points = torch.arange(len(x), device=x.device)
     for k in sorted(range(len(radii)), key=lambda k: float(radii[k])):
@@ -112,24 +144,7 @@ def upper_bounds(
             with torch.no_grad():
                 here = None if at is None else at[idx]
                 r = radii[k].expand(len(idx))
-                found = _local(graph, hulls, x[idx], r, settings, here, PAYS * global_bound)
-                if record is not None:
-                    # the linear pass costs far more than the interval one: it is run where
-                    # it can make the local bound useful, not beyond
-                    near = found < PAYS * global_bound
-                    record.far += int((~near).sum())
-                    if near.any():
-                        tight = _local(
-                            graph,
-                            hulls,
-                            x[idx][near],
-                            r[near],
-                            settings,
-                            None if here is None else here[near],
-                            PAYS * global_bound,
-                            record,
-                        )
-                        found[near] = torch.minimum(found[near], tight)
+                found = _tightened(graph, hulls, x[idx], r, settings, here, global_bound, record)
                 local[k, idx.cpu()] = found.cpu()
         bar.update(len(x))
         if skip_past_global:
@@ -138,8 +153,32 @@ def upper_bounds(
             # the global one, which holds everywhere, without the work
             open_points = open_points[(local[k, open_points.cpu()] < global_bound).to(x.device)]
     bar.close()
-    said = SUMMARY if record is None else record.describe()
-    return UpperBounds(local.clamp_max(global_bound), local, global_bound, dtype, "local", said)
+
+
+def _tightened(
+    graph: Graph,
+    hulls: dict[torch.fx.Node, WindowHull],
+    x: torch.Tensor,
+    r: torch.Tensor,
+    settings: AlphaSettings,
+    at: Interval | None,
+    global_bound: float,
+    record: Relaxed | None,
+) -> torch.Tensor:
+    """The interval pass's local bound of each region of the batch, tightened by the linear
+    pass (with ``record``) where it is within ``PAYS`` times the global bound."""
+    found = _local(graph, hulls, x, r, settings, at, PAYS * global_bound)
+    if record is None:
+        return found
+    # the linear pass costs far more than the interval one: it is run where it can make the
+    # local bound useful, not beyond
+    near = found < PAYS * global_bound
+    record.far += int((~near).sum())
+    if near.any():
+        here = None if at is None else at[near]
+        tight = _local(graph, hulls, x[near], r[near], settings, here, PAYS * global_bound, record)
+        found[near] = torch.minimum(found[near], tight)
+    return found
 
 
 def _global(graph: Graph, settings: AlphaSettings, outputs: int) -> float:
