@@ -149,14 +149,7 @@ def evaluate(
     from locrob.contract import EvaluationContext
     from locrob.evaluation import evaluate as run_evaluation
     from locrob.evaluation import planned_report
-    from locrob.presentation import save_plots
-    from locrob.report import (
-        check_same_subject,
-        identity,
-        markdown_table,
-        merge_saved,
-        saved_report,
-    )
+    from locrob.report import check_same_subject, identity, saved_report
     from locrob.runtime import resolve_device
     from locrob.sources import load_dataset
 
@@ -182,17 +175,24 @@ def evaluate(
             data_dir=data_dir,
             download=download,
         )
-        if distributed.current().rank != 0:  # every rank holds the report; rank 0 writes it
-            return
-        # metrics measured before into --out stay, and its figures are redrawn from the whole report
-        report = merge_saved(saved, report, out)
-        figures = save_plots([report], out, replaces=report.figures)
-        report.figures = [figure.name for figure in figures]
-        path = report.save(out)
-        typer.echo(markdown_table([report]), nl=False)
-        typer.echo(f"report: {path}")
-        for figure in figures:
-            typer.echo(f"figure: {figure}")
+        if distributed.current().rank == 0:  # every rank holds the report; rank 0 writes it
+            _write_evaluation(saved, report, out)
+
+
+def _write_evaluation(saved: Report | None, report: Report, out: Path) -> None:
+    """Save the report into ``out`` with its figures; print its table and the files' paths."""
+    from locrob.presentation import save_plots
+    from locrob.report import markdown_table, merge_saved
+
+    # metrics measured before into --out stay, and its figures are redrawn from the whole report
+    report = merge_saved(saved, report, out)
+    figures = save_plots([report], out, replaces=report.figures)
+    report.figures = [figure.name for figure in figures]
+    path = report.save(out)
+    typer.echo(markdown_table([report]), nl=False)
+    typer.echo(f"report: {path}")
+    for figure in figures:
+        typer.echo(f"figure: {figure}")
 
 
 def compared_reports(paths: list[Path]) -> list[Report]:
