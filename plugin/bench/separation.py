@@ -7,12 +7,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import torch
 
 from locrob import markdown
 from locrob.errors import LocrobError
 from locrob.runtime import resolve_device, synchronize
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -31,76 +35,92 @@ def _distinct_histogram(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.bincount(torch.round(d[keep]).long(), minlength=256)
 
 
+def _timed(dev: torch.device, fn: Callable[[], T]) -> tuple[T, float]:
+    """``fn``'s result and its seconds, the device's queued work included."""
+    synchronize(dev)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(dev)
+    return out, time.perf_counter() - start
+
+
+def _pairs(m: int) -> int:
+    """Unordered pairs of ``m`` images."""
+    return m * (m - 1) // 2
+
+
 def bench_separation(
     n: int = 10_000, baseline_n: int = 1500, device: str | None = None, tile: int = 512
 ) -> list[SeparationBench]:
     """The L-inf analysis of ``n`` random 3x32x32 uint8 images, and two baselines on the
     first ``baseline_n``: one full ``torch.cdist`` matrix, and plain broadcasting in row tiles.
     All three produce the same exact histogram (checked)."""
-    from locrob.pair_distances import linf_kernel, separation, tile_rows
-
     dev = resolve_device(device)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 10, (n,), generator=g)
-    features = 3 * 32 * 32
-    rows = []
-
-    def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-        synchronize(dev)
-        start = time.perf_counter()
-        out = fn()
-        synchronize(dev)
-        return out, time.perf_counter() - start
-
-    def pairs(m: int) -> int:
-        return m * (m - 1) // 2
-
-    # each size's kernel probed (and built) outside the timing
-    choices = {m: linf_kernel(dev, tile_rows(m, tile), features) for m in (n, baseline_n)}
-    buffer = tile**2 * 8 / 2**20
-
-    def locrob_row(m: int, seconds: float) -> SeparationBench:
-        method = f"locrob tiles, {choices[m].name} kernel"
-        return SeparationBench(method, m, pairs(m) / seconds, buffer, choices[m].rates)
-
-    _, seconds = timed(lambda: separation(x, y, "inf", tile=tile, device=dev).counts)
-    rows.append(locrob_row(n, seconds))
+    reference, rows = _locrob_rows(x, y, baseline_n, dev, tile)
     xs = x[:baseline_n].flatten(1).to(dev, torch.float32)
     ys = y[:baseline_n].to(dev)
     upper = torch.ones(baseline_n, baseline_n, dtype=torch.bool, device=dev).triu(1)
     keep = upper & (ys[:, None] != ys[None])
-    subset = (x[:baseline_n], y[:baseline_n])
-    reference, seconds = timed(lambda: separation(*subset, "inf", tile=tile, device=dev).counts)
-    rows.append(locrob_row(baseline_n, seconds))
+    full, cdist_row = _cdist_row(xs, keep, dev)
+    brute, broadcast_row = _broadcast_row(xs, keep, dev)
+    if not (torch.equal(full.cpu(), reference.cpu()) and torch.equal(brute.cpu(), reference.cpu())):
+        raise LocrobError("the baselines disagree with the tiled histogram")
+    return [*rows, cdist_row, broadcast_row]
 
-    full, seconds = timed(lambda: _distinct_histogram(torch.cdist(xs, xs, p=float("inf")), keep))
-    rows.append(
-        SeparationBench(
-            "torch.cdist, full matrix",
-            baseline_n,
-            pairs(baseline_n) / seconds,
-            baseline_n**2 * 4 / 2**20,
+
+def _locrob_rows(
+    x: torch.Tensor, y: torch.Tensor, baseline_n: int, dev: torch.device, tile: int
+) -> tuple[torch.Tensor, list[SeparationBench]]:
+    """locrob's rows, on all the images and on the first ``baseline_n``, and the latter's
+    histogram, the baselines' reference."""
+    from locrob.pair_distances import linf_kernel, separation, tile_rows
+
+    n = len(x)
+    # each size's kernel probed (and built) outside the timing
+    choices = {m: linf_kernel(dev, tile_rows(m, tile), x[0].numel()) for m in (n, baseline_n)}
+    buffer = tile**2 * 8 / 2**20
+    rows, histograms = [], []
+    for m in (n, baseline_n):
+        found, seconds = _timed(
+            dev, partial(separation, x[:m], y[:m], "inf", tile=tile, device=dev)
         )
+        histograms.append(found.counts)
+        method = f"locrob tiles, {choices[m].name} kernel"
+        rows.append(SeparationBench(method, m, _pairs(m) / seconds, buffer, choices[m].rates))
+    return histograms[-1], rows
+
+
+def _cdist_row(
+    xs: torch.Tensor, keep: torch.Tensor, dev: torch.device
+) -> tuple[torch.Tensor, SeparationBench]:
+    """The histogram from one full ``torch.cdist`` matrix, and its row."""
+    m = len(xs)
+    full, seconds = _timed(
+        dev, lambda: _distinct_histogram(torch.cdist(xs, xs, p=float("inf")), keep)
     )
+    row = SeparationBench("torch.cdist, full matrix", m, _pairs(m) / seconds, m**2 * 4 / 2**20)
+    return full, row
+
+
+def _broadcast_row(
+    xs: torch.Tensor, keep: torch.Tensor, dev: torch.device
+) -> tuple[torch.Tensor, SeparationBench]:
+    """The histogram from plain broadcasting in 16-row tiles, and its row."""
+    m, step = len(xs), 16
 
     def broadcast() -> torch.Tensor:
-        out = torch.empty(baseline_n, baseline_n, device=dev)
-        step = 16
-        for i in range(0, baseline_n, step):
+        out = torch.empty(m, m, device=dev)
+        for i in range(0, m, step):
             out[i : i + step] = (xs[i : i + step, None] - xs[None]).abs().amax(-1)
         return _distinct_histogram(out, keep)
 
-    brute, seconds = timed(broadcast)
-    buffer = 16 * baseline_n * features * 4 + baseline_n**2 * 4
-    rows.append(
-        SeparationBench(
-            "broadcasting, 16-row tiles", baseline_n, pairs(baseline_n) / seconds, buffer / 2**20
-        )
-    )
-    if not (torch.equal(full.cpu(), reference.cpu()) and torch.equal(brute.cpu(), reference.cpu())):
-        raise LocrobError("the baselines disagree with the tiled histogram")
-    return rows
+    brute, seconds = _timed(dev, broadcast)
+    buffer = step * m * xs.shape[1] * 4 + m**2 * 4
+    row = SeparationBench("broadcasting, 16-row tiles", m, _pairs(m) / seconds, buffer / 2**20)
+    return brute, row
 
 
 def separation_table(rows: Sequence[SeparationBench]) -> str:
