@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -99,10 +100,7 @@ def search(
     winning perturbation comes from the rank that found it, so every rank returns one
     process's result.
     """
-    argmax_point, perturbation = argmax_point.clone(), perturbation.clone()
-    ev, x, f_x = sampler.ev, sampler.x, sampler.f_x
-    n = len(x)
-    restarts = settings.search_restarts
+    n, restarts = len(sampler.x), settings.search_restarts
     total = restarts * n
     per_point = sampled.per_point.clone()
     # backward keeps the activations: a third of the sampling chunk
@@ -112,35 +110,76 @@ def search(
     tops: dict[int, int] = {}  # radius -> point, where the search beat the sampling
     bar = progress(total=len(radii) * len(owned), desc="alpha_lim search", unit="start")
     for k, r in enumerate(radii):
-        starts = [best_perturbations(sampler, radii, k, sampled.best_pair[k])]
-        if restarts > 1:  # other streams than the sampling's: starts never repeat a draw
-            fresh = sampler.draws.sibling(SEARCH_STREAM + k).get(0, (restarts - 1) * n)
-            starts.append(fresh.squeeze(1).to(ev.compute_dtype) * r)
-        starts = torch.cat(starts)
-        point_of = torch.arange(total, device=ev.device) % n
-        # -inf where another rank ascends: the group's maximum is the one process's array
-        found = torch.full((total,), -torch.inf, dtype=ev.compute_dtype, device=ev.device)
-        found_eps = torch.zeros_like(starts)
-        for lo in range(owned.start, owned.stop, size):
-            idx = slice(lo, lo + size)
-            pts = point_of[idx]
-            found[idx], found_eps[idx] = _ascend(ev, x[pts], f_x[pts], starts[idx], r, settings)
-            bar.update(len(pts))
-        by_point = shard.max(found).view(restarts, n)
-        best_restart = by_point.argmax(dim=0)
-        point_best = by_point.gather(0, best_restart.view(1, -1)).squeeze(0)
+        starts = _starts(sampler, radii, k, sampled, restarts)
+        found, found_eps = _ascend_owned(sampler, starts, r, settings, owned, size, bar)
+        point_best, top, winner = _best_start(shard.max(found).view(restarts, n))
         per_point[k] = torch.maximum(per_point[k], point_best)
-        top = int(point_best.argmax())
-        winner = int(best_restart[top]) * n + top
         if point_best[top] > sampled.per_point[k].max():
             tops[k] = top
             if winner in owned:
                 found_here[k] = found_eps[winner]
     bar.close()
+    argmax_point, perturbation = _recorded(argmax_point, perturbation, tops, found_here, shard)
+    evaluations = len(radii) * total * (settings.search_steps + 1)
+    return Searched(per_point, argmax_point, perturbation, evaluations)
+
+
+def _starts(
+    sampler: Sampler, radii: Sequence[float], k: int, sampled: Sampled, restarts: int
+) -> torch.Tensor:
+    """Radius ``k``'s starts, restart by restart: the sampling's best perturbation of each
+    point, then fresh directions of norm r."""
+    ev, n, r = sampler.ev, len(sampler.x), radii[k]
+    starts = [best_perturbations(sampler, radii, k, sampled.best_pair[k])]
+    if restarts > 1:  # other streams than the sampling's: starts never repeat a draw
+        fresh = sampler.draws.sibling(SEARCH_STREAM + k).get(0, (restarts - 1) * n)
+        starts.append(fresh.squeeze(1).to(ev.compute_dtype) * r)
+    return torch.cat(starts)
+
+
+def _ascend_owned(
+    sampler: Sampler,
+    starts: torch.Tensor,
+    r: float,
+    settings: AlphaSettings,
+    owned: range,
+    size: int,
+    bar: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best ratio and perturbation of each start this rank owns, in blocks of ``size``;
+    -inf and zeros where another rank ascends (the group's maximum is one process's array)."""
+    ev, x, f_x = sampler.ev, sampler.x, sampler.f_x
+    point_of = torch.arange(len(starts), device=ev.device) % len(x)
+    found = torch.full((len(starts),), -torch.inf, dtype=ev.compute_dtype, device=ev.device)
+    found_eps = torch.zeros_like(starts)
+    for lo in range(owned.start, owned.stop, size):
+        idx = slice(lo, lo + size)
+        pts = point_of[idx]
+        found[idx], found_eps[idx] = _ascend(ev, x[pts], f_x[pts], starts[idx], r, settings)
+        bar.update(len(pts))
+    return found, found_eps
+
+
+def _best_start(by_point: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """From the (restarts, N) maxima: each point's best, the best point, and its start's index."""
+    best_restart = by_point.argmax(dim=0)
+    point_best = by_point.gather(0, best_restart.view(1, -1)).squeeze(0)
+    top = int(point_best.argmax())
+    return point_best, top, int(best_restart[top]) * by_point.shape[1] + top
+
+
+def _recorded(
+    argmax_point: torch.Tensor,
+    perturbation: torch.Tensor,
+    tops: dict[int, int],
+    found_here: torch.Tensor,
+    shard: Shard,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of the sampling's record with the search's winners at the radii in ``tops``."""
+    argmax_point, perturbation = argmax_point.clone(), perturbation.clone()
     # one rank holds each winner, the others zeros: the sum is the winner, exactly
     winners = shard.sum(found_here) if tops else found_here
     for k, top in tops.items():
         argmax_point[k] = top
         perturbation[k] = winners[k]
-    evaluations = len(radii) * total * (settings.search_steps + 1)
-    return Searched(per_point, argmax_point, perturbation, evaluations)
+    return argmax_point, perturbation
