@@ -169,21 +169,8 @@ def evaluate(
     ``download`` lets a model source that can fetch missing weights (``robustbench:``) do so.
     """
     data = as_data(data, data_dir)
-    if max_examples is not None and max_examples < 1:
-        raise LocrobError(f"max_examples must be at least 1, got {max_examples}")
-    if batch_size < 1:
-        raise LocrobError(f"batch_size must be at least 1, got {batch_size}")
     shard = distributed.current()
-    context = EvaluationContext(
-        resolve_device(device),
-        split,
-        batch_size,
-        max_examples,
-        seed,
-        Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR,
-        shard.rank,
-        shard.world_size,
-    )
+    context = _context(shard, split, max_examples, batch_size, device, seed, data_dir)
     planned = planned_report(model, data, context, name)
     if isinstance(model, str):
         model = load_model(model, **data_options(model, data, download=download))
@@ -196,14 +183,49 @@ def evaluate(
             fingerprint = _fingerprint(model, data, planned, active)
             distributed.check_same("model, data or settings", fingerprint)
 
+    results, seconds = _measured(model, data, active, context, shard)
+    warn_if_untrained(planned.model)  # after the run, beside its results (or not if it fails)
+    return dataclasses.replace(planned, metrics=results, seconds=seconds)
+
+
+def _context(
+    shard: distributed.Shard,
+    split: str,
+    max_examples: int | None,
+    batch_size: int,
+    device: str | torch.device | None,
+    seed: int,
+    data_dir: str | Path | None,
+) -> EvaluationContext:
+    """The run's settings, checked, with this process's place in its group."""
+    if max_examples is not None and max_examples < 1:
+        raise LocrobError(f"max_examples must be at least 1, got {max_examples}")
+    if batch_size < 1:
+        raise LocrobError(f"batch_size must be at least 1, got {batch_size}")
+    return EvaluationContext(
+        resolve_device(device),
+        split,
+        batch_size,
+        max_examples,
+        seed,
+        Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR,
+        shard.rank,
+        shard.world_size,
+    )
+
+
+def _measured(
+    model: nn.Module,
+    data: ImageData,
+    active: Sequence[Metric],
+    context: EvaluationContext,
+    shard: distributed.Shard,
+) -> tuple[dict[str, MetricResult], float]:
+    """Each metric's result, the model checked first on the device in eval mode, and the
+    seconds from the check's end."""
     with on_device(model, context.device), eval_mode(model):
         check_model(model, context.examples(data)[0], data.num_classes, data.name, context.device)
         start = time.perf_counter()
         with distributed.failures_named(shard):
             results = {metric.name: measure(metric, model, data, context) for metric in active}
-    warn_if_untrained(planned.model)  # after the run, beside its results (or not if it fails)
-    return dataclasses.replace(
-        planned,
-        metrics=results,
-        seconds=round(time.perf_counter() - start, 3),
-    )
+    return results, round(time.perf_counter() - start, 3)
