@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 
@@ -445,3 +446,20 @@ def check_philox_moves(device: str = "cpu") -> None:
         assert torch.allclose(moved, expected, atol=1e-6), (p, width, clamp)
         norms = row_norms(expected - start, p, lead=2)
         assert torch.allclose(denominator, norms, rtol=1e-5, atol=1e-7)
+
+
+def run_in_triton_interpreter(module: str, function: str) -> None:
+    """Run ``module.function()`` of the tests in a process with TRITON_INTERPRET=1, set before
+    anything imports Triton (its interpreter replaces triton.language's functions only then)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "LOCROB_PROGRESS": "0"}
+    for knob in ("LOCROB_TRITON", "LOCROB_FUSED"):
+        env.pop(knob, None)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}; {module}.{function}()"],
+        cwd=Path(__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -4,13 +4,11 @@ interpreter: exact against brute force, and the same Separation as the other ker
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from importlib.util import find_spec
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_in_triton_interpreter
 
 from locrob.pair_distances import separation, triton_exact
 
@@ -66,17 +64,7 @@ def check_in_interpreter() -> None:
 
 @pytest.mark.skipif(find_spec("triton") is None, reason="Triton is not installed")
 def test_the_triton_kernel_is_exact_in_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "LOCROB_PROGRESS": "0"}
-    env.pop("LOCROB_TRITON", None)
-    done = subprocess.run(
-        [sys.executable, "-c", "import test_linf_triton as t; t.check_in_interpreter()"],
-        cwd=Path(__file__).parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_in_triton_interpreter("test_linf_triton", "check_in_interpreter")
 
 
 def test_without_a_device_for_it_the_other_kernels_measure(monkeypatch):

@@ -5,17 +5,13 @@ computes from the same directions."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from importlib.util import find_spec
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import PHILOX_FEATURES as D
 from conftest import PHILOX_SHAPE as SHAPE
-from conftest import check_philox_directions, check_philox_moves
+from conftest import check_philox_directions, check_philox_moves, run_in_triton_interpreter
 
 
 def check_alpha_lim() -> None:
@@ -56,20 +52,9 @@ def check_all() -> None:
 
 @pytest.mark.skipif(find_spec("triton") is None, reason="Triton is not installed")
 def test_the_philox_kernel_in_the_interpreter():
-    """The checks above, with TRITON_INTERPRET=1 set before anything imports Triton (one
-    interpreter process for all: each pays for importing torch and Triton)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "LOCROB_PROGRESS": "0"}
-    env.pop("LOCROB_TRITON", None)
-    env.pop("LOCROB_FUSED", None)
-    done = subprocess.run(
-        [sys.executable, "-c", "import test_philox as t; t.check_all()"],
-        cwd=Path(__file__).parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    """The checks above in one interpreter process (each pays for importing torch and
+    Triton)."""
+    run_in_triton_interpreter("test_philox", "check_all")
 
 
 def test_without_triton_to_run_it_the_sampling_draws_with_torch(monkeypatch):
