@@ -25,14 +25,22 @@ if TYPE_CHECKING:
     from locrob.report import Report
 
 
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """Which of RobustBench's benchmarks: its data set and threat model (``Linf``, ``L2`` or
+    ``corruptions``), the attacks' ``eps``, and how many of its first test images."""
+
+    dataset: str = "cifar10"
+    threat_model: str = "Linf"
+    eps: float | None = 8 / 255
+    max_examples: int = 100
+
+
 def benchmark_alongside(
     model: nn.Module,
     metrics: Sequence[Any] = ("clean", "local-robustness"),
+    benchmark: Benchmark = Benchmark(),
     *,
-    dataset: str = "cifar10",
-    threat_model: str = "Linf",
-    eps: float | None = 8 / 255,
-    max_examples: int = 100,
     data_dir: str | Path = "data",
     batch_size: int = 100,
     device: str | torch.device | None = None,
@@ -41,11 +49,12 @@ def benchmark_alongside(
     name: str | None = None,
     download: bool = False,
 ) -> Report:
-    """RobustBench's own evaluation and locrob's metrics on the same model and examples.
+    """RobustBench's own evaluation and locrob's metrics on the same model and examples;
+    the keywords are :func:`locrob.evaluate`'s.
 
-    The examples are RobustBench's: the first ``max_examples`` test images its loader returns
-    from ``data_dir`` (CIFAR files absent there are an error, unless ``download=True``). For
-    ``Linf`` / ``L2``, clean and AutoAttack (standard) accuracy at ``eps``,
+    The examples are RobustBench's: the first ``benchmark.max_examples`` test images its loader
+    returns from ``data_dir`` (CIFAR files absent there are an error, unless ``download=True``).
+    For ``Linf`` / ``L2``, clean and AutoAttack (standard) accuracy at ``eps``,
     as RobustBench's ``benchmark`` measures them; for ``corruptions`` locrob's ``corruptions``
     metric reads the CIFAR-10-C files through ``load_cifar10c`` (RobustBench's own path crashes
     on CIFAR-10). One report holds both, with RobustBench's ``ModelInfo`` fields under
@@ -56,9 +65,10 @@ def benchmark_alongside(
     from locrob.runtime import resolve_device
     from locrob.sources import as_module
 
-    bench_ds, threat = _benchmark_ids(dataset, threat_model)
+    dataset, eps = benchmark.dataset, benchmark.eps
+    bench_ds, threat = _benchmark_ids(dataset, benchmark.threat_model)
     model, dev = as_module(model), resolve_device(device)
-    data = _benchmark_examples(dataset, bench_ds, max_examples, data_dir, download)
+    data = _benchmark_examples(dataset, bench_ds, benchmark.max_examples, data_dir, download)
     metrics, options = _metrics(metrics, metric_options, threat, dataset, eps)
     report = evaluate(
         model,

@@ -110,7 +110,7 @@ def test_missing_cifar10c_files_are_an_error_that_creates_nothing(tmp_path):
 def test_benchmark_alongside_without_cifar_files_is_an_error_that_creates_nothing(
     tmp_path, monkeypatch
 ):
-    from locrob.adapters.benchmark import benchmark_alongside
+    from locrob.adapters.benchmark import Benchmark, benchmark_alongside
 
     monkeypatch.chdir(tmp_path)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
@@ -124,14 +124,14 @@ def test_benchmark_alongside_without_cifar_files_is_an_error_that_creates_nothin
     with pytest.raises(locrob.LocrobError, match=r"could not download cifar10 into data"):
         benchmark_alongside(model, ["clean"], device="cpu", download=True)
     with pytest.raises(locrob.LocrobError, match=r"benchmarks no mnist/Linf .*data sets: cifar10"):
-        benchmark_alongside(model, ["clean"], dataset="mnist", device="cpu")
+        benchmark_alongside(model, ["clean"], Benchmark("mnist"), device="cpu")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
     fake_cifar10, tmp_path, monkeypatch
 ):
-    from locrob.adapters.benchmark import benchmark_alongside
+    from locrob.adapters.benchmark import Benchmark, benchmark_alongside
 
     root, expected = fake_cifar10
     x = torch.from_numpy(expected["test"][0].reshape(-1, 3, 32, 32)).float() / 255
@@ -144,10 +144,9 @@ def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
     report = benchmark_alongside(
         model,
         ["clean"],
-        max_examples=6,
+        Benchmark(eps=8 / 255, max_examples=6),
         data_dir=root,
         batch_size=6,
-        eps=8 / 255,
         device="cpu",
         name="gray",
     )
@@ -170,7 +169,7 @@ def test_benchmark_alongside_runs_autoattack_and_locrob_on_the_same_examples(
 def test_benchmark_alongside_takes_corruptions_through_load_cifar10c(
     fake_cifar10, tmp_path, monkeypatch
 ):
-    from locrob.adapters.benchmark import benchmark_alongside
+    from locrob.adapters.benchmark import Benchmark, benchmark_alongside
 
     root, expected = fake_cifar10
     written, labels = write_cifar10c(root, ["fog"], n_written=6)
@@ -190,8 +189,7 @@ def test_benchmark_alongside_takes_corruptions_through_load_cifar10c(
     report = benchmark_alongside(
         model,
         ["clean"],
-        threat_model="corruptions",
-        max_examples=6,
+        Benchmark(threat_model="corruptions", max_examples=6),
         data_dir=root,
         device="cpu",
         metric_options={"corruptions": {"corruptions": ["fog"], "severities": [1]}},
