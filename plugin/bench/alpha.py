@@ -23,7 +23,7 @@ from locrob import markdown
 from locrob.alpha.estimate import alpha_lim
 from locrob.alpha.forward import ChunkForward, channels_last, channels_last_pays, compiles
 from locrob.alpha.sampling import forward_batch
-from locrob.alpha.settings import FORWARD_DTYPES, PRESETS, resolve
+from locrob.alpha.settings import FORWARD_DTYPES, PRESETS, AlphaSettings, resolve
 from locrob.runtime import autocast, best_rate, resolve_device
 from locrob.sources import load_dataset, load_model
 
@@ -210,12 +210,7 @@ def bench_model(
     """The figures of one architecture (random weights: speed does not depend on them)."""
     torch.manual_seed(0)
     model = bench_network(name).to(dev).eval()
-    if sizes is None and dev.type == "cpu":
-        sizes = CPU_SIZES.get(name, {}).get(preset, DEFAULT_SIZE)
-    n, draws, n_radii = sizes or (None, None, None)
-    sized = {k: v for k, v in {"max_examples": n, "n_draws": draws}.items() if v is not None}
-    settings = resolve(preset, None, forward_dtype=forward_dtype, compile=compile, **sized)
-    radii = settings.radii[-n_radii:] if n_radii is not None else settings.radii
+    settings, radii = _sized(name, dev, preset, forward_dtype, sizes, compile)
     n, draws = settings.max_examples or 100, settings.n_draws
     x = (images[torch.arange(n) % len(images)].float() / 255).to(dev)
     options = {k: v for k, v in settings.describe().items() if k not in ("radii", "clamp")}
@@ -226,30 +221,15 @@ def bench_model(
         chunks.append(result.settings["chunk_size"])
         return result.evaluations
 
-    engine()  # warm-up, and the chunk the estimator picks for this model
-    total = n * draws * len(radii)
-    # plain inference in the estimator's form: its batch per forward pass, compiled and
-    # channels-last where it is
-    size = forward_batch(n * draws, len(radii), chunks[-1])
-    compiled = compiles(settings.compile, dev, total)
-    layout = channels_last_pays(model, dev, x)
-    form = ChunkForward(model, size, compiled, layout) if compiled or layout else model
-    batch = x[torch.arange(size, device=dev) % n]
-    dtype = FORWARD_DTYPES[forward_dtype]
-
-    @torch.no_grad()
-    def inference() -> int:
-        done = 0
-        with autocast(dev, dtype), channels_last(model, layout):
-            while done < total:
-                form(batch)
-                done += size
-        return done
-
     def authors(rng: str) -> Callable[[], int]:
         return lambda: authors_loop(model, x, radii, draws, settings.noise, rng)[0]
 
-    inference()  # warm-up (cuDNN autotuning, allocator)
+    engine()  # warm-up, and the chunk the estimator picks for this model
+    total = n * draws * len(radii)
+    size = forward_batch(n * draws, len(radii), chunks[-1])
+    compiled = compiles(settings.compile, dev, total)
+    inference = _inference(model, x, size, total, compiled, FORWARD_DTYPES[forward_dtype])
+    inference()  # warm-up (cuDNN autotuning, allocator, compilation)
     # interleaved, best of two each, so that a change in the machine's load reaches all alike
     runs = {"engine": engine, "inference": inference}
     runs.update({"numpy": authors("numpy"), "torch": authors("torch")})
@@ -278,6 +258,51 @@ def bench_model(
         bf16_peak(dev),
         clever,
     )
+
+
+def _sized(
+    name: str,
+    dev: torch.device,
+    preset: str | None,
+    forward_dtype: str,
+    sizes: tuple[int, int, int] | None,
+    compile: str,
+) -> tuple[AlphaSettings, list[float]]:
+    """The preset's settings at the sizes measured (a CPU's defaults, or ``sizes``), and the
+    radii kept (the largest ``sizes[2]``)."""
+    if sizes is None and dev.type == "cpu":
+        sizes = CPU_SIZES.get(name, {}).get(preset, DEFAULT_SIZE)
+    n, draws, n_radii = sizes or (None, None, None)
+    sized = {k: v for k, v in {"max_examples": n, "n_draws": draws}.items() if v is not None}
+    settings = resolve(preset, None, forward_dtype=forward_dtype, compile=compile, **sized)
+    return settings, settings.radii[-n_radii:] if n_radii is not None else settings.radii
+
+
+def _inference(
+    model: nn.Module,
+    x: torch.Tensor,
+    size: int,
+    total: int,
+    compiled: bool,
+    dtype: torch.dtype | None,
+) -> Callable[[], int]:
+    """Plain inference of ``total`` images in the estimator's form: its ``size`` images per
+    forward pass, compiled and channels-last where it is."""
+    dev = x.device
+    layout = channels_last_pays(model, dev, x)
+    form = ChunkForward(model, size, compiled, layout) if compiled or layout else model
+    batch = x[torch.arange(size, device=dev) % len(x)]
+
+    @torch.no_grad()
+    def inference() -> int:
+        done = 0
+        with autocast(dev, dtype), channels_last(model, layout):
+            while done < total:
+                form(batch)
+                done += size
+        return done
+
+    return inference
 
 
 # ART's clever_u settings timed beside alpha_lim: its documented example sizes
