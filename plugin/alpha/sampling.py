@@ -466,20 +466,25 @@ def sample(
         fold(*sampler(start, stop, batch))
         bar.update((stop - start) * n_radii)
     bar.close()
-    bad = ~torch.isfinite(per_point)
-    # every rank learns whether any found NaN or Inf, so that all stop together
-    if bool(shard.sum(bad.any().long().view(1))):
-        if not bool(bad.any()):
-            raise LocrobError("the model returned NaN or Inf on another process's pairs")
-        k, i = bad.nonzero()[0].tolist()
-        radius = float(sampler.radii[k])
-        raise LocrobError(f"the model returned NaN or Inf at point {i} (radius {radius:.4g})")
+    _check_finite(per_point, sampler.radii, shard)
     if shard.world_size > 1:
         # the largest pair index attaining the group's maximum, as one process would find it
         local = per_point.clone()
         shard.max(per_point)
         shard.max(best_pair.masked_fill_(local != per_point, -1))
     return Sampled(per_point, best_pair, sampler.pairs * n_radii)
+
+
+def _check_finite(per_point: torch.Tensor, radii: torch.Tensor, shard: Shard) -> None:
+    """Name the first (point, radius) where the model returned NaN or Inf; every rank of a
+    group learns whether any found one, so that all stop together."""
+    bad = ~torch.isfinite(per_point)
+    if bool(shard.sum(bad.any().long().view(1))):
+        if not bool(bad.any()):
+            raise LocrobError("the model returned NaN or Inf on another process's pairs")
+        k, i = bad.nonzero()[0].tolist()
+        radius = float(radii[k])
+        raise LocrobError(f"the model returned NaN or Inf at point {i} (radius {radius:.4g})")
 
 
 def best_perturbations(
