@@ -383,6 +383,25 @@ def test_a_convolution_norm_from_the_circular_one_bounds_the_exact_norm(
     assert float(exact) <= circular_norm(w, (n, n)) <= 1.5 * float(exact)
 
 
+def test_the_largest_eigenvalue_is_certified_where_power_iteration_ranks_wrongly():
+    """Eigenvalues 1e-6 apart at the top of each matrix, above a second one only 1e-3 lower:
+    a few power iterations cannot tell which matrix holds the largest, so the Cholesky
+    certificate must catch the matrices ranked too low."""
+    from locrob.alpha.bound_graph import largest_eigenvalue
+
+    g = torch.Generator().manual_seed(0)
+    n, batch = 12, 40
+    tops = 1 + 1e-6 * torch.randperm(batch, generator=g, dtype=torch.float64)
+    spectra = torch.rand(batch, n, generator=g, dtype=torch.float64) * 0.5
+    spectra[:, -2] = tops * (1 - 1e-3)
+    spectra[:, -1] = tops
+    q, _ = torch.linalg.qr(torch.randn(batch, n, n, generator=g, dtype=torch.complex128))
+    gram = q @ torch.diag_embed(spectra.to(torch.complex128)) @ q.mH
+    largest = largest_eigenvalue(gram)
+    # the matrices' own rounding moves their eigenvalues by about n u
+    assert float(tops.max()) * (1 - 1e-13) <= largest <= float(tops.max()) * (1 + 2e-8)
+
+
 class _InPlace(nn.Module):
     """Reads a tensor that an in-place ReLU then overwrites."""
 
