@@ -119,6 +119,8 @@ def test_channels_last_for_the_block_then_as_before():
         with channels_last(model, True):
             pass
         assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with channels_last(torch.tanh, False):  # a plain function, as alpha_lim takes
+        pass
 
 
 def test_auto_compiles_long_runs_on_a_gpu_only():

@@ -45,10 +45,10 @@ def channels_last_pays(model: Callable, device: torch.device, example: torch.Ten
 
 
 @contextlib.contextmanager
-def channels_last(model: nn.Module, on: bool) -> Iterator[None]:
+def channels_last(model: Callable, on: bool) -> Iterator[None]:
     """The model's 4-d weights in channels-last memory for the block, then contiguous again
     (left alone if ``on`` is false or any of them was channels-last already)."""
-    four_d = [t for t in (*model.parameters(), *model.buffers()) if t.ndim == 4]
+    four_d = [t for t in (*model.parameters(), *model.buffers()) if t.ndim == 4] if on else []
     if not on or any(not t.is_contiguous() for t in four_d):
         yield
         return
