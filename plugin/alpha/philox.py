@@ -108,7 +108,8 @@ class PhiloxDraws(Draws):
     ) -> None:
         x, radii, denominator, n_draws, clamp = move or (out, out, out, 1, None)
         lo, hi = clamp if clamp is not None else (0.0, 0.0)
-        _kernel()[(pairs * columns,)](
+        rows, (rows_per_program, block) = pairs * columns, _blocks(self.features)
+        _kernel()[(-(-rows // rows_per_program),)](
             x,
             radii,
             out,
@@ -120,11 +121,24 @@ class PhiloxDraws(Draws):
             first_column,
             self.width,
             self.features,
+            rows,
             float(lo),
             float(hi),
             MOVE=move is not None,
             CLAMP=clamp is not None,
             LINF=self.p == float("inf"),
             GAUSSIAN=self.noise == "gaussian",
-            BLOCK=64 if interpreted() else BLOCK,
+            ROWS=rows_per_program,
+            BLOCK=block,
         )
+
+
+def _blocks(features: int) -> tuple[int, int]:
+    """Rows per program and elements per step: on a GPU, one row of up to 1024 elements per
+    step (an image's row fills the block); a small image several rows per program, so that a
+    program still has a block's work; in the interpreter, which runs each program in numpy,
+    many rows at once (fewer programs)."""
+    if interpreted():
+        return 32, 64
+    block = min(BLOCK, max(16, 1 << (features - 1).bit_length()))
+    return max(1, BLOCK // block), block
