@@ -33,6 +33,7 @@ FIGURES = [
 ]
 
 
+@pytest.mark.slow
 def test_demo_writes_table_2_figures_and_reuses_its_models(tmp_path):
     written = run_demo(tmp_path, TINY, device="cpu")
     names = {p.name for p in written}

@@ -158,7 +158,7 @@ def single() -> dict:
     }
 
 
-@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("world_size", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_every_rank_reports_what_one_process_measures(world_size, single, tmp_path):
     reports = _run_group(world_size, tmp_path)
     for found in reports:
@@ -363,6 +363,7 @@ def faults(tmp_path_factory) -> tuple[Path, list[int | None], list[dict]]:
     return tmp, [process.exitcode for process in context.processes], seen
 
 
+@pytest.mark.slow  # the fault cases' spawned group of 3
 def test_a_failing_rank_stops_every_rank_with_its_cause(faults):
     tmp, _, seen = faults
     assert seen[1]["raises"]["message"] == "LocrobError: disk full"
@@ -373,6 +374,7 @@ def test_a_failing_rank_stops_every_rank_with_its_cause(faults):
     assert not (tmp / "raises" / "report.json").exists()
 
 
+@pytest.mark.slow  # the fault cases' spawned group of 3
 def test_a_killed_rank_is_named_by_the_others(faults):
     """Rank 1 of 3 dies without a word: the others stop in bounded time; rank 0 names it."""
     tmp, codes, seen = faults
@@ -384,6 +386,7 @@ def test_a_killed_rank_is_named_by_the_others(faults):
     assert not (tmp / "killed" / "report.json").exists()
 
 
+@pytest.mark.slow  # the fault cases' spawned group of 3
 @pytest.mark.parametrize("case", DIFFER)
 def test_ranks_of_other_inputs_are_refused_at_start_naming_what_differs(faults, case):
     """Another model, other data (the same name and shape, one pixel apart) or other
@@ -408,6 +411,7 @@ def test_ranks_of_other_inputs_are_refused_at_start_naming_what_differs(faults, 
     assert not (tmp / case / "report.json").exists()
 
 
+@pytest.mark.slow  # the fault cases' spawned group of 3
 def test_the_ranks_wait_for_rank_0_alone_past_the_backends_timeout(faults):
     """They wait in the store, not in a collective that would give up after 2 s here; rank 0
     alone warns that the metric is not shardable, and writes the report."""

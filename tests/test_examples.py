@@ -22,6 +22,7 @@ def script(name: str) -> dict:
     return runpy.run_path(str(EXAMPLES / name), run_name="example")
 
 
+@pytest.mark.slow
 def test_reproduce_cifar10_runs_the_study_on_cifar10_with_preact_resnet18(fake_cifar10, tmp_path):
     root, expected = fake_cifar10
     out = tmp_path / "run"

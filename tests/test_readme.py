@@ -60,6 +60,7 @@ def _plugin_block() -> str:
     return block
 
 
+@pytest.mark.slow
 def test_python_api_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     examples = [b for b in _blocks("python") if "register_metrics" not in b]
