@@ -244,6 +244,7 @@ def test_bench_corruptions_runs_the_real_imagecorruptions():
     assert row.reference_ips > 0 and row.reference_error == ""
 
 
+@pytest.mark.slow
 def test_bench_distributed_times_one_and_two_processes_and_counts_the_reduced_bytes():
     from dataclasses import replace
 

@@ -116,6 +116,7 @@ def test_out_is_relative_to_the_file_unless_given(tmp_path):
     assert load_sweep(file, out=tmp_path / "x").out == tmp_path / "x"
 
 
+@pytest.mark.slow
 def test_a_job_of_several_tasks_is_one_group_and_reports_what_one_process_measures(
     tmp_path, checkpoint
 ):
