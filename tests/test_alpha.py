@@ -286,7 +286,7 @@ def test_the_tuners_chunks_are_part_of_the_run_not_sampled_twice():
         return result, sum(seen)
 
     tuned, tuned_images = run()
-    assert {15, 126} <= set(seen)  # chunks of 5 and of 42 pairs x 3 radii were timed
+    assert {15, 63} <= set(seen)  # chunks of 5 and of 21 pairs x 3 radii were timed
     fixed, fixed_images = run(chunk_size=tuned.settings["chunk_size"])
     assert tuned_images == fixed_images  # thrown away and sampled again, they would count twice
     assert fixed_images >= 8 * 100 * 3

@@ -320,7 +320,9 @@ def tuned_chunk(sampler: Sampler, largest: int, evaluations: int, keep: bool = F
     faster; but every chunk also pays a fixed cost in Python and kernel launches, which only
     timing the real step sees. The choice is cached per model, input shape, precision, device
     and number of radii. It does not change which directions are drawn (they are addressed by
-    pair index), only fp32 rounding. The chunks timed are the run's first pairs in order:
+    pair index), only fp32 rounding. Every candidate is timed on about as many images as two
+    chunks of the largest (a chunk of 30 images takes about a millisecond: timed alone it is
+    noise). The chunks timed are the run's first pairs in order:
     with ``keep`` (the run starts at pair 0 and goes on from them) they are returned, so
     timing costs nothing, and candidates are tried while their chunks fit in half the run;
     otherwise they are thrown away, and only candidates whose chunks fit in 1/``TUNE_SHARE``
@@ -328,15 +330,8 @@ def tuned_chunk(sampler: Sampler, largest: int, evaluations: int, keep: bool = F
     smallest and a GPU the largest.
     """
     ev, n_radii = sampler.ev, len(sampler.radii)
-    share = KEPT_SHARE if keep else TUNE_SHARE
-    candidates, cost = [], 0
-    size = TUNE_START
-    while size <= max(largest, TUNE_START) and cost + _timed_images(sampler, size) <= (
-        evaluations // share
-    ):
-        candidates.append(size)
-        cost += _timed_images(sampler, size)
-        size *= 2
+    plan = _timing_plan(sampler, largest, evaluations // (KEPT_SHARE if keep else TUNE_SHARE))
+    candidates = [size for size, _ in plan]
     if len(candidates) < 2:
         return Tuned(largest if ev.device.type == "cuda" else min(largest, TUNE_START), [])
     x = sampler.x
@@ -354,9 +349,8 @@ def tuned_chunk(sampler: Sampler, largest: int, evaluations: int, keep: bool = F
     if key in cache:
         return Tuned(cache[key], [])
     rates, position, chunks = {}, 0, []
-    for size in candidates:
+    for size, rounds in plan:
         pairs = _timed_pairs(sampler, size)
-        rounds = _rounds(sampler, pairs)
         for i in range(rounds):
             if i == 1:  # the first chunk is the warm-up (allocator, kernel selection)
                 synchronize(ev.device)
@@ -369,19 +363,32 @@ def tuned_chunk(sampler: Sampler, largest: int, evaluations: int, keep: bool = F
     return Tuned(cache[key], chunks, position) if keep else Tuned(cache[key], [])
 
 
+def _timing_plan(sampler: Sampler, largest: int, budget: int) -> list[tuple[int, int]]:
+    """The candidates 16, 32, ... up to ``largest`` and the chunks each is timed on: a warm-up,
+    then consecutive chunks (a unit of directions shared as in the real run) of about twice
+    the largest candidate's images in all; as many candidates as fit in ``budget`` images."""
+    plan: list[tuple[int, int]] = []
+    size = TUNE_START
+    while size <= max(largest, TUNE_START):
+        sizes = [*(s for s, _ in plan), size]
+        target = 2 * _chunk_images(sampler, size)
+        trial = [
+            (s, 1 + max(2, sampler.draws.unit // _timed_pairs(sampler, s), -(-target // c)))
+            for s in sizes
+            for c in [_chunk_images(sampler, s)]
+        ]
+        if sum(rounds * _chunk_images(sampler, s) for s, rounds in trial) > budget:
+            break
+        plan, size = trial, size * 2
+    return plan
+
+
 def _timed_pairs(sampler: Sampler, size: int) -> int:
     return min(sampler.pairs, max(1, size // len(sampler.radii)))
 
 
-def _rounds(sampler: Sampler, pairs: int) -> int:
-    """Chunks timed per candidate: consecutive ones, so that a unit of directions is shared
-    as in the real run, the first of them a warm-up."""
-    return 1 + max(2, sampler.draws.unit // pairs)
-
-
-def _timed_images(sampler: Sampler, size: int) -> int:
-    pairs = _timed_pairs(sampler, size)
-    return _rounds(sampler, pairs) * pairs * len(sampler.radii)
+def _chunk_images(sampler: Sampler, size: int) -> int:
+    return _timed_pairs(sampler, size) * len(sampler.radii)
 
 
 def _weakrefable(obj: object) -> bool:
