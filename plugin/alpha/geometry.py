@@ -66,10 +66,15 @@ class Draws:
     ) -> None:
         self.seed, self.shape, self.p, self.noise, self.device = seed, shape, p, noise, device
         self.width, self.stream = width, stream
-        self.unit = max(1, (256 if device.type == "cuda" else 16) // width)  # indices per unit
+        self.unit = self.unit_size(device, width)
         self.generator = torch.Generator(device)
         # the last unit drawn on its own: consecutive chunks smaller than a unit share it
         self._last: tuple[int, torch.Tensor] | None = None
+
+    @staticmethod
+    def unit_size(device: torch.device, width: int) -> int:
+        """Indices drawn at once: about 16 directions on a CPU and 256 on a GPU."""
+        return max(1, (256 if device.type == "cuda" else 16) // width)
 
     def sibling(self, stream: int, width: int = 1) -> Draws:
         """Another stream of the same seed, shape and noise (unrelated directions)."""

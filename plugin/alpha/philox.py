@@ -50,20 +50,18 @@ class PhiloxDraws(Draws):
     :class:`locrob.alpha.geometry.Draws` whose numbers come from the kernel, with
     :meth:`perturbed`, which moves points along them without writing the directions anywhere."""
 
-    def __init__(
-        self,
-        seed: int,
-        shape: tuple[int, ...],
-        p: float,
-        noise: str,
-        device: torch.device,
-        width: int = 1,
-        stream: int = 0,
-    ) -> None:
-        super().__init__(seed, shape, p, noise, device, width, stream)
-        self.unit = 1  # every index drawn on its own: no group to share
-        self.features = int(torch.Size(shape).numel())
-        self._philox_seed = mix_seed(seed, stream) & (2**63 - 1)
+    @staticmethod
+    def unit_size(device: torch.device, width: int) -> int:
+        """Every index drawn on its own: no group to share."""
+        return 1
+
+    @property
+    def features(self) -> int:
+        return int(torch.Size(self.shape).numel())
+
+    @property
+    def _philox_seed(self) -> int:
+        return mix_seed(self.seed, self.stream) & (2**63 - 1)
 
     def get(self, start: int, stop: int) -> torch.Tensor:
         """Directions of indices ``start..stop-1``: shape (stop - start, width, *shape)."""
