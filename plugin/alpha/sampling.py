@@ -262,36 +262,36 @@ class Sampler:
         x, f_x, top = self.x[points], self.f_x[points], self.top[points]
         n_radii = len(self.radii)
         group = max(1, min(n_radii, batch // len(points)))  # radii per forward pass
-        if isinstance(self.draws, PhiloxDraws):  # drawn, moved and clamped in one kernel
-            parts = [
-                self.ev.ratios_moved(
-                    x,
-                    *self.draws.perturbed(
-                        self.x,
-                        start,
-                        stop - start,
-                        self.n_draws,
-                        self.radii,
-                        k,
-                        min(group, n_radii - k),
-                        self.ev.clamp,
-                    ),
-                    f_x,
-                    top,
-                    self.radii[k : k + group],
-                )
-                for k in range(0, n_radii, group)
-            ]
-        else:
+        # where the kernel draws, directions are never materialized
+        d = None
+        if not isinstance(self.draws, PhiloxDraws):
             d = self.draws.get(start, stop).to(self.ev.compute_dtype)
-            shared = d.shape[1] == 1
-            parts = [
-                self.ev.ratios_along(
-                    x, d if shared else d[:, k : k + group], self.radii[k : k + group], f_x, top
-                )
-                for k in range(0, n_radii, group)
-            ]
+        parts = [
+            self._radii_ratios(x, f_x, top, d, start, stop, k, min(group, n_radii - k))
+            for k in range(0, n_radii, group)
+        ]
         return pairs, points, (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).t()
+
+    def _radii_ratios(
+        self,
+        x: torch.Tensor,
+        f_x: torch.Tensor,
+        top: torch.Tensor,
+        d: torch.Tensor | None,
+        start: int,
+        stop: int,
+        k: int,
+        size: int,
+    ) -> torch.Tensor:
+        """The chunk's ratios at radii ``k..k+size-1``, one forward pass: along the directions
+        ``d``, or, with none, drawn, moved and clamped in the Philox kernel."""
+        r = self.radii[k : k + size]
+        if d is None:
+            moved, denominator = self.draws.perturbed(
+                self.x, start, stop - start, self.n_draws, self.radii, k, size, self.ev.clamp
+            )
+            return self.ev.ratios_moved(x, moved, denominator, f_x, top, r)
+        return self.ev.ratios_along(x, d if d.shape[1] == 1 else d[:, k : k + size], r, f_x, top)
 
 
 def forward_batch(pairs: int, n_radii: int, batch: int) -> int:
@@ -371,16 +371,19 @@ def _timing_plan(sampler: Sampler, largest: int, budget: int) -> list[tuple[int,
     size = TUNE_START
     while size <= max(largest, TUNE_START):
         sizes = [*(s for s, _ in plan), size]
-        target = 2 * _chunk_images(sampler, size)
-        trial = [
-            (s, 1 + max(2, sampler.draws.unit // _timed_pairs(sampler, s), -(-target // c)))
-            for s in sizes
-            for c in [_chunk_images(sampler, s)]
-        ]
+        target = 2 * _chunk_images(sampler, size)  # images each candidate is timed on
+        trial = [(s, 1 + _timed_chunks(sampler, s, target)) for s in sizes]
         if sum(rounds * _chunk_images(sampler, s) for s, rounds in trial) > budget:
             break
         plan, size = trial, size * 2
     return plan
+
+
+def _timed_chunks(sampler: Sampler, size: int, target: int) -> int:
+    """Chunks of ``size`` timed after the warm-up: at least two, a whole unit of directions,
+    and ``target`` images."""
+    images = _chunk_images(sampler, size)
+    return max(2, sampler.draws.unit // _timed_pairs(sampler, size), -(-target // images))
 
 
 def _timed_pairs(sampler: Sampler, size: int) -> int:
