@@ -1,10 +1,17 @@
 """The uint8 L-inf distance histogram of a tile of image pairs as one Triton kernel.
 
-Each program takes a block of rows from each side, walks their bytes a slice at a time,
-keeps each pair's largest absolute difference in registers and, at the end, adds each
-distinct-class pair to its class pair's 256-bin histogram with an atomic add: no distance
-matrix is written anywhere, only the C x C x 256 counts. Runs where Triton can run it: on a
-CUDA device, or anywhere under Triton's interpreter (``TRITON_INTERPRET=1``, for tests). No
+Each program takes a block of rows from each side, walks their bytes a slice at a time and
+keeps each pair's largest absolute difference in registers; no distance matrix is written
+anywhere, only the C x C x 256 counts. The rows come sorted by class (:mod:`locrob.pair_distances`
+sorts them), so most blocks hold one class each: a block pair of one class has no
+distinct-class pair and skips all work, and a pair of two classes adds one 256-bin histogram,
+built in the program, to its class pair's counts (256 atomic adds where a mixed block adds
+one per pair). The ``packed`` blocks hold four bytes in each 32-bit register and take their
+absolute difference and running maximum with CUDA's SIMD byte instructions (``vabsdiff4``,
+``vmax4``), four lanes per instruction.
+
+Runs where Triton can run it: on a CUDA device, or anywhere under Triton's interpreter
+(``TRITON_INTERPRET=1``, for tests; it runs the byte-wise blocks, since it cannot run PTX). No
 library computes this histogram (``torch.cdist`` writes every distance to memory and works in
 floats), hence the kernel.
 """
@@ -14,22 +21,44 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.util import find_spec
 
 import torch
 
 BINS = 256  # one per grey level of distance
-# block shapes (rows of a, rows of b, bytes per step) and warps that the autotuner times on a
-# GPU at the first tile of each feature count; the interpreter takes small fixed blocks
+
+
+@dataclass(frozen=True)
+class Block:
+    """One launch shape: rows of each side per program, columns per unrolled step (bytes, or
+    4-byte words when ``packed``), warps, and whether the bytes go four to a register through
+    the 16-bit-lane DPX instructions (``packed``: CUDA sm_90 or newer, rows of 4k bytes)."""
+
+    rows_a: int
+    rows_b: int
+    unroll: int
+    warps: int = 4
+    packed: bool = False
+
+    def __str__(self) -> str:
+        form = "packed" if self.packed else "bytes"
+        return f"{self.rows_a}x{self.rows_b}x{self.unroll} {form}, {self.warps} warps"
+
+
+# the shapes timed on a GPU at first use of each tile shape (pair_distances.triton_block):
+# those that sm_90's register file holds without spilling (ptxas, Triton 3.8)
 CUDA_BLOCKS = (
-    (32, 32, 8, 4),
-    (64, 32, 8, 4),
-    (64, 64, 4, 8),
-    (64, 64, 8, 8),
-    (128, 64, 4, 8),
-    (16, 16, 32, 4),
+    Block(64, 64, 8),
+    Block(128, 128, 8, 8),
+    Block(64, 64, 4, packed=True),
+    Block(128, 64, 4, 8, packed=True),
+    Block(128, 128, 4, 8, packed=True),
+    Block(128, 128, 8, 8, packed=True),
 )
-INTERPRETER_BLOCKS = (16, 16, 16)
+# the interpreter runs each program in numpy: small blocks keep its arrays small; it runs
+# the packed form with the lane arithmetic in plain words (it cannot run PTX)
+INTERPRETER_BLOCKS = (Block(16, 16, 4), Block(16, 16, 2, packed=True))
 
 
 def interpreted() -> bool:
@@ -45,65 +74,19 @@ def usable(device: torch.device) -> bool:
     return find_spec("triton") is not None and (device.type == "cuda" or interpreted())
 
 
+def candidates(features: int) -> tuple[Block, ...]:
+    """The launch shapes worth timing where the kernel runs now, for rows of ``features``
+    bytes (the packed ones read 4-byte words)."""
+    blocks = INTERPRETER_BLOCKS if interpreted() else CUDA_BLOCKS
+    return tuple(b for b in blocks if not b.packed or features % 4 == 0)
+
+
 @functools.cache
-def _kernel(interpreter: bool) -> Callable:
-    """The jitted kernel, built on first use (Triton picks the interpreter when it builds)."""
-    import triton
-    import triton.language as tl
+def _kernel() -> Callable:
+    """The jitted kernel, imported on first use (Triton picks the interpreter when it builds)."""
+    from locrob.linf_kernel import histogram
 
-    @triton.jit
-    def histogram(
-        a_ptr,
-        b_ptr,
-        la_ptr,
-        lb_ptr,
-        out_ptr,
-        n_a,
-        n_b,
-        features,
-        classes,
-        diagonal,
-        BA: tl.constexpr,
-        BB: tl.constexpr,
-        BF: tl.constexpr,
-    ):
-        pa, pb = tl.program_id(0), tl.program_id(1)
-        ra = pa * BA + tl.arange(0, BA)
-        rb = pb * BB + tl.arange(0, BB)
-        largest = tl.zeros((BA, BB), dtype=tl.int32)
-        # a diagonal tile keeps the pairs j > i: blocks wholly below it have nothing to do
-        if (diagonal == 0) | (pb * BB + BB > pa * BA):
-            for f0 in range(0, features, BF):
-                cols = f0 + tl.arange(0, BF)
-                a = tl.load(
-                    a_ptr + ra[:, None] * features + cols[None, :],
-                    mask=(ra[:, None] < n_a) & (cols[None, :] < features),
-                    other=0,
-                ).to(tl.int32)
-                b = tl.load(
-                    b_ptr + rb[:, None] * features + cols[None, :],
-                    mask=(rb[:, None] < n_b) & (cols[None, :] < features),
-                    other=0,
-                ).to(tl.int32)
-                gap = tl.abs(a[:, None, :] - b[None, :, :])
-                largest = tl.maximum(largest, tl.max(gap, axis=2))
-            la = tl.load(la_ptr + ra, mask=ra < n_a, other=0)
-            lb = tl.load(lb_ptr + rb, mask=rb < n_b, other=0)
-            keep = (ra[:, None] < n_a) & (rb[None, :] < n_b) & (la[:, None] != lb[None, :])
-            keep = keep & ((diagonal == 0) | (rb[None, :] > ra[:, None]))
-            low = tl.minimum(la[:, None], lb[None, :])
-            high = tl.maximum(la[:, None], lb[None, :])
-            where = (low * classes + high) * 256 + largest
-            tl.atomic_add(out_ptr + where, tl.full((BA, BB), 1, tl.int64), mask=keep)
-
-    if interpreter:
-        return histogram
-    configs = [
-        triton.Config({"BA": ba, "BB": bb, "BF": bf}, num_warps=warps)
-        for ba, bb, bf, warps in CUDA_BLOCKS
-    ]
-    # each timing run adds to the counts: restored after each, so only the real call counts
-    return triton.autotune(configs, key=["features"], restore_value=["out_ptr"])(histogram)
+    return histogram
 
 
 def add_tile(
@@ -114,24 +97,20 @@ def add_tile(
     classes: int,
     out: torch.Tensor,
     diagonal: bool,
+    block: Block,
 ) -> None:
     """Adds the distinct-class pairs of rows ``a`` x rows ``b`` (uint8, (n, features), on one
     device; labels 0..classes-1) to ``out``, the (classes * classes * 256,) int64 counts at
     (lower class, higher class, distance in grey levels); on a ``diagonal`` tile (``a`` and
-    ``b`` the same rows) each unordered pair once."""
-    interpreter = interpreted()
-    import triton
-
-    # the interpreter runs each program in numpy: small blocks keep its arrays small
-    ba, bb, bf = INTERPRETER_BLOCKS
-    blocks = {"BA": ba, "BB": bb, "BF": bf} if interpreter else {}
-
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(len(a), meta["BA"]), triton.cdiv(len(b), meta["BB"])
-
-    _kernel(interpreter)[grid](
-        a.contiguous(),
-        b.contiguous(),
+    ``b`` the same rows) each unordered pair once. Exact in any row order; fastest with the
+    rows sorted by class."""
+    grid = (-(-len(a) // block.rows_a), -(-len(b) // block.rows_b))
+    a, b = a.contiguous(), b.contiguous()
+    if block.packed:  # the same bytes, read four at a time
+        a, b = a.view(torch.int32), b.view(torch.int32)
+    _kernel()[grid](
+        a,
+        b,
         labels_a.to(torch.int32).contiguous(),
         labels_b.to(torch.int32).contiguous(),
         out,
@@ -140,5 +119,10 @@ def add_tile(
         a.shape[1],
         classes,
         int(diagonal),
-        **blocks,
+        BA=block.rows_a,
+        BB=block.rows_b,
+        UNROLL=block.unroll,
+        PACKED=block.packed,
+        EMULATED=interpreted(),
+        num_warps=block.warps,
     )

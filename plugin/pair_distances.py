@@ -19,7 +19,6 @@ value at threshold t counts the pairs certainly below t, and at most one bin's p
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import warnings
@@ -275,46 +274,160 @@ def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
 
 
 TRITON_TILE = 4096  # rows per side of a tile the Triton kernel takes in one launch, at least
+TIMING_CLASSES = 8  # runs of sorted labels in the tile that times the Triton kernel's shapes
 
 
-@functools.cache
-def _triton_checked(device: str, features: int) -> bool:
-    """Whether the Triton kernel reproduces ``torch.cdist``'s histogram on the probe tiles
-    (every feature deciding some distances) on ``device``, off and on a diagonal tile."""
-    dev = torch.device(device)
-    for a, b in _probes(64, features, dev):
-        half = torch.arange(64, device=dev) % 2
-        out = torch.zeros(4 * PAIR_BINS, dtype=torch.long, device=dev)
-        linf_triton.add_tile(a, b, torch.zeros_like(half), torch.ones_like(half), 2, out, False)
-        across = torch.bincount(_linf_levels_cdist(a, b).flatten().long(), minlength=PAIR_BINS)
-        on = torch.zeros_like(out)
-        linf_triton.add_tile(a, a, half, half, 2, on, True)
-        levels = _linf_levels_cdist(a, a)
-        distinct = (half[:, None] != half[None, :]).triu(diagonal=1)
-        within = torch.bincount(levels[distinct].long(), minlength=PAIR_BINS)
-        if not (torch.equal(out.view(4, -1)[1], across) and torch.equal(on.view(4, -1)[1], within)):
-            return False
+@dataclass(frozen=True)
+class BlockChoice:
+    """The Triton kernel's launch shape for a device and a tile shape, with the evidence: each
+    exact candidate's pairs/s on a tile of that shape (empty when only one could run)."""
+
+    block: linf_triton.Block
+    rates: dict[str, float]
+
+
+_blocks: dict[tuple[str, int, int], BlockChoice | None] = {}
+
+
+def _distinct(labels_a: torch.Tensor, labels_b: torch.Tensor, diagonal: bool) -> torch.Tensor:
+    """Which pairs of a tile count: distinct classes, and on a ``diagonal`` tile (both sides
+    the same rows) only j > i, so each unordered pair once."""
+    keep = labels_a[:, None] != labels_b[None, :]
+    return keep.triu(diagonal=1) if diagonal else keep
+
+
+def _by_class_pair(
+    bins: torch.Tensor,
+    labels_a: torch.Tensor,
+    labels_b: torch.Tensor,
+    keep: torch.Tensor,
+    classes: int,
+) -> torch.Tensor:
+    """The (classes * classes * PAIR_BINS,) counts at (lower class, higher class, bin) of the
+    kept pairs of a tile, given each kept pair's bin (0..PAIR_BINS-1)."""
+    ci, cj = labels_a[:, None], labels_b[None, :]
+    low = torch.minimum(ci, cj).expand_as(keep)[keep]
+    high = torch.maximum(ci, cj).expand_as(keep)[keep]
+    return torch.bincount(
+        (low * classes + high) * PAIR_BINS + bins, minlength=classes * classes * PAIR_BINS
+    )
+
+
+def _sorted_labels(rows: int, classes: int, device: torch.device) -> torch.Tensor:
+    """``classes`` runs of equal labels, as a tile of class-sorted rows holds."""
+    return torch.arange(rows, device=device) * classes // rows
+
+
+def _block_exact(block: linf_triton.Block, device: torch.device, features: int) -> bool:
+    """Whether the Triton kernel in ``block``'s shape reproduces ``torch.cdist``'s class-pair
+    histogram on the probe tiles (every feature deciding some distances) along each of its
+    paths: two classes in runs of a block's rows, off the diagonal and on it (blocks of one
+    class each, some of the same class on both sides), and alternating on it (mixed blocks)."""
+    rows = 2 * max(block.rows_a, block.rows_b)
+    ordered = _sorted_labels(rows, 2, device)
+    alternating = torch.arange(rows, device=device) % 2
+    for a, b in _probes(rows, features, device):
+        for x, y, labels, diagonal in (
+            (a, b, ordered, False),
+            (a, a, ordered, True),
+            (a, a, alternating, True),
+        ):
+            out = torch.zeros(4 * PAIR_BINS, dtype=torch.long, device=device)
+            linf_triton.add_tile(x, y, labels, labels, 2, out, diagonal, block)
+            keep = _distinct(labels, labels, diagonal)
+            levels = _linf_levels_cdist(x, y)[keep].long()
+            if not torch.equal(out, _by_class_pair(levels, labels, labels, keep, 2)):
+                return False
     return True
 
 
-def triton_exact(device: torch.device, features: int) -> bool:
-    """Whether :func:`separation` takes the Triton kernel for uint8 L-inf on ``device``: where
-    it can run (:func:`locrob.linf_triton.usable`) and reproduced the exact histogram on the
-    probes (else a warning, and the kernels below)."""
+def _block_rate(block: linf_triton.Block, device: torch.device, rows: int, features: int) -> float:
+    """Pairs per second of the Triton kernel in ``block``'s shape on one off-diagonal tile of
+    ``rows`` x ``rows`` random rows with sorted labels (its result thrown away)."""
+    g = torch.Generator().manual_seed(1)
+    a, b = (torch.randint(0, 256, (rows, features), generator=g, dtype=torch.uint8) for _ in "ab")
+    a, b, labels = a.to(device), b.to(device), _sorted_labels(rows, TIMING_CLASSES, device)
+    out = torch.zeros(TIMING_CLASSES**2 * PAIR_BINS, dtype=torch.long, device=device)
+
+    def run() -> int:
+        linf_triton.add_tile(a, b, labels, labels, TIMING_CLASSES, out, False, block)
+        return rows * rows
+
+    run()  # built already by the probes; this call warms the caches
+    return best_rate(run, device, repeats=3)
+
+
+def triton_block(device: torch.device, rows: int, features: int) -> BlockChoice | None:
+    """The Triton kernel's launch shape for tiles of ``rows`` x ``rows`` rows of ``features``
+    bytes on ``device``, or None where :func:`separation` does not take the kernel.
+
+    None where it cannot run (:func:`locrob.linf_triton.usable`). Otherwise each candidate
+    shape must reproduce the exact histogram on the probes (a shape that fails to build or
+    counts wrong is left out, with a warning; None, and the other kernels, when none is left),
+    and the exact ones are timed on a tile of the run's shape at first use: the fastest runs
+    (in Triton's interpreter, the first).
+    """
     if not linf_triton.usable(device):
-        return False
-    try:
-        exact = _triton_checked(str(device), features)
-    except Exception as err:  # a Triton that cannot build for this device
-        warnings.warn(
-            f"separation: the Triton kernel failed ({err}); using the others", stacklevel=2
-        )
-        return False
-    if not exact:
-        warnings.warn(
-            "separation: the Triton kernel's histogram was wrong; using the others", stacklevel=2
-        )
-    return exact
+        return None
+    key = (str(device), rows, features)
+    if key not in _blocks:
+        exact, left_out = [], []
+        for block in linf_triton.candidates(features):
+            try:
+                if _block_exact(block, device, features):
+                    exact.append(block)
+                else:
+                    left_out.append(f"{block} (wrong histogram)")
+            except Exception as err:  # a shape this Triton or this device cannot build
+                left_out.append(f"{block} ({type(err).__name__})")
+        if left_out:
+            fallback = "" if exact else "; using the other kernels"
+            warnings.warn(
+                f"separation: Triton kernel shapes left out: {', '.join(left_out)}{fallback}",
+                stacklevel=2,
+            )
+        rates = {}
+        if len(exact) > 1 and not linf_triton.interpreted():  # numpy's pace says nothing
+            rates = {str(b): _block_rate(b, device, rows, features) for b in exact}
+            exact.sort(key=lambda b: -rates[str(b)])
+        _blocks[key] = BlockChoice(exact[0], rates) if exact else None
+    return _blocks[key]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How the exact (uint8 L-inf) histogram of a set of images is tiled, and which kernel
+    fills it: the Triton kernel's shape, or else the faster of the others."""
+
+    tile: int
+    triton: BlockChoice | None
+    kernel: KernelChoice | None
+
+    @property
+    def name(self) -> str:
+        if self.triton is not None:
+            return f"Triton kernel ({self.triton.block})"
+        assert self.kernel is not None
+        return f"{self.kernel.name} kernel"
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """The evidence for the choice: each candidate's pairs/s on the tile that chose it."""
+        chosen = self.triton if self.triton is not None else self.kernel
+        assert chosen is not None
+        return chosen.rates
+
+
+def linf_plan(device: torch.device, n: int, tile: int, features: int) -> TilePlan:
+    """The plan for ``n`` uint8 images of ``features`` bytes in L-inf: the Triton kernel on
+    tiles of at least ``TRITON_TILE`` rows where it runs and is exact, else ``tile`` rows
+    through :func:`linf_kernel`'s choice."""
+    big = tile_rows(n, max(tile, TRITON_TILE))
+    triton = triton_block(device, big, features)
+    if triton is not None:
+        return TilePlan(big, triton, None)
+    small = tile_rows(n, tile)
+    return TilePlan(small, None, linf_kernel(device, small, features))
 
 
 def tile_rows(n: int, tile: int) -> int:
@@ -353,7 +466,7 @@ class _Tally:
     n_classes: int
     p: float
     exact: bool
-    in_kernel: bool  # the Triton kernel fills the histogram itself
+    block: linf_triton.Block | None  # the Triton kernel's shape, where it fills the histogram
     tile: int
     upper: float
     counts: torch.Tensor  # (bins,)
@@ -378,58 +491,50 @@ class _Tally:
         scale = 1.0 if images.dtype == torch.uint8 else 255.0
         # uint8 L-inf stays in integers (the fused kernel); the rest goes through cdist in fp64
         values = flat.to(dev) if exact else flat.to(dev, torch.float64) * scale
-        in_kernel = exact and triton_exact(dev, flat.shape[1])
-        tile = tile_rows(len(values), max(tile, TRITON_TILE) if in_kernel else tile)
-        kernel, buffers = None, None
-        if exact and not in_kernel:  # every tile through the same two buffers: one kernel shape
-            kernel = linf_kernel(dev, tile, flat.shape[1]).kernel
+        index = {c: i for i, c in enumerate(classes)}
+        dense = torch.tensor([index[c] for c in labels], device=dev)
+        plan = linf_plan(dev, len(values), tile, flat.shape[1]) if exact else None
+        tile = tile_rows(len(values), tile) if plan is None else plan.tile
+        buffers = None
+        if plan is not None and plan.triton is not None:  # sorted: most blocks of one class
+            order = torch.argsort(dense, stable=True)
+            values, dense = values[order], dense[order]
+        elif plan is not None:  # every tile through the same two buffers: one kernel shape
             buffers = [
                 torch.zeros(tile, flat.shape[1], dtype=torch.uint8, device=dev) for _ in "ab"
             ]
-        index = {c: i for i, c in enumerate(classes)}
         n_classes = len(classes)
         return cls(
             values=values,
-            dense=torch.tensor([index[c] for c in labels], device=dev),
+            dense=dense,
             n_classes=n_classes,
             p=p,
             exact=exact,
-            in_kernel=in_kernel,
+            block=None if plan is None or plan.triton is None else plan.triton.block,
             tile=tile,
             upper=1.0 if p == float("inf") else math.sqrt(flat.shape[1]),
             counts=torch.zeros(EXACT_BINS if exact else FINE_BINS, dtype=torch.long, device=dev),
             pair_counts=torch.zeros(
                 n_classes * n_classes * PAIR_BINS, dtype=torch.long, device=dev
             ),
-            kernel=kernel,
+            kernel=None if plan is None or plan.kernel is None else plan.kernel.kernel,
             buffers=buffers,
         )
 
     def add(self, i0: int, i1: int, j0: int, j1: int) -> None:
         """Count the distinct-class pairs of one tile."""
-        if self.in_kernel:  # the histogram in the kernel, every distinct-class pair at once
+        la, lb = self.dense[i0:i1], self.dense[j0:j1]
+        if self.block is not None:  # the histogram in the kernel, every distinct-class pair
+            a, b = self.values[i0:i1], self.values[j0:j1]
             linf_triton.add_tile(
-                self.values[i0:i1],
-                self.values[j0:j1],
-                self.dense[i0:i1],
-                self.dense[j0:j1],
-                self.n_classes,
-                self.pair_counts,
-                diagonal=i0 == j0,
+                a, b, la, lb, self.n_classes, self.pair_counts, i0 == j0, self.block
             )
             return
-        ci, cj = self.dense[i0:i1, None], self.dense[None, j0:j1]
-        keep = ci != cj
-        if i0 == j0:  # the diagonal tile: each unordered pair once (j > i)
-            keep &= torch.ones_like(keep).triu(diagonal=1)
+        keep = _distinct(la, lb, diagonal=i0 == j0)
         k = self._bins(i0, i1, j0, j1, keep)
         self.counts += torch.bincount(k, minlength=len(self.counts))
-        lo = torch.minimum(ci, cj).expand_as(keep)[keep]
-        hi = torch.maximum(ci, cj).expand_as(keep)[keep]
         coarse = k * PAIR_BINS // len(self.counts)
-        self.pair_counts += torch.bincount(
-            (lo * self.n_classes + hi) * PAIR_BINS + coarse, minlength=self.pair_counts.numel()
-        )
+        self.pair_counts += _by_class_pair(coarse, la, lb, keep, self.n_classes)
 
     def _bins(self, i0: int, i1: int, j0: int, j1: int, keep: torch.Tensor) -> torch.Tensor:
         """The histogram bin of each kept pair of one tile."""
@@ -445,9 +550,7 @@ class _Tally:
     def totals(self, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole histogram and the per-class-pair one, summed over the shard's group."""
         counts = self.counts
-        if (
-            self.in_kernel
-        ):  # the exact histogram is the class pairs' summed (PAIR_BINS = EXACT_BINS)
+        if self.block is not None:  # the exact histogram: the class pairs' summed
             counts = self.pair_counts.view(-1, PAIR_BINS).sum(0)
         shard.sum(counts)
         shard.sum(self.pair_counts)

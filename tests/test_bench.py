@@ -149,9 +149,10 @@ def test_bench_separation_checks_its_baselines_and_reports_rates(locrob_cli):
         "broadcasting, 16-row tiles",
     ]
     assert [r.images for r in rows] == [120, 20, 20, 20]
+    assert [r.ours for r in rows] == [True, True, False, False]
     assert all(r.pairs_per_s > 0 for r in rows)
     table = separation.separation_table(rows).splitlines()
-    assert table[0].startswith(f"torch {torch.__version__}; kernel chosen on the probe tile")
+    assert table[0].startswith(f"torch {torch.__version__}; candidates timed on the choosing tile")
     assert f"{chosen[0]} " in table[0] and "cdist " in table[0]
     assert table[6].startswith("| torch.cdist, full matrix | 20 |")
     code, out, _ = locrob_cli("bench", "separation", "--images", "50", "--baseline-images", "20")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import run_in_triton_interpreter
 
-from locrob.pair_distances import separation, triton_exact
+from locrob.pair_distances import separation, triton_block
 
 
 def _brute(a, b, la, lb, classes, diagonal):
@@ -32,11 +32,16 @@ def check_in_interpreter() -> None:
 
     assert linf_triton.usable(torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
-    # odd sizes (masked block edges), more features than a slice, bytes 0 and 255
-    for n_a, n_b, features, classes, diagonal in [
-        (37, 37, 50, 4, True),
-        (20, 33, 7, 3, False),
-        (17, 17, 3, 2, True),
+    # odd sizes (masked block edges), more features than a step, bytes 0 and 255; random
+    # labels (blocks of mixed classes) and sorted ones (blocks of one class, some the same
+    # class on both sides: nothing to count there); both forms where the rows are words
+    for n_a, n_b, features, classes, diagonal, ordered in [
+        (37, 37, 52, 4, True, False),
+        (20, 33, 7, 3, False, False),
+        (17, 17, 4, 2, True, False),
+        (70, 70, 20, 3, True, True),
+        (50, 61, 36, 4, False, True),
+        (40, 40, 19, 3, True, True),
     ]:
         a = torch.randint(0, 256, (n_a, features), dtype=torch.uint8, generator=g)
         a[0, -1], a[-1, 0] = 0, 255
@@ -47,15 +52,22 @@ def check_in_interpreter() -> None:
         )
         la = torch.randint(0, classes, (n_a,), generator=g)
         lb = la if diagonal else torch.randint(0, classes, (n_b,), generator=g)
-        out = torch.zeros(classes * classes * 256, dtype=torch.long)
-        linf_triton.add_tile(a, b, la, lb, classes, out, diagonal)
-        assert torch.equal(out, _brute(a, b, la, lb, classes, diagonal)), (n_a, n_b, diagonal)
-    x = torch.randint(0, 256, (70, 1, 5, 7), dtype=torch.uint8, generator=g)
+        if ordered:
+            la, lb = la.sort().values, lb.sort().values
+        blocks = linf_triton.candidates(features)
+        assert [b.packed for b in blocks] == [False, True][: 1 + (features % 4 == 0)]
+        expected = _brute(a, b, la, lb, classes, diagonal)
+        for block in blocks:
+            out = torch.zeros(classes * classes * 256, dtype=torch.long)
+            linf_triton.add_tile(a, b, la, lb, classes, out, diagonal, block)
+            assert torch.equal(out, expected), (n_a, n_b, features, block)
+    x = torch.randint(0, 256, (70, 1, 5, 8), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 4, (70,), generator=g)
-    assert triton_exact(torch.device("cpu"), 35)
+    choice = triton_block(torch.device("cpu"), 128, 40)
+    assert choice is not None and choice.block == linf_triton.INTERPRETER_BLOCKS[0]
     found = separation(x, y, tile=32)  # one tile of 70 rows: its diagonal blocks and the rest
     os.environ["LOCROB_TRITON"] = "0"
-    assert not triton_exact(torch.device("cpu"), 35)
+    assert triton_block(torch.device("cpu"), 128, 40) is None
     reference = separation(x, y, tile=32)
     assert torch.equal(found.counts, reference.counts)
     assert torch.equal(found.pair_counts, reference.pair_counts)
@@ -70,6 +82,42 @@ def test_the_triton_kernel_is_exact_in_the_interpreter():
 def test_without_a_device_for_it_the_other_kernels_measure(monkeypatch):
     """On a CPU without the interpreter the Triton kernel is not taken (nor built)."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    assert not triton_exact(torch.device("cpu"), 35)
+    assert triton_block(torch.device("cpu"), 64, 35) is None
     monkeypatch.setenv("LOCROB_TRITON", "0")
-    assert not triton_exact(torch.device("cuda"), 35)
+    assert triton_block(torch.device("cuda"), 64, 35) is None
+
+
+def test_the_fastest_exact_shape_runs_and_the_others_are_named(monkeypatch):
+    """Shape selection, with stand-in kernels on the CPU: a shape that counts wrong or fails
+    to build is left out with a warning, and the faster of the exact ones is taken."""
+    import time
+
+    from locrob import linf_triton, pair_distances
+
+    fast, slow, wrong, broken = (linf_triton.Block(8, 8, s) for s in (1, 2, 3, 4))
+
+    def stand_in(a, b, la, lb, classes, out, diagonal, block):
+        if block == broken:
+            raise RuntimeError("cannot build")
+        if block == slow:
+            time.sleep(0.01)
+        keep = pair_distances._distinct(la, lb, diagonal)
+        levels = (a[:, None].int() - b[None].int()).abs().amax(-1)[keep].long()
+        out += pair_distances._by_class_pair(levels + (block == wrong), la, lb, keep, classes)
+
+    monkeypatch.setattr(linf_triton, "usable", lambda device: True)
+    monkeypatch.setattr(linf_triton, "candidates", lambda features: (slow, wrong, fast, broken))
+    monkeypatch.setattr(linf_triton, "add_tile", stand_in)
+    monkeypatch.setattr(pair_distances, "_blocks", {})
+    with pytest.warns(UserWarning) as caught:
+        choice = triton_block(torch.device("cpu"), 32, 40)
+    (message,) = (str(w.message) for w in caught)
+    assert f"{wrong} (wrong histogram), {broken} (RuntimeError)" in message
+    assert "using the other kernels" not in message
+    assert choice is not None and choice.block == fast
+    assert set(choice.rates) == {str(fast), str(slow)}
+    assert choice.rates[str(fast)] > choice.rates[str(slow)]
+    assert triton_block(torch.device("cpu"), 32, 40) is choice  # chosen once per tile shape
+    monkeypatch.setattr(linf_triton, "candidates", lambda features: (wrong, broken))
+    with pytest.warns(UserWarning, match="using the other kernels"):
+        assert triton_block(torch.device("cpu"), 64, 40) is None
