@@ -546,6 +546,21 @@ def bench_bound(
     typer.echo(bound_table(run_bench(points, draws)), nl=False)
 
 
+@bench_app.command("kernels")
+def bench_kernels(
+    kernel: Annotated[
+        list[str] | None, typer.Option(help="separation or philox; repeatable (default: both).")
+    ] = None,
+    features: Annotated[int, typer.Option(help="Bytes (elements) per image row.")] = 3072,
+) -> None:
+    """The Triton kernels built for an H100/H200 (sm_90) without one: registers, spills and
+    the inner loop's instructions per unit of work, from ptxas and the SASS (static)."""
+    from locrob.bench.kernels import bench_kernels as run_bench
+    from locrob.bench.kernels import kernels_table
+
+    typer.echo(kernels_table(run_bench(kernel or ["separation", "philox"], features)), nl=False)
+
+
 @bench_app.command("distributed")
 def bench_distributed(
     metric: Annotated[

@@ -350,3 +350,24 @@ def test_the_jacobian_step_from_reached_ranges_lies_between_the_point_and_the_bo
         probabilities = lambda t: cnn(t).softmax(dim=1).flatten()  # noqa: E731
         at_point = torch.autograd.functional.jacobian(probabilities, x).reshape(4, -1)
         assert float(torch.linalg.matrix_norm(at_point, 2)) <= floor <= certified
+
+
+def test_bench_kernels_reads_the_builds_for_sm90(locrob_cli):
+    """The static reading of the Triton kernels: one row per candidate, from ptxas's report
+    and the SASS; an unknown kernel is refused."""
+    pytest.importorskip("triton")
+    from locrob.bench import kernels
+
+    try:
+        kernels.toolchain()
+    except LocrobError as err:
+        pytest.skip(str(err))
+    code, out, _ = locrob_cli("bench", "kernels", "--kernel", "philox", "--features", "64")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("sm_90 (H100/H200), Triton ")
+    rows = [line for line in lines if line.startswith("| philox |")]
+    assert [row.split(" | ")[1].split(",")[0] for row in rows] == ["gaussian", "uniform"]
+    assert all(" | 0 | " in row for row in rows)  # nothing spilled
+    with pytest.raises(LocrobError, match="no kernel named nope; known: separation, philox"):
+        kernels.bench_kernels(["nope"])

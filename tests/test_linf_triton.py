@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import run_in_triton_interpreter
 
+from locrob import linf_triton
+from locrob.errors import LocrobError
 from locrob.pair_distances import separation, triton_block
 
 
@@ -28,8 +30,6 @@ def _brute(a, b, la, lb, classes, diagonal):
 def check_in_interpreter() -> None:
     """Run with TRITON_INTERPRET=1 set before anything imports Triton (its interpreter replaces
     triton.language's own functions only then)."""
-    from locrob import linf_triton
-
     assert linf_triton.usable(torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
     # odd sizes (masked block edges), more features than a step, bytes 0 and 255; random
@@ -92,7 +92,7 @@ def test_the_fastest_exact_shape_runs_and_the_others_are_named(monkeypatch):
     to build is left out with a warning, and the faster of the exact ones is taken."""
     import time
 
-    from locrob import linf_triton, pair_distances
+    from locrob import pair_distances
 
     fast, slow, wrong, broken = (linf_triton.Block(8, 8, s) for s in (1, 2, 3, 4))
 
@@ -121,3 +121,24 @@ def test_the_fastest_exact_shape_runs_and_the_others_are_named(monkeypatch):
     monkeypatch.setattr(linf_triton, "candidates", lambda features: (wrong, broken))
     with pytest.warns(UserWarning, match="using the other kernels"):
         assert triton_block(torch.device("cpu"), 64, 40) is None
+
+
+def test_every_cuda_shape_builds_for_sm90_without_spilling():
+    """Each candidate shape compiles for an H100/H200 with its pairs in registers (nothing
+    spilled), and the packed form's inner loop issues the DPX add-and-max exactly once per
+    pair and pair of 16-bit lanes (4 per pair and word): PTX a GPU would reject, or a layout
+    that repeats work, fails here without one."""
+    pytest.importorskip("triton")
+    from locrob.bench import kernels
+
+    try:
+        kernels.toolchain()
+    except LocrobError as err:
+        pytest.skip(str(err))
+    rows = kernels.separation_rows(3072)
+    assert [r.shape for r in rows] == [str(b) for b in linf_triton.CUDA_BLOCKS]
+    for row, block in zip(rows, linf_triton.CUDA_BLOCKS, strict=True):
+        assert row.spilled == 0, row
+        pairs_per_thread = block.rows_a * block.rows_b // (32 * block.warps)
+        expected = 4 * pairs_per_thread * block.unroll if block.packed else 0
+        assert row.loop[kernels.PACKED_OP] == expected, row

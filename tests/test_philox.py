@@ -13,6 +13,8 @@ from conftest import PHILOX_FEATURES as D
 from conftest import PHILOX_SHAPE as SHAPE
 from conftest import check_philox_directions, check_philox_moves, run_in_triton_interpreter
 
+from locrob.errors import LocrobError
+
 
 def check_alpha_lim() -> None:
     """The sampling on the fused path: the same maxima at any chunking, and each reported
@@ -66,3 +68,20 @@ def test_without_triton_to_run_it_the_sampling_draws_with_torch(monkeypatch):
     assert not philox.fused(torch.device("cpu"), torch.float64)  # fp64: torch's path
     monkeypatch.setenv("LOCROB_FUSED", "0")
     assert not philox.fused(torch.device("cpu"), torch.float32)
+
+
+def test_the_kernel_builds_for_sm90_without_spilling():
+    """On CIFAR-sized points (3072 elements: one row of 1024 a step), the kernel compiles for
+    an H100/H200 and keeps its rows in registers, Gaussian and uniform: PTX a GPU would
+    reject fails here, without one."""
+    pytest.importorskip("triton")
+    from locrob.bench import kernels
+
+    try:
+        kernels.toolchain()
+    except LocrobError as err:
+        pytest.skip(str(err))
+    rows = kernels.philox_rows(3072)
+    assert [r.shape.split(",")[0] for r in rows] == ["gaussian", "uniform"]
+    assert all(r.spilled == 0 and r.registers < 128 for r in rows), rows
+    assert all(r.work == 8 for r in rows)  # 1024 elements a step over 4 warps
