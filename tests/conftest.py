@@ -463,3 +463,17 @@ def run_in_triton_interpreter(module: str, function: str) -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def sm90_kernels():
+    """:mod:`locrob.bench.kernels`, which builds Triton kernels for sm_90 without a GPU;
+    skips where Triton or its CUDA toolchain (ptxas, nvdisasm) is absent."""
+    pytest.importorskip("triton")
+    from locrob.bench import kernels
+    from locrob.errors import LocrobError
+
+    try:
+        kernels.toolchain()
+    except LocrobError as err:
+        pytest.skip(str(err))
+    return kernels

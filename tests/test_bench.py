@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import sm90_kernels
 
 from locrob import cli
 from locrob.alpha import forward
@@ -355,13 +356,7 @@ def test_the_jacobian_step_from_reached_ranges_lies_between_the_point_and_the_bo
 def test_bench_kernels_reads_the_builds_for_sm90(locrob_cli):
     """The static reading of the Triton kernels: one row per candidate, from ptxas's report
     and the SASS; an unknown kernel is refused."""
-    pytest.importorskip("triton")
-    from locrob.bench import kernels
-
-    try:
-        kernels.toolchain()
-    except LocrobError as err:
-        pytest.skip(str(err))
+    kernels = sm90_kernels()
     code, out, _ = locrob_cli("bench", "kernels", "--kernel", "philox", "--features", "64")
     assert code == 0
     lines = out.splitlines()

@@ -8,10 +8,9 @@ from importlib.util import find_spec
 
 import pytest
 import torch
-from conftest import run_in_triton_interpreter
+from conftest import run_in_triton_interpreter, sm90_kernels
 
 from locrob import linf_triton
-from locrob.errors import LocrobError
 from locrob.pair_distances import separation, triton_block
 
 
@@ -128,13 +127,7 @@ def test_every_cuda_shape_builds_for_sm90_without_spilling():
     spilled), and the packed form's inner loop issues the DPX add-and-max exactly once per
     pair and pair of 16-bit lanes (4 per pair and word): PTX a GPU would reject, or a layout
     that repeats work, fails here without one."""
-    pytest.importorskip("triton")
-    from locrob.bench import kernels
-
-    try:
-        kernels.toolchain()
-    except LocrobError as err:
-        pytest.skip(str(err))
+    kernels = sm90_kernels()
     rows = kernels.separation_rows(3072)
     assert [r.shape for r in rows] == [str(b) for b in linf_triton.CUDA_BLOCKS]
     for row, block in zip(rows, linf_triton.CUDA_BLOCKS, strict=True):

@@ -11,9 +11,12 @@ import pytest
 import torch
 from conftest import PHILOX_FEATURES as D
 from conftest import PHILOX_SHAPE as SHAPE
-from conftest import check_philox_directions, check_philox_moves, run_in_triton_interpreter
-
-from locrob.errors import LocrobError
+from conftest import (
+    check_philox_directions,
+    check_philox_moves,
+    run_in_triton_interpreter,
+    sm90_kernels,
+)
 
 
 def check_alpha_lim() -> None:
@@ -74,13 +77,7 @@ def test_the_kernel_builds_for_sm90_without_spilling():
     """On CIFAR-sized points (3072 elements: one row of 1024 a step), the kernel compiles for
     an H100/H200 and keeps its rows in registers, Gaussian and uniform: PTX a GPU would
     reject fails here, without one."""
-    pytest.importorskip("triton")
-    from locrob.bench import kernels
-
-    try:
-        kernels.toolchain()
-    except LocrobError as err:
-        pytest.skip(str(err))
+    kernels = sm90_kernels()
     rows = kernels.philox_rows(3072)
     assert [r.shape.split(",")[0] for r in rows] == ["gaussian", "uniform"]
     assert all(r.spilled == 0 and r.registers < 128 for r in rows), rows
