@@ -74,11 +74,13 @@ def usable(device: torch.device) -> bool:
     return find_spec("triton") is not None and (device.type == "cuda" or interpreted())
 
 
-def candidates(features: int) -> tuple[Block, ...]:
+def candidates(features: int, device: torch.device | None = None) -> tuple[Block, ...]:
     """The launch shapes worth timing where the kernel runs now, for rows of ``features``
-    bytes (the packed ones read 4-byte words)."""
+    bytes: the packed ones only on rows of 4-byte words, and where their DPX instructions
+    exist (sm_90 or newer; ``device`` None: as on sm_90) or in the interpreter."""
     blocks = INTERPRETER_BLOCKS if interpreted() else CUDA_BLOCKS
-    return tuple(b for b in blocks if not b.packed or features % 4 == 0)
+    dpx = device is None or interpreted() or torch.cuda.get_device_capability(device) >= (9, 0)
+    return tuple(b for b in blocks if not b.packed or (dpx and features % 4 == 0))
 
 
 @functools.cache

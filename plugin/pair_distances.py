@@ -372,7 +372,7 @@ def triton_block(device: torch.device, rows: int, features: int) -> BlockChoice 
     key = (str(device), rows, features)
     if key not in _blocks:
         exact, left_out = [], []
-        for block in linf_triton.candidates(features):
+        for block in linf_triton.candidates(features, device):
             try:
                 if _block_exact(block, device, features):
                     exact.append(block)

@@ -53,7 +53,7 @@ def check_in_interpreter() -> None:
         lb = la if diagonal else torch.randint(0, classes, (n_b,), generator=g)
         if ordered:
             la, lb = la.sort().values, lb.sort().values
-        blocks = linf_triton.candidates(features)
+        blocks = linf_triton.candidates(features, torch.device("cpu"))
         assert [b.packed for b in blocks] == [False, True][: 1 + (features % 4 == 0)]
         expected = _brute(a, b, la, lb, classes, diagonal)
         for block in blocks:
@@ -105,7 +105,8 @@ def test_the_fastest_exact_shape_runs_and_the_others_are_named(monkeypatch):
         out += pair_distances._by_class_pair(levels + (block == wrong), la, lb, keep, classes)
 
     monkeypatch.setattr(linf_triton, "usable", lambda device: True)
-    monkeypatch.setattr(linf_triton, "candidates", lambda features: (slow, wrong, fast, broken))
+    shapes = (slow, wrong, fast, broken)
+    monkeypatch.setattr(linf_triton, "candidates", lambda features, device: shapes)
     monkeypatch.setattr(linf_triton, "add_tile", stand_in)
     monkeypatch.setattr(pair_distances, "_blocks", {})
     with pytest.warns(UserWarning) as caught:
@@ -117,7 +118,7 @@ def test_the_fastest_exact_shape_runs_and_the_others_are_named(monkeypatch):
     assert set(choice.rates) == {str(fast), str(slow)}
     assert choice.rates[str(fast)] > choice.rates[str(slow)]
     assert triton_block(torch.device("cpu"), 32, 40) is choice  # chosen once per tile shape
-    monkeypatch.setattr(linf_triton, "candidates", lambda features: (wrong, broken))
+    monkeypatch.setattr(linf_triton, "candidates", lambda features, device: (wrong, broken))
     with pytest.warns(UserWarning, match="using the other kernels"):
         assert triton_block(torch.device("cpu"), 64, 40) is None
 
@@ -135,3 +136,15 @@ def test_every_cuda_shape_builds_for_sm90_without_spilling():
         pairs_per_thread = block.rows_a * block.rows_b // (32 * block.warps)
         expected = 4 * pairs_per_thread * block.unroll if block.packed else 0
         assert row.loop[kernels.PACKED_OP] == expected, row
+
+
+def test_the_packed_shapes_are_tried_only_where_their_instructions_exist(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    gpu = torch.device("cuda")
+    plain = [b for b in linf_triton.CUDA_BLOCKS if not b.packed]
+    cases = [((9, 0), 3072, True), ((8, 0), 3072, False), ((9, 0), 3070, False)]
+    for capability, features, packed in cases:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
+        blocks = linf_triton.candidates(features, gpu)
+        assert [b for b in blocks if not b.packed] == plain
+        assert any(b.packed for b in blocks) == packed, (capability, features)
