@@ -24,7 +24,9 @@ def add_max(lanes, x, y, EMULATED: tl.constexpr):
         )
 
 
-@triton.jit
+# one build for every tile: Triton would otherwise build a variant per value of 1 and per
+# divisibility by 16 of these (the last tile's rows, the diagonal flag), some of them mid-run
+@triton.jit(do_not_specialize=["n_a", "n_b", "classes", "diagonal"])
 def histogram(
     a_ptr,
     b_ptr,
@@ -64,9 +66,10 @@ def histogram(
         j = pb * BB + (
             tl.arange(0, BB // 4)[None, :, None, None] * 4 + tl.arange(0, 4)[None, None, None, :]
         )
-        # rows past the end read the last row (their pairs are not kept): unmasked loads
-        a_row = a_ptr + tl.minimum(i, n_a - 1) * width
-        b_row = b_ptr + tl.minimum(j, n_b - 1) * width
+        # rows past the end read the last row (their pairs are not kept): unmasked loads;
+        # offsets in 64 bits, as a tile of 4096 rows of 512 KiB passes 2^31 bytes
+        a_row = a_ptr + tl.minimum(i, n_a - 1).to(tl.int64) * width
+        b_row = b_ptr + tl.minimum(j, n_b - 1).to(tl.int64) * width
         if PACKED:  # 32-bit words, two 16-bit lanes of even bytes and two of odd ones
             lanes = tl.zeros((BA // 8, BB // 4, 8, 4), dtype=tl.int32)
             for k0 in range(0, width, UNROLL):

@@ -109,8 +109,29 @@ def best_rate(run: Callable[[], int], device: torch.device, repeats: int = 2) ->
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Autocast to ``dtype`` on ``device``, or nothing when ``dtype`` is None (full precision)."""
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    """Autocast to ``dtype`` on ``device``, or full precision when ``dtype`` is None
+    (:func:`ieee_fp32`)."""
+    return ieee_fp32(device) if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+@contextmanager
+def ieee_fp32(device: torch.device) -> Iterator[None]:
+    """fp32 convolutions and matrix products in IEEE fp32 on a CUDA ``device`` for the block,
+    then the settings as they were. cuDNN runs fp32 convolutions in TF32 (10-bit mantissas)
+    by default: that error lands in the output differences α_lim divides by the radius, the
+    more so the smaller the radius, and no comparison of two equal runs would show it."""
+    if device.type != "cuda":
+        yield
+        return
+    flags = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    saved = [flag.fp32_precision for flag in flags]
+    for flag in flags:
+        flag.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for flag, value in zip(flags, saved, strict=True):
+            flag.fp32_precision = value
 
 
 def progress_enabled() -> bool:

@@ -418,7 +418,10 @@ def check_philox_directions(device: str = "cpu") -> None:
 def check_philox_moves(device: str = "cpu") -> None:
     cpu = torch.device(device)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(5, *PHILOX_SHAPE, generator=g).to(cpu)
+    # channels-last points (a view of NHWC memory): the kernel must not read them as NCHW
+    c, h, w = PHILOX_SHAPE
+    x = torch.rand(5, h, w, c, generator=g).to(cpu).permute(0, 3, 1, 2)
+    assert not x.is_contiguous()
     radii = torch.tensor([0.5, 1.0, 2.0], device=cpu)
     n_draws = 4
     box = (0.0, 1.0)

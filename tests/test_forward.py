@@ -131,3 +131,27 @@ def test_auto_compiles_long_runs_on_a_gpu_only():
     assert compiles("on", cpu, 1) and not compiles("off", gpu, 10**8)
     with pytest.raises(locrob.LocrobError, match="unknown compile 'yes'"):
         run(conv_model(), compile="yes")
+
+
+def test_every_batch_reaches_the_compiled_model_in_channels_last_memory(traced, monkeypatch):
+    """Padded batches too: the compiler guards on strides, so a padded batch in another
+    layout would build (and on a GPU capture) a second graph."""
+    layouts = []
+    compile = torch.compile
+
+    def recording(model, **kwargs):
+        compiled = compile(model, **kwargs)
+
+        def call(x):
+            layouts.append(x.is_contiguous(memory_format=torch.channels_last))
+            return compiled(x)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", recording)
+    model = conv_model()
+    with torch.no_grad(), channels_last(model, True):
+        fast = ChunkForward(model, batch=6, compile=True, layout=True)
+        for n in (6, 4, 1):
+            assert torch.allclose(fast(images(n)), model(images(n)), rtol=1e-12)
+    assert traced == [6, 6, 6] and layouts == [True, True, True]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from locrob.runtime import quiet_cuda_probe
+import pytest
+import torch
+
+from locrob.runtime import autocast, quiet_cuda_probe
 
 
 class Collect(logging.Handler):
@@ -28,3 +31,18 @@ def test_torchs_no_cuda_runtime_warning_is_dropped_and_its_other_messages_kept()
     finally:
         logger.removeHandler(collect)
     assert collect.messages == ["Error checking compiler version for c++"]
+
+
+def test_full_precision_on_cuda_is_ieee_fp32_for_the_block_and_restored_after():
+    """cuDNN's fp32 convolutions default to TF32; α_lim in float32 asks for IEEE fp32, and
+    gives the settings back as they were (the flags are set without a GPU)."""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    with autocast(torch.device("cuda"), None):
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
+    with pytest.raises(RuntimeError), autocast(torch.device("cuda"), None):
+        raise RuntimeError
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
+    with autocast(torch.device("cpu"), None):  # the CPU has no TF32: nothing to set
+        assert (conv.fp32_precision, matmul.fp32_precision) == before

@@ -78,16 +78,16 @@ class ChunkForward:
             self.compiled = torch.compile(model, backend=BACKEND, mode=mode, dynamic=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layout:
-            x = x.contiguous(memory_format=torch.channels_last)
         n = len(x)
         if self.compiled is None or n > self.batch or torch.is_grad_enabled():
-            return self.model(x)
+            return self.model(self._laid_out(x))
         padded = x
         if n < self.batch:
             padded = torch.cat([x, x[-1:].expand(self.batch - n, *x.shape[1:])])
         try:
-            out = self.compiled(padded)
+            # laid out after the padding (a concatenation's result is contiguous): the
+            # compiler guards on strides, and another layout would build a second graph
+            out = self.compiled(self._laid_out(padded))
         except Exception as err:  # the compiler's failures come in many types
             self.compiled = None
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -96,9 +96,12 @@ class ChunkForward:
                 "the model runs uncompiled",
                 stacklevel=2,
             )
-            return self.model(x)
+            return self.model(self._laid_out(x))
         # a copy: CUDA graphs write the next chunk's outputs into the same memory
         return out[:n].clone()
+
+    def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.layout else x
 
 
 def _on_cuda(model: Callable) -> bool:

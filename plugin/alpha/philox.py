@@ -89,10 +89,11 @@ class PhiloxDraws(Draws):
         """clamp(x[pair // n_draws] + r_k d(pair, k)) for pairs ``first..first+pairs-1`` and
         radii ``first_column..first_column+columns-1`` (pair-major rows), and the p-norm of
         each row's effective perturbation: shapes (pairs, columns, *shape) and (pairs,
-        columns). ``x`` are all the points, fp32 and contiguous; ``radii`` all the radii."""
+        columns). ``x`` are all the points, fp32; ``radii`` all the radii."""
         out = torch.empty(pairs, columns, *self.shape, device=self.device)
         denominator = torch.empty(pairs, columns, device=self.device)
-        move = (x, radii, denominator, n_draws, clamp)
+        # the kernel reads each point as one run of memory (a copy only of strided points)
+        move = (x.contiguous(), radii, denominator, n_draws, clamp)
         self._launch(out, first, pairs, columns, first_column, move)
         return out, denominator
 

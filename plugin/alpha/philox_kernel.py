@@ -13,7 +13,10 @@ def draw(seed, offsets, GAUSSIAN: tl.constexpr):
     return tl.rand(seed, offsets) * 2.0 - 1.0
 
 
-@triton.jit
+# one build for every chunk: Triton would otherwise build a variant per value of 1 and per
+# divisibility by 16 of these, which change from chunk to chunk (some builds inside the
+# chunk tuner's timing)
+@triton.jit(do_not_specialize=["first", "n_draws", "columns", "first_column", "rows"])
 def perturb(
     x_ptr,
     radii_ptr,

@@ -47,13 +47,17 @@ def pil_round_trip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def torchvision_round_trip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
-    """Through torchvision's codec on the pixels' device, the batch as one list."""
+    """Through torchvision's codec on the pixels' device, the batch as one list; grey images
+    on the CPU (nvJPEG's encoder takes colour images only)."""
+    if pixels.shape[1] == 1:
+        pixels = pixels.cpu()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # 0.29's notice; see the docstring
         from torchvision.io import decode_jpeg, encode_jpeg
 
         encoded = encode_jpeg(list(pixels), quality=quality)
-        return torch.stack(decode_jpeg(encoded, device=pixels.device))
+        # the decoder reads the bytes from host memory; nvJPEG's encoder leaves them on the GPU
+        return torch.stack(decode_jpeg([e.cpu() for e in encoded], device=pixels.device))
 
 
 def _probe() -> torch.Tensor:
