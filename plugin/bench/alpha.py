@@ -233,13 +233,8 @@ def bench_model(
         compiled = compiles(settings.compile, dev, total)
         inference = _inference(model, x, size, total, compiled, FORWARD_DTYPES[forward_dtype])
         inference()  # warm-up (cuDNN autotuning, allocator, compilation)
-        # interleaved, best of two each, so that a change in the machine's load reaches all
         runs = {"engine": engine, "inference": inference}
-        runs.update({"numpy": authors("numpy"), "torch": authors("torch")})
-        rates = dict.fromkeys(runs, 0.0)
-        for _ in range(2):
-            for key, run in runs.items():
-                rates[key] = max(rates[key], best_rate(run, dev, repeats=1))
+        rates = _interleaved(runs | {"numpy": authors("numpy"), "torch": authors("torch")}, dev)
     clever = clever_seconds(model, x[:clever_points], dev) if clever_points else None
     return AlphaBench(
         name,
@@ -279,6 +274,16 @@ def _sized(
     sized = {k: v for k, v in {"max_examples": n, "n_draws": draws}.items() if v is not None}
     settings = resolve(preset, None, forward_dtype=forward_dtype, compile=compile, **sized)
     return settings, settings.radii[-n_radii:] if n_radii is not None else settings.radii
+
+
+def _interleaved(runs: dict[str, Callable[[], int]], dev: torch.device) -> dict[str, float]:
+    """Each run's units per second, the best of two, the runs interleaved so that a change in
+    the machine's load reaches them all alike."""
+    rates = dict.fromkeys(runs, 0.0)
+    for _ in range(2):
+        for key, run in runs.items():
+            rates[key] = max(rates[key], best_rate(run, dev, repeats=1))
+    return rates
 
 
 def _inference(
