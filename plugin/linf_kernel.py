@@ -44,6 +44,10 @@ def histogram(
     PACKED: tl.constexpr,
     EMULATED: tl.constexpr,
 ):
+    """Adds the distinct-class pairs of a BA-row block of ``a`` and a BB-row block of ``b``
+    (program (pa, pb)) to ``out`` at (lower class, higher class, L-inf distance): rows of
+    ``width`` bytes, or ``width`` 4-byte words when ``PACKED``; ``diagonal``: ``a`` and ``b``
+    are the same rows, and only pairs j > i count."""
     pa, pb = tl.program_id(0), tl.program_id(1)
     ra = pa * BA + tl.arange(0, BA)
     rb = pb * BB + tl.arange(0, BB)
