@@ -2,8 +2,8 @@
 
 Each kernel is compiled for an sm_90 device (H100/H200) by Triton and the ptxas and nvdisasm
 that ship with it, and read statically: registers and spilled bytes per thread (ptxas), and
-the instructions the innermost loop issues (the SASS between the longest backward branch and
-its target) per unit of work. Static, so it runs on any machine with Triton; it says how
+the instructions the longest loop holds (the SASS between a backward branch and its target)
+per unit of work. Static, so it runs on any machine with Triton; it says how
 much work each candidate shape asks of the device, not how fast the device does it.
 """
 
@@ -37,7 +37,8 @@ class Build:
 
     def inner_loop(self) -> Counter[str]:
         """Opcodes of the SASS in the longest loop (a backward branch to its label), each
-        counted once per pass; empty without a loop."""
+        instruction of its body counted once, a branch it never takes too: exact for a
+        straight-line loop, an upper bound otherwise; empty without a loop."""
         lines = self.sass.splitlines()
         labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
         spans = [
