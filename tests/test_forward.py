@@ -155,3 +155,21 @@ def test_every_batch_reaches_the_compiled_model_in_channels_last_memory(traced, 
         for n in (6, 4, 1):
             assert torch.allclose(fast(images(n)), model(images(n)), rtol=1e-12)
     assert traced == [6, 6, 6] and layouts == [True, True, True]
+
+
+def test_float32_runs_whole_in_ieee_fp32_and_autocast_does_not(monkeypatch):
+    """The search's gradients too: the whole float32 run sits in the IEEE fp32 block (which
+    on a GPU turns cuDNN's TF32 off); a bf16 run leaves precision to autocast."""
+    from locrob.alpha import estimate
+
+    entered = []
+    real = estimate.ieee_fp32
+    monkeypatch.setattr(estimate, "ieee_fp32", lambda dev: entered.append(dev) or real(dev))
+    model = conv_model().float()
+    search = {"method": "search", "search_steps": 1, "search_restarts": 1}
+    locrob.alpha_lim(model, images().float(), RADII, n_draws=3, device="cpu", **search)
+    assert entered == [torch.device("cpu")]
+    locrob.alpha_lim(
+        model, images().float(), RADII, n_draws=3, device="cpu", forward_dtype="bfloat16"
+    )
+    assert entered == [torch.device("cpu")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import warnings
@@ -32,7 +33,7 @@ from locrob.alpha.search import search
 from locrob.alpha.settings import AlphaSettings, resolve
 from locrob.distributed import SINGLE, Shard
 from locrob.errors import LocrobError
-from locrob.runtime import eval_mode, on_device, resolve_device
+from locrob.runtime import eval_mode, ieee_fp32, on_device, resolve_device
 from locrob.sources import as_module
 
 Model = nn.Module | Callable[[torch.Tensor], torch.Tensor]
@@ -129,7 +130,9 @@ def alpha_lim(
         return _bounded(model, points, settings, dev, shard, start)
     ev = _evaluator(model, settings, points.dtype, dev)
     layout = channels_last_pays(model, dev, points)
-    with on_device(model, dev), eval_mode(model), channels_last(model, layout):
+    # float32 is IEEE fp32 throughout, the search's gradients too (not cuDNN's default TF32)
+    exact = ieee_fp32(dev) if settings.forward_dtype == "float32" else contextlib.nullcontext()
+    with on_device(model, dev), eval_mode(model), channels_last(model, layout), exact:
         plan = _plan(ev, points, settings, shard, layout)
         found = _maximize(plan, settings, shard)
     return _result(settings, plan, found, start)
