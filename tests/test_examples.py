@@ -145,3 +145,24 @@ def test_an_example_without_its_files_says_so_in_one_line(
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"{name}: error: {message.format(tmp=tmp_path)}")
     assert list(tmp_path.iterdir()) == []  # nothing created: no data/, no runs/
+
+
+def test_the_gpu_figures_script_names_commands_and_options_that_exist():
+    """examples/gpu_figures.sh runs where no test can (a GPU): each benchmark it calls, and
+    each option it passes, must exist, and the test file it runs too."""
+    import re
+
+    import typer
+
+    from locrob import cli
+
+    text = (EXAMPLES / "gpu_figures.sh").read_text().replace("\\\n", " ")
+    bench = typer.main.get_command(cli.app).commands["bench"].commands
+    calls = re.findall(r"python -m locrob bench (\S+)([^\n]*)", text)
+    assert {name for name, _ in calls} == {"separation", "alpha", "corruptions"}
+    for name, arguments in calls:
+        known = {opt for param in bench[name].params for opt in param.opts}
+        assert set(re.findall(r"--[a-z-]+", arguments)) <= known, name
+    for path in re.findall(r"pytest [^\n]*?(tests/\S+\.py)", text):
+        assert (EXAMPLES.parent / path).exists(), path
+    assert "tests/test_cuda.py" in text
