@@ -1,19 +1,20 @@
-"""The uint8 L-inf distance histogram of a tile of image pairs as one Triton kernel.
+"""The uint8 L-inf distance histogram of a tile of image pairs as one Triton kernel
+(:mod:`locrob.linf_triton_kernel`): its launch shapes, and where it runs.
 
-Each program takes a block of rows from each side, walks their bytes a slice at a time and
+Each program takes a block of rows from each side, walks their bytes a step at a time and
 keeps each pair's largest absolute difference in registers; no distance matrix is written
 anywhere, only the C x C x 256 counts. The rows come sorted by class (:mod:`locrob.pair_distances`
 sorts them), so most blocks hold one class each: a block pair of one class has no
 distinct-class pair and skips all work, and a pair of two classes adds one 256-bin histogram,
 built in the program, to its class pair's counts (256 atomic adds where a mixed block adds
-one per pair). The ``packed`` blocks hold four bytes in each 32-bit register and take their
-absolute difference and running maximum with CUDA's SIMD byte instructions (``vabsdiff4``,
-``vmax4``), four lanes per instruction.
+one per pair). The ``packed`` shapes read 4-byte words, split each into two words of two
+16-bit lanes (even and odd bytes) and keep the running maximum with sm_90's DPX add-and-max
+(``add.u16x2`` + ``max.u16x2``, one ``VIADDMNMX.U16x2``): one instruction per pair-byte.
 
 Runs where Triton can run it: on a CUDA device, or anywhere under Triton's interpreter
-(``TRITON_INTERPRET=1``, for tests; it runs the byte-wise blocks, since it cannot run PTX). No
-library computes this histogram (``torch.cdist`` writes every distance to memory and works in
-floats), hence the kernel.
+(``TRITON_INTERPRET=1``, for tests; it cannot run PTX, so the packed shapes' add-and-max runs
+there as the same lane arithmetic in plain words). No library computes this histogram
+(``torch.cdist`` writes every distance to memory and works in floats), hence the kernel.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ BINS = 256  # one per grey level of distance
 class Block:
     """One launch shape: rows of each side per program, columns per unrolled step (bytes, or
     4-byte words when ``packed``), warps, and whether the bytes go four to a register through
-    the 16-bit-lane DPX instructions (``packed``: CUDA sm_90 or newer, rows of 4k bytes)."""
+    the 16-bit-lane DPX instructions (``packed``: CUDA sm_90 or newer, rows of a multiple of 4
+    bytes)."""
 
     rows_a: int
     rows_b: int
@@ -78,15 +80,25 @@ def candidates(features: int, device: torch.device | None = None) -> tuple[Block
     """The launch shapes worth timing where the kernel runs now, for rows of ``features``
     bytes: the packed ones only on rows of 4-byte words, and where their DPX instructions
     exist (sm_90 or newer; ``device`` None: as on sm_90) or in the interpreter."""
-    blocks = INTERPRETER_BLOCKS if interpreted() else CUDA_BLOCKS
-    dpx = device is None or interpreted() or torch.cuda.get_device_capability(device) >= (9, 0)
+    if interpreted():
+        return _fitting(INTERPRETER_BLOCKS, features, dpx=True)
+    dpx = device is None or torch.cuda.get_device_capability(device) >= (9, 0)
+    return _fitting(CUDA_BLOCKS, features, dpx)
+
+
+def sm90_candidates(features: int) -> tuple[Block, ...]:
+    """The shapes an H100/H200 times for rows of ``features`` bytes, wherever this runs."""
+    return _fitting(CUDA_BLOCKS, features, dpx=True)
+
+
+def _fitting(blocks: tuple[Block, ...], features: int, dpx: bool) -> tuple[Block, ...]:
     return tuple(b for b in blocks if not b.packed or (dpx and features % 4 == 0))
 
 
 @functools.cache
 def _kernel() -> Callable:
     """The jitted kernel, imported on first use (Triton picks the interpreter when it builds)."""
-    from locrob.linf_kernel import histogram
+    from locrob.linf_triton_kernel import histogram
 
     return histogram
 

@@ -280,7 +280,8 @@ TIMING_CLASSES = 8  # runs of sorted labels in the tile that times the Triton ke
 @dataclass(frozen=True)
 class BlockChoice:
     """The Triton kernel's launch shape for a device and a tile shape, with the evidence: each
-    exact candidate's pairs/s on a tile of that shape (empty when only one could run)."""
+    exact candidate's pairs/s on a tile of that shape (empty when only one could run, and in
+    the interpreter, which takes the first)."""
 
     block: linf_triton.Block
     rates: dict[str, float]
@@ -318,25 +319,39 @@ def _sorted_labels(rows: int, classes: int, device: torch.device) -> torch.Tenso
     return torch.arange(rows, device=device) * classes // rows
 
 
+PROBE_CLASSES = 3  # in the Triton kernel's probes: a wrong class-pair row shows with three
+
+
 def _block_exact(block: linf_triton.Block, device: torch.device, features: int) -> bool:
     """Whether the Triton kernel in ``block``'s shape reproduces ``torch.cdist``'s class-pair
-    histogram on the probe tiles (every feature deciding some distances) along each of its
-    paths: two classes in runs of a block's rows, off the diagonal and on it (blocks of one
-    class each, some of the same class on both sides), and alternating on it (mixed blocks)."""
-    rows = 2 * max(block.rows_a, block.rows_b)
-    ordered = _sorted_labels(rows, 2, device)
-    alternating = torch.arange(rows, device=device) % 2
+    histogram on the probe tiles along each of its paths. The tiles: rows where every feature
+    decides some distances (128-255 levels), and the same rows moved by 0-3 levels (small
+    distances), of unequal lengths that end in partial blocks. The labels: three classes in
+    runs of a block's rows (blocks of one class, some of the same class on both sides), and
+    alternating (mixed blocks; off the diagonal on the moved rows), each off the diagonal and
+    on it."""
+    size = max(block.rows_a, block.rows_b)
+    rows = 3 * size + size // 2 + 3  # three blocks of each side, then a partial one
+    runs = torch.arange(rows, device=device).div(size, rounding_mode="floor")
+    ordered = runs.clamp(max=PROBE_CLASSES - 1)
+    alternating = torch.arange(rows, device=device) % PROBE_CLASSES
+    g = torch.Generator().manual_seed(2)
     for a, b in _probes(rows, features, device):
+        moved = torch.randint(0, 4, a.shape, generator=g).to(device)
+        near = (a.int() + moved).clamp(max=255).to(torch.uint8)
+        short = rows - size // 2 - 1  # the other side ends in another partial block
         for x, y, labels, diagonal in (
-            (a, b, ordered, False),
+            (a, b[:short], ordered, False),
             (a, a, ordered, True),
+            (a, near[:short], alternating, False),
             (a, a, alternating, True),
         ):
-            out = torch.zeros(4 * PAIR_BINS, dtype=torch.long, device=device)
-            linf_triton.add_tile(x, y, labels, labels, 2, out, diagonal, block)
-            keep = _distinct(labels, labels, diagonal)
+            la, lb = labels, labels[: len(y)]
+            out = torch.zeros(PROBE_CLASSES**2 * PAIR_BINS, dtype=torch.long, device=device)
+            linf_triton.add_tile(x, y, la, lb, PROBE_CLASSES, out, diagonal, block)
+            keep = _distinct(la, lb, diagonal)
             levels = _linf_levels_cdist(x, y)[keep].long()
-            if not torch.equal(out, _by_class_pair(levels, labels, labels, keep, 2)):
+            if not torch.equal(out, _by_class_pair(levels, la, lb, keep, PROBE_CLASSES)):
                 return False
     return True
 
@@ -461,6 +476,7 @@ def _checked(
 class _Tally:
     """The pair histograms of one run, filled tile by tile on the device."""
 
+    # sorted by class where the Triton kernel counts (pairs and counts are the same in any order)
     values: torch.Tensor  # (N, features): grey levels, uint8 when exact, fp64 otherwise
     dense: torch.Tensor  # (N,) labels relabelled 0..C-1, so the breakdown is dense
     n_classes: int
@@ -489,17 +505,18 @@ class _Tally:
         flat = images.reshape(len(images), -1)
         # integer levels for uint8 (exact in fp32 for L-inf), [0, 1] floats otherwise
         scale = 1.0 if images.dtype == torch.uint8 else 255.0
+        index = {c: i for i, c in enumerate(classes)}
+        dense = torch.tensor([index[c] for c in labels])
+        plan = linf_plan(dev, len(flat), tile, flat.shape[1]) if exact else None
+        tile = tile_rows(len(flat), tile) if plan is None else plan.tile
+        if plan is not None and plan.triton is not None:  # sorted: most blocks of one class
+            order = torch.argsort(dense, stable=True)  # (where the images are: one copy)
+            flat, dense = flat[order.to(flat.device)], dense[order]
         # uint8 L-inf stays in integers (the fused kernel); the rest goes through cdist in fp64
         values = flat.to(dev) if exact else flat.to(dev, torch.float64) * scale
-        index = {c: i for i, c in enumerate(classes)}
-        dense = torch.tensor([index[c] for c in labels], device=dev)
-        plan = linf_plan(dev, len(values), tile, flat.shape[1]) if exact else None
-        tile = tile_rows(len(values), tile) if plan is None else plan.tile
+        dense = dense.to(dev)
         buffers = None
-        if plan is not None and plan.triton is not None:  # sorted: most blocks of one class
-            order = torch.argsort(dense, stable=True)
-            values, dense = values[order], dense[order]
-        elif plan is not None:  # every tile through the same two buffers: one kernel shape
+        if plan is not None and plan.triton is None:  # every tile through two buffers: one shape
             buffers = [
                 torch.zeros(tile, flat.shape[1], dtype=torch.uint8, device=dev) for _ in "ab"
             ]

@@ -123,15 +123,15 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    flags = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
-    saved = [flag.fp32_precision for flag in flags]
-    for flag in flags:
-        flag.fp32_precision = "ieee"
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    # cuDNN through its one switch for convolutions and RNNs alike: set apart, torch finds
+    # them inconsistent and code reading the switch inside the block (cudnn.flags()) fails
+    saved = cudnn.allow_tf32, matmul.fp32_precision
+    cudnn.allow_tf32, matmul.fp32_precision = False, "ieee"
     try:
         yield
     finally:
-        for flag, value in zip(flags, saved, strict=True):
-            flag.fp32_precision = value
+        cudnn.allow_tf32, matmul.fp32_precision = saved
 
 
 def progress_enabled() -> bool:

@@ -75,22 +75,35 @@ def test_perturbation_found_on_cuda_attains_its_ratio_on_cpu(trained, digits, me
     check_reported_perturbations(model, x, result)
 
 
-@pytest.mark.parametrize("name", ["triton", "compiled", "cdist"])
+def test_separation_on_cuda_by_the_triton_kernel_is_exactly_the_brute_force_one():
+    """Taken wherever Triton is installed and passes its probes: two tiles, of 4096 rows and
+    fewer (off the diagonal too), of 8-byte rows (distances of every size; two words each in
+    the packed form)."""
+    pytest.importorskip("triton")
+    from locrob import pair_distances
+
+    x, y = random_set(n=5000, classes=4, seed=5, shape=(1, 2, 4))
+    assert pair_distances.linf_plan(CUDA, len(x), 64, x[0].numel()).triton is not None
+    flat = x.flatten(1).double()
+    d = torch.cdist(flat, flat, p=float("inf"))  # integer levels: exact in fp64
+    i, j = torch.triu_indices(len(x), len(x), 1)
+    keep = y[i] != y[j]
+    result = separation(x, y, "inf", tile=64, device="cuda")
+    assert torch.equal(result.counts.cpu(), torch.bincount(d[i, j][keep].long(), minlength=256))
+
+
+@pytest.mark.parametrize("name", ["compiled", "cdist"])
 def test_separation_on_cuda_is_exactly_the_brute_force_one(monkeypatch, name):
     from locrob import pair_distances
 
     x, y = random_set(n=300, classes=4, seed=5)
-    if name == "triton":  # taken wherever Triton is installed and passes its probes
-        pytest.importorskip("triton")
-        assert pair_distances.triton_block(CUDA, 64, x[0].numel()) is not None
-    else:
-        monkeypatch.setenv("LOCROB_TRITON", "0")
-        kernel = {
-            "compiled": pair_distances._compiled_kernel(),
-            "cdist": pair_distances._linf_levels_cdist,
-        }
-        choice = pair_distances.KernelChoice(name, kernel[name], {})  # not the probe's choice
-        monkeypatch.setattr(pair_distances, "_choices", {("cuda", 64, x[0].numel()): choice})
+    monkeypatch.setenv("LOCROB_TRITON", "0")
+    kernel = {
+        "compiled": pair_distances._compiled_kernel(),
+        "cdist": pair_distances._linf_levels_cdist,
+    }
+    choice = pair_distances.KernelChoice(name, kernel[name], {})  # not the probe's choice
+    monkeypatch.setattr(pair_distances, "_choices", {("cuda", 64, x[0].numel()): choice})
     d, _, _ = brute(x, y, "inf")
     result = separation(x, y, "inf", tile=64, device="cuda")
     expected = torch.bincount(torch.round(d * 255).long(), minlength=256)

@@ -35,14 +35,21 @@ def test_torchs_no_cuda_runtime_warning_is_dropped_and_its_other_messages_kept()
 
 def test_full_precision_on_cuda_is_ieee_fp32_for_the_block_and_restored_after():
     """cuDNN's fp32 convolutions default to TF32; α_lim in float32 asks for IEEE fp32, and
-    gives the settings back as they were (the flags are set without a GPU)."""
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    before = conv.fp32_precision, matmul.fp32_precision
+    gives the settings back as they were (the flags are set without a GPU). Code that reads
+    the legacy switches inside the block (torch's own, cudnn.flags()) still can."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+
+    def state():
+        return cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision, matmul.fp32_precision
+
+    before = state(), cudnn.allow_tf32, matmul.allow_tf32
     with autocast(torch.device("cuda"), None):
-        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
-    assert (conv.fp32_precision, matmul.fp32_precision) == before
-    with pytest.raises(RuntimeError), autocast(torch.device("cuda"), None):
-        raise RuntimeError
-    assert (conv.fp32_precision, matmul.fp32_precision) == before
+        assert "tf32" not in state() and not cudnn.allow_tf32 and not matmul.allow_tf32
+        with cudnn.flags(enabled=True):
+            pass
+    assert (state(), cudnn.allow_tf32, matmul.allow_tf32) == before
+    with pytest.raises(RuntimeError, match="inside"), autocast(torch.device("cuda"), None):
+        raise RuntimeError("inside")
+    assert (state(), cudnn.allow_tf32, matmul.allow_tf32) == before
     with autocast(torch.device("cpu"), None):  # the CPU has no TF32: nothing to set
-        assert (conv.fp32_precision, matmul.fp32_precision) == before
+        assert (state(), cudnn.allow_tf32, matmul.allow_tf32) == before

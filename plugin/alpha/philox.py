@@ -134,12 +134,12 @@ class PhiloxDraws(Draws):
         )
 
 
-def _blocks(features: int) -> tuple[int, int]:
+def _blocks(features: int, interpreter: bool | None = None) -> tuple[int, int]:
     """Rows per program and elements per step: on a GPU, one row of up to 1024 elements per
     step (an image's row fills the block); a small image several rows per program, so that a
-    program still has a block's work; in the interpreter, which runs each program in numpy,
-    many rows at once (fewer programs)."""
-    if interpreted():
+    program still has a block's work; in the interpreter (``interpreter`` None: where Triton
+    runs now), which runs each program in numpy, many rows at once (fewer programs)."""
+    if interpreted() if interpreter is None else interpreter:
         return 32, 64
     block = min(BLOCK, max(16, 1 << (features - 1).bit_length()))
     return max(1, BLOCK // block), block

@@ -49,11 +49,13 @@ class Build:
         if not spans:
             return Counter()
         start, stop = max(spans, key=lambda span: span[1] - span[0])
-        return Counter(m.group(1) for line in lines[start:stop] if (m := _OPCODE.search(line)))
+        body = lines[start : stop + 1]  # the back edge too
+        return Counter(m.group(1) for line in body if (m := _OPCODE.search(line)))
 
 
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
-_BRANCH = re.compile(r"BRA `\((\.L_x_\d+)\)")
+# any form of branch: BRA, BRA.U, BRA.DIV, with a uniform predicate as an operand or not
+_BRANCH = re.compile(r"\bBRA(?:\.\w+)*\s+(?:!?U?P[T\d]+\s*,\s*)?`\((\.L_x_\d+)\)")
 _OPCODE = re.compile(r"\*/\s+(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Za-z0-9_]+)*)")
 
 
@@ -124,11 +126,11 @@ class KernelRow:
 def separation_rows(features: int = 3072) -> list[KernelRow]:
     """Every candidate shape of the separation kernel (rows of ``features`` bytes): its
     loop's instructions per pair-byte, and the DPX add-and-max among them (packed form)."""
-    from locrob import linf_kernel, linf_triton
+    from locrob import linf_triton, linf_triton_kernel
 
     scalars = dict.fromkeys(("n_a", "n_b", "width", "classes", "diagonal"), "i32")
     rows = []
-    for block in linf_triton.candidates(features):
+    for block in linf_triton.sm90_candidates(features):
         side = "*i32" if block.packed else "*u8"  # the packed form reads 4-byte words
         pointers = {"a_ptr": side, "b_ptr": side, "la_ptr": "*i32", "lb_ptr": "*i32"}
         constants = {
@@ -139,7 +141,7 @@ def separation_rows(features: int = 3072) -> list[KernelRow]:
             "EMULATED": False,
         }
         built = build(
-            linf_kernel.histogram,
+            linf_triton_kernel.histogram,
             {**pointers, "out_ptr": "*i64", **scalars},
             constants,
             block.warps,
@@ -174,7 +176,7 @@ def philox_rows(features: int = 3072) -> list[KernelRow]:
         "lo": "fp32",
         "hi": "fp32",
     }
-    rows_per_program, block = philox._blocks(features)
+    rows_per_program, block = philox._blocks(features, interpreter=False)
     rows = []
     for noise in ("gaussian", "uniform"):
         constants = {

@@ -28,7 +28,8 @@ class SeparationBench:
     pairs_per_s: float
     largest_buffer_mb: float
     ours: bool = False  # locrob's rows; the others are the baselines
-    # locrob's rows: each candidate's pairs/s on the tile that chose the one timed
+    # locrob's rows: each candidate kernel's pairs/s on the tile that chose the one timed
+    # (the probe tile of the torch kernels, or a tile of the run's shape for Triton's)
     probe: dict[str, float] = field(default_factory=dict)
 
 
@@ -89,7 +90,7 @@ def _locrob_rows(
         )
         histograms.append(found.counts)
         plan = plans[m]
-        # the Triton kernel writes no distances; its largest buffer is the class-sorted copy
+        # the Triton kernel writes no distances: its largest buffer is the (class-sorted) images
         buffer = m * x[0].numel() if plan.triton is not None else plan.tile**2 * 8
         method = f"locrob tiles, {plan.name}"
         rows.append(
@@ -130,10 +131,16 @@ def _broadcast_row(
 
 def separation_table(rows: Sequence[SeparationBench]) -> str:
     """A Markdown table, with each rate as a multiple of the best baseline's, after a line
-    naming the torch version and each candidate's rate on the tile that chose the kernel."""
+    naming the torch version and, for each of locrob's rows, every candidate kernel's rate on
+    the tile that chose it."""
     best = max(r.pairs_per_s for r in rows if not r.ours)
-    probe = next(r.probe for r in rows if r.ours)
-    rates = ", ".join(f"{name} {rate / 1e6:.2f} M" for name, rate in probe.items()) or "one"
+    lines = [f"torch {torch.__version__}; candidates timed on the tile that chose the kernel:"]
+    for r in rows:
+        if r.ours:
+            rates = "; ".join(
+                f"{name}: {rate / 1e6:.2f} M pairs/s" for name, rate in r.probe.items()
+            )
+            lines.append(f"- {r.images:,} images: {rates or 'one candidate, not timed'}")
     header = ["method", "images", "pairs/s", "vs best baseline", "largest buffer (MiB)"]
     cells = (
         [
@@ -145,5 +152,4 @@ def separation_table(rows: Sequence[SeparationBench]) -> str:
         ]
         for r in rows
     )
-    version = f"torch {torch.__version__}; candidates timed on the choosing tile (pairs/s): {rates}"
-    return version + "\n\n" + markdown.table(header, cells)
+    return "\n".join(lines) + "\n\n" + markdown.table(header, cells)
