@@ -157,7 +157,7 @@ def test_every_batch_reaches_the_compiled_model_in_channels_last_memory(traced, 
     assert traced == [6, 6, 6] and layouts == [True, True, True]
 
 
-def test_float32_runs_whole_in_ieee_fp32_and_autocast_does_not(monkeypatch):
+def test_a_float32_run_sits_whole_in_ieee_fp32_and_a_bf16_run_does_not(monkeypatch):
     """The search's gradients too: the whole float32 run sits in the IEEE fp32 block (which
     on a GPU turns cuDNN's TF32 off); a bf16 run leaves precision to autocast."""
     from locrob.alpha import estimate
