@@ -433,12 +433,19 @@ class TilePlan:
         return chosen.rates
 
 
-def linf_plan(device: torch.device, n: int, tile: int, features: int) -> TilePlan:
+def linf_plan(
+    device: torch.device, n: int, tile: int, features: int, shard: Shard = SINGLE
+) -> TilePlan:
     """The plan for ``n`` uint8 images of ``features`` bytes in L-inf: the Triton kernel on
-    tiles of at least ``TRITON_TILE`` rows where it runs and is exact, else ``tile`` rows
-    through :func:`linf_kernel`'s choice."""
+    tiles of ``TRITON_TILE`` rows where it runs and is exact (on every rank of ``shard``'s
+    group: the ranks must tile alike, or pairs would be counted twice or not at all), else
+    ``tile`` rows through :func:`linf_kernel`'s choice."""
     big = tile_rows(n, max(tile, TRITON_TILE))
     triton = triton_block(device, big, features)
+    if shard.world_size > 1:
+        ready = torch.tensor([int(triton is not None)], device=device)
+        if int(shard.sum(ready)) < shard.world_size:
+            triton = None
     if triton is not None:
         return TilePlan(big, triton, None)
     small = tile_rows(n, tile)
@@ -499,15 +506,17 @@ class _Tally:
         p: float,
         tile: int,
         dev: torch.device,
+        shard: Shard = SINGLE,
     ) -> _Tally:
-        """Values on the device, the kernel and tile size for them, and empty histograms."""
+        """Values on the device, the kernel and tile size for them (the same on every rank of
+        ``shard``'s group), and empty histograms."""
         exact = images.dtype == torch.uint8 and p == float("inf")
         flat = images.reshape(len(images), -1)
         # integer levels for uint8 (exact in fp32 for L-inf), [0, 1] floats otherwise
         scale = 1.0 if images.dtype == torch.uint8 else 255.0
         index = {c: i for i, c in enumerate(classes)}
         dense = torch.tensor([index[c] for c in labels])
-        plan = linf_plan(dev, len(flat), tile, flat.shape[1]) if exact else None
+        plan = linf_plan(dev, len(flat), tile, flat.shape[1], shard) if exact else None
         tile = tile_rows(len(flat), tile) if plan is None else plan.tile
         if plan is not None and plan.triton is not None:  # sorted: most blocks of one class
             order = torch.argsort(dense, stable=True)  # (where the images are: one copy)
@@ -592,7 +601,7 @@ def separation(
     """
     images, labels, classes = _checked(x, y)
     p = parse_norm(norm)
-    tally = _Tally.start(images, labels, classes, p, tile, resolve_device(device))
+    tally = _Tally.start(images, labels, classes, p, tile, resolve_device(device), shard)
     # strided, so that each rank gets tiles from the whole triangle (the first rows' are longest)
     mine = list(tiles(len(images), tally.tile))[shard.rank :: shard.world_size]
     for i0, i1, j0, j1 in progress(mine, desc="separation", unit="tile"):

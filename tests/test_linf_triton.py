@@ -150,3 +150,26 @@ def test_the_packed_shapes_are_tried_only_where_their_instructions_exist(monkeyp
         blocks = linf_triton.candidates(features, gpu)
         assert [b for b in blocks if not b.packed] == plain
         assert any(b.packed for b in blocks) == packed, (capability, features)
+
+
+def test_a_group_takes_the_triton_kernel_only_where_every_rank_can(monkeypatch):
+    """The ranks split the tiles by index, so they must tile alike: where one rank cannot run
+    the Triton kernel (4096-row tiles), none does (the torch kernels' tiles)."""
+    from dataclasses import dataclass
+
+    from locrob import pair_distances
+    from locrob.distributed import Shard
+
+    @dataclass(frozen=True)
+    class Pair(Shard):  # rank 0 of a group of two, whose other rank adds ``other``
+        other: int = 0
+
+        def sum(self, tensor):
+            return tensor.add_(self.other)
+
+    choice = pair_distances.BlockChoice(linf_triton.Block(16, 16, 4), {})
+    monkeypatch.setattr(pair_distances, "triton_block", lambda *args: choice)
+    plan = pair_distances.linf_plan(torch.device("cpu"), 5000, 512, 40, Pair(0, 2, other=1))
+    assert (plan.triton, plan.tile) == (choice, 4096)
+    plan = pair_distances.linf_plan(torch.device("cpu"), 5000, 512, 40, Pair(0, 2, other=0))
+    assert (plan.triton, plan.tile) == (None, 512)
