@@ -19,7 +19,6 @@ there as the same lane arithmetic in plain words). No library computes this hist
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,7 +94,6 @@ def _fitting(blocks: tuple[Block, ...], features: int, dpx: bool) -> tuple[Block
     return tuple(b for b in blocks if not b.packed or (dpx and features % 4 == 0))
 
 
-@functools.cache
 def _kernel() -> Callable:
     """The jitted kernel, imported on first use (Triton picks the interpreter when it builds)."""
     from locrob.linf_triton_kernel import histogram

@@ -273,8 +273,9 @@ def linf_kernel(device: torch.device, rows: int, features: int) -> KernelChoice:
     return _choices[key]
 
 
-TRITON_TILE = 4096  # rows per side of a tile the Triton kernel takes in one launch, at least
+TRITON_TILE = 4096  # rows per side of the Triton kernel's tiles (fewer images: one tile)
 TIMING_CLASSES = 8  # runs of sorted labels in the tile that times the Triton kernel's shapes
+PROBE_CLASSES = 3  # in the Triton kernel's probes: a wrong class-pair row shows with three
 
 
 @dataclass(frozen=True)
@@ -317,9 +318,6 @@ def _by_class_pair(
 def _sorted_labels(rows: int, classes: int, device: torch.device) -> torch.Tensor:
     """``classes`` runs of equal labels, as a tile of class-sorted rows holds."""
     return torch.arange(rows, device=device) * classes // rows
-
-
-PROBE_CLASSES = 3  # in the Triton kernel's probes: a wrong class-pair row shows with three
 
 
 def _block_exact(block: linf_triton.Block, device: torch.device, features: int) -> bool:
