@@ -439,6 +439,14 @@ def bench_alpha(
     clever_points: Annotated[
         int, typer.Option(help="Points to time ART's clever_u on, beside alpha_lim (0: skip).")
     ] = 1,
+    authors_draws: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Draws per point and radius of the authors' loop's timed runs (default: as "
+            "--draws; its images/s do not depend on them).",
+        ),
+    ] = None,
     device: Device = None,
     out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
 ) -> None:
@@ -452,7 +460,14 @@ def bench_alpha(
     sizes = (points, draws, radii) if points is not None else None
     presets = ALPHA_PRESETS if preset is None else [None if preset == "default" else preset]
     rows = run_bench(
-        model or ALPHA_MODELS, device, presets, forward_dtype, sizes, clever_points, compile
+        model or ALPHA_MODELS,
+        device,
+        presets,
+        forward_dtype,
+        sizes,
+        clever_points,
+        compile,
+        authors_draws,
     )
     typer.echo(alpha_table(rows), nl=False)
     if out is not None:
@@ -488,7 +503,7 @@ def bench_separation(
 def bench_corruptions(
     images: Annotated[int, typer.Option(help="Batch of random 3x32x32 images for locrob.")] = 1000,
     reference_images: Annotated[
-        int, typer.Option(help="Images for imagecorruptions (one at a time).")
+        int, typer.Option(min=0, help="Images for imagecorruptions (one at a time; 0: skip it).")
     ] = 40,
     corruption: Annotated[
         list[str] | None, typer.Option(help="Corruptions to time (default: all 15).")
@@ -501,19 +516,36 @@ def bench_corruptions(
     imagenet_size: Annotated[
         int, typer.Option(help="Their height and width (224: ImageNet-C's).")
     ] = 32,
+    cpu_images: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="On a GPU, the CPU's rates on this many of each batch (default: all)."
+        ),
+    ] = None,
 ) -> None:
     """Corrupted images per second, all severities, against the imagecorruptions package (and,
-    on a GPU, against the CPU)."""
+    on a GPU, against the CPU). Each corruption's rates go to stderr as they are measured, and
+    to the JSON (rewritten after each), so a run cut short keeps what it measured."""
     from dataclasses import asdict
 
+    from locrob.bench.corruptions import CorruptionBench, corruption_table
     from locrob.bench.corruptions import bench_corruptions as run_bench
-    from locrob.bench.corruptions import corruption_table
 
-    rows = run_bench(images, reference_images, device, corruption, imagenet_images, imagenet_size)
+    done: list[CorruptionBench] = []
+
+    def measured(row: CorruptionBench) -> None:
+        done.append(row)
+        rates = f"{row.cifar_ips:,.0f} img/s (cifar), {row.imagenet_ips:,.0f} (imagenet)"
+        typer.echo(f"{row.corruption}: {rates}", err=True)
+        if out is not None:
+            data = [{**asdict(r), "speedup": r.speedup} for r in done]
+            write_text(out / "bench-corruptions.json", json.dumps(data, indent=2) + "\n")
+
+    rows = run_bench(
+        images, reference_images, device, corruption, imagenet_images, imagenet_size,
+        cpu_images=cpu_images, on_row=measured,
+    )  # fmt: skip
     typer.echo(corruption_table(rows), nl=False)
-    if out is not None:
-        data = [{**asdict(r), "speedup": r.speedup} for r in rows]
-        write_text(out / "bench-corruptions.json", json.dumps(data, indent=2) + "\n")
 
 
 @bench_app.command("train")

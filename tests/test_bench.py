@@ -43,6 +43,26 @@ def test_bench_alpha_runs_each_preset_and_the_authors_loop_with_its_settings(mon
     assert {(r.flops, r.compiled, r.peak_share) for r in rows} == {(2 * 3072 * 10, False, None)}
 
 
+def test_bench_alpha_times_the_authors_loop_on_the_draws_asked(locrob_cli, monkeypatch, tmp_path):
+    """--authors-draws sizes the authors' loop alone; the row and the table say so."""
+    seen, original = [], alpha.authors_loop
+
+    def recording(model, x, radii, draws, noise="uniform", rng="numpy", seed=0):
+        seen.append(draws)
+        return original(model, x, radii, draws, noise, rng, seed)
+
+    monkeypatch.setattr(alpha, "authors_loop", recording)
+    code, out, _ = locrob_cli(
+        "bench", "alpha", "--model", "linear", "--preset", "paper", "--points", "4", "--draws",
+        "3", "--radii", "2", "--authors-draws", "1", "--clever-points", "0", "--device", "cpu",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0 and set(seen) == {1} and len(seen) == 4  # 2 rounds x 2 generators
+    (row,) = json.loads((tmp_path / "bench-alpha.json").read_text())
+    assert (row["draws"], row["authors_draws"]) == (3, 1)
+    assert "| 4 x 3 x 2 (authors' draws: 1) |" in out
+
+
 @pytest.mark.parametrize(
     "name, peak",
     [
@@ -241,6 +261,46 @@ def test_bench_corruptions_times_the_imagenet_preset_at_its_size_and_tabulates_t
     assert "| a | 300 | 30 | 25 % | 100 | 10 | 3.0x | 10 | 3.0x |" in table
     assert "| b | 100 | 10 | 75 % | 50 | 5 | 2.0x | fails (ValueError) | - |" in table
     assert "| all 2 | 150 | 15 | 100 % | 67 | 7 | 2.2x | - | - |" in table
+
+
+def test_bench_corruptions_times_the_cpu_on_the_share_asked_and_keeps_rows_of_a_cut_run(
+    locrob_cli, monkeypatch, tmp_path
+):
+    """On a device, the CPU's rates come from the first --cpu-images of each batch and the
+    device's from all of it; --reference-images 0 never imports imagecorruptions; each row is
+    in the JSON as soon as it is measured, so a run that fails later keeps it."""
+    seen = []
+
+    def rates(name, batches, device):
+        seen.append((name, device.type, {k: len(v) for k, v in batches.items()}))
+        if name == "fog":
+            raise LocrobError("cut short")
+        return {"cifar": 200.0, "imagenet": 20.0}
+
+    def no_baseline():
+        raise AssertionError("imported")
+
+    monkeypatch.setattr(corruptions, "_rates", rates)
+    monkeypatch.setattr(corruptions, "_import_imagecorruptions", no_baseline)
+    monkeypatch.setattr(corruptions, "resolve_device", lambda _: torch.device("meta"))
+    code, _, err = locrob_cli(
+        "bench", "corruptions", "--images", "6", "--imagenet-images", "5", "--cpu-images", "2",
+        "--reference-images", "0", "--corruption", "contrast", "--corruption", "fog",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code != 0
+    assert seen == [
+        ("contrast", "meta", {"cifar": 6, "imagenet": 5}),
+        ("contrast", "cpu", {"cifar": 2, "imagenet": 2}),
+        ("fog", "meta", {"cifar": 6, "imagenet": 5}),
+    ]
+    assert "contrast: 200 img/s (cifar), 20 (imagenet)" in err
+    (row,) = json.loads((tmp_path / "bench-corruptions.json").read_text())
+    assert row["corruption"] == "contrast" and row["cpu_cifar_ips"] == 200.0
+    assert row["reference_ips"] is None and row["speedup"] is None
+    del row["speedup"]
+    table = corruptions.corruption_table([corruptions.CorruptionBench(**row)])
+    assert "| not run | - |" in table
 
 
 def test_bench_corruptions_runs_the_real_imagecorruptions():

@@ -147,22 +147,63 @@ def test_an_example_without_its_files_says_so_in_one_line(
     assert list(tmp_path.iterdir()) == []  # nothing created: no data/, no runs/
 
 
-def test_the_gpu_figures_script_names_commands_and_options_that_exist():
-    """examples/gpu_figures.sh runs where no test can (a GPU): each benchmark it calls, and
-    each option it passes, must exist, and the test file it runs too."""
-    import re
+def gpu_figures(tmp_path: Path, budget: int, *steps: str) -> tuple[list[list[str]], str]:
+    """Run examples/gpu_figures.sh with a stand-in ``python`` that records its arguments:
+    (each call's arguments, the log)."""
+    import os
+    import subprocess
 
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir(parents=True)
+    stub.write_text('#!/usr/bin/env bash\nprintf \'%s\\0\' "$#" "$@" >> "$CALLS"\n')
+    stub.chmod(0o755)
+    calls, out = tmp_path / "calls", tmp_path / "out"
+    env = os.environ | {
+        "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}",
+        "CALLS": str(calls),
+        "LOCROB_GPU_BUDGET": str(budget),
+    }
+    script = str(EXAMPLES / "gpu_figures.sh")
+    subprocess.run(["bash", script, str(out), *steps], env=env, check=True, timeout=60)
+    fields = calls.read_text().split("\0")[:-1] if calls.exists() else []
+    recorded = []
+    while fields:
+        count = int(fields.pop(0))
+        recorded.append(fields[:count])
+        del fields[:count]
+    return recorded, (out / "log.txt").read_text()
+
+
+def test_the_gpu_figures_script_runs_its_steps_in_order_with_arguments_that_parse(tmp_path):
+    """examples/gpu_figures.sh runs where no test can (a GPU): each step it runs must call a
+    benchmark with options that parse (types and bounds too), the CUDA tests, and log how
+    each step ended."""
     import typer
 
     from locrob import cli
 
-    text = (EXAMPLES / "gpu_figures.sh").read_text().replace("\\\n", " ")
+    calls, log = gpu_figures(tmp_path, 600)
     bench = typer.main.get_command(cli.app).commands["bench"].commands
-    calls = re.findall(r"python -m locrob bench (\S+)([^\n]*)", text)
-    assert {name for name, _ in calls} == {"separation", "alpha", "corruptions"}
-    for name, arguments in calls:
-        known = {opt for param in bench[name].params for opt in param.opts}
-        assert set(re.findall(r"--[a-z-]+", arguments)) <= known, name
-    for path in re.findall(r"pytest [^\n]*?(tests/\S+\.py)", text):
-        assert (EXAMPLES.parent / path).exists(), path
-    assert "tests/test_cuda.py" in text
+    names = [call[3] if call[:3] == ["-m", "locrob", "bench"] else call[0] for call in calls]
+    assert names == ["-c", "separation", "alpha", "-m", "corruptions", "alpha"]
+    for call in calls:
+        if call[:3] == ["-m", "locrob", "bench"]:
+            command = bench[call[3]]
+            context = command.make_context(call[3], call[4:])  # raises on an unknown option
+            assert context.params.get("device") == "cuda", call
+            if call[3] == "alpha":
+                assert context.params["authors_draws"] and context.params["clever_points"] == 0
+    assert calls[3] == ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"]
+    assert (EXAMPLES.parent / calls[3][-1]).exists()
+    with pytest.raises(typer.BadParameter):  # the check above can fail
+        bench["alpha"].make_context("alpha", ["--authors-draws", "0"])
+    for step in ("device", "separation", "alpha", "cuda-tests", "corruptions", "wrn"):
+        assert f"== {step}: python" in log and f"\n{step}: exit 0 in " in log, step
+
+
+def test_the_gpu_figures_script_runs_the_steps_asked_and_skips_those_without_time(tmp_path):
+    calls, log = gpu_figures(tmp_path / "some", 600, "corruptions", "wrn")
+    assert [call[3] for call in calls] == ["corruptions", "alpha"]
+    assert "== separation" not in log and "\nwrn: exit 0 in " in log
+    calls, log = gpu_figures(tmp_path / "none", 20, "device", "alpha")
+    assert calls == [] and log == "device: skipped, 20 s left\nalpha: skipped, 20 s left\n"

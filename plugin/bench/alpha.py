@@ -102,6 +102,7 @@ class AlphaBench:
     inference_ips: float
     authors_ips: float  # their loop, numpy noise
     authors_torch_ips: float  # their loop, noise drawn by torch on the device
+    authors_draws: int  # per point and radius in their loop's timed runs (the rate is per image)
     compiled: bool  # the estimator's forward pass (and the inference beside it) compiled
     flops: float  # per image
     peak: float | None  # the device's dense bf16 FLOP/s, where known
@@ -208,12 +209,16 @@ def bench_model(
     sizes: tuple[int, int, int] | None,
     clever_points: int = 0,
     compile: str = "auto",
+    authors_draws: int | None = None,
 ) -> AlphaBench:
-    """The figures of one architecture (random weights: speed does not depend on them)."""
+    """The figures of one architecture (random weights: speed does not depend on them); the
+    authors' loop is timed on ``authors_draws`` draws per point and radius (default: the
+    preset's)."""
     torch.manual_seed(0)
     model = bench_network(name).to(dev).eval()
     settings, radii = _sized(name, dev, preset, forward_dtype, sizes, compile)
     n, draws = settings.max_examples or 100, settings.n_draws
+    authors_draws = authors_draws or draws
     x = (images[torch.arange(n) % len(images)].float() / 255).to(dev)
     options = {k: v for k, v in settings.describe().items() if k not in ("radii", "clamp")}
     chunks = []
@@ -226,7 +231,7 @@ def bench_model(
     as_given = copy.deepcopy(model)  # the authors' loop takes the module as it is given
 
     def authors(rng: str) -> Callable[[], int]:
-        return lambda: authors_loop(as_given, x, radii, draws, settings.noise, rng)[0]
+        return lambda: authors_loop(as_given, x, radii, authors_draws, settings.noise, rng)[0]
 
     # the weights in channels-last memory once for every run (each run would otherwise
     # convert them again, at new addresses, and its CUDA graphs be captured again)
@@ -255,6 +260,7 @@ def bench_model(
         rates["inference"],
         rates["numpy"],
         rates["torch"],
+        authors_draws,
         compiled,
         flops_per_image(model, x[:1]),
         bf16_peak(dev),
@@ -342,18 +348,30 @@ def bench_alpha(
     sizes: tuple[int, int, int] | None = None,
     clever_points: int = 1,
     compile: str = "auto",
+    authors_draws: int | None = None,
 ) -> list[AlphaBench]:
     """Measure each model under each preset (``None``: the default settings); ``sizes`` =
     (points, draws, radii) overrides the preset's counts, which a CPU scales down by default.
 
     ``clever_points`` points also time ART's ``clever_u`` (0 skips it), once per model;
-    ``compile`` is the estimator's setting (``auto``, ``on``, ``off``).
+    ``compile`` is the estimator's setting (``auto``, ``on``, ``off``); ``authors_draws``
+    sizes the authors' loop's timed runs (default: each preset's draws). Its rate does not
+    depend on them: each draw is one forward pass of the points, the same work every time
+    (beside one pass at the points per run).
     """
     dev = resolve_device(device)
     images = load_dataset("digits").train_x
     return [
         bench_model(
-            name, dev, images, preset, forward_dtype, sizes, clever_points if i == 0 else 0, compile
+            name,
+            dev,
+            images,
+            preset,
+            forward_dtype,
+            sizes,
+            clever_points if i == 0 else 0,
+            compile,
+            authors_draws,
         )
         for name in models
         for i, preset in enumerate(presets)
@@ -386,7 +404,8 @@ def alpha_table(rows: Sequence[AlphaBench]) -> str:
                 f"{r.noise}, {r.directions}",
                 r.device,
                 r.forward_dtype + (", compiled" if r.compiled else ""),
-                f"{r.points} x {r.draws} x {r.radii}",
+                f"{r.points} x {r.draws} x {r.radii}"
+                + (f" (authors' draws: {r.authors_draws})" if r.authors_draws != r.draws else ""),
                 r.batch,
                 f"{r.engine_ips:,.0f}",
                 f"{r.inference_ips:,.0f}",
