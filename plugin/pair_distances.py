@@ -375,10 +375,10 @@ def triton_block(device: torch.device, rows: int, features: int) -> BlockChoice 
     bytes on ``device``, or None where :func:`separation` does not take the kernel.
 
     None where it cannot run (:func:`locrob.linf_triton.usable`). Otherwise each candidate
-    shape must reproduce the exact histogram on the probes (a shape that fails to build or
-    counts wrong is left out, with a warning; None, and the other kernels, when none is left),
-    and the exact ones are timed on a tile of the run's shape at first use: the fastest runs
-    (in Triton's interpreter, the first).
+    shape must reproduce the exact histogram on the probes, and the exact ones are timed on a
+    tile of the run's shape at first use: the fastest runs (in Triton's interpreter, the
+    first). A shape that fails to build, counts wrong or fails on that tile is left out, with
+    a warning; None, and the other kernels, when none is left.
     """
     if not linf_triton.usable(device):
         return None
@@ -393,16 +393,21 @@ def triton_block(device: torch.device, rows: int, features: int) -> BlockChoice 
                     left_out.append(f"{block} (wrong histogram)")
             except Exception as err:  # a shape this Triton or this device cannot build
                 left_out.append(f"{block} ({type(err).__name__})")
+        rates = {}
+        if len(exact) > 1 and not linf_triton.interpreted():  # numpy's pace says nothing
+            for block in tuple(exact):
+                try:
+                    rates[str(block)] = _block_rate(block, device, rows, features)
+                except Exception as err:  # a shape that fails at the run's tile size only
+                    exact.remove(block)
+                    left_out.append(f"{block} ({type(err).__name__} on {rows} rows)")
+            exact.sort(key=lambda b: -rates[str(b)])
         if left_out:
             fallback = "" if exact else "; using the other kernels"
             warnings.warn(
                 f"separation: Triton kernel shapes left out: {', '.join(left_out)}{fallback}",
                 stacklevel=2,
             )
-        rates = {}
-        if len(exact) > 1 and not linf_triton.interpreted():  # numpy's pace says nothing
-            rates = {str(b): _block_rate(b, device, rows, features) for b in exact}
-            exact.sort(key=lambda b: -rates[str(b)])
         _blocks[key] = BlockChoice(exact[0], rates) if exact else None
     return _blocks[key]
 

@@ -148,12 +148,12 @@ def test_an_example_without_its_files_says_so_in_one_line(
 
 
 def gpu_figures(tmp_path: Path, budget: int, *steps: str) -> tuple[list[list[str]], str]:
-    """Run examples/gpu_figures.sh with a stand-in ``python`` that records its arguments:
+    """Run examples/gpu_figures.sh with a stand-in ``python3`` that records its arguments:
     (each call's arguments, the log)."""
     import os
     import subprocess
 
-    stub = tmp_path / "bin" / "python"
+    stub = tmp_path / "bin" / "python3"
     stub.parent.mkdir(parents=True)
     stub.write_text('#!/usr/bin/env bash\nprintf \'%s\\0\' "$#" "$@" >> "$CALLS"\n')
     stub.chmod(0o755)
@@ -198,7 +198,7 @@ def test_the_gpu_figures_script_runs_its_steps_in_order_with_arguments_that_pars
     with pytest.raises(typer.BadParameter):  # the check above can fail
         bench["alpha"].make_context("alpha", ["--authors-draws", "0"])
     for step in ("device", "separation", "alpha", "cuda-tests", "corruptions", "wrn"):
-        assert f"== {step}: python" in log and f"\n{step}: exit 0 in " in log, step
+        assert f"== {step}: python3" in log and f"\n{step}: exit 0 in " in log, step
 
 
 def test_the_gpu_figures_script_runs_the_steps_asked_and_skips_those_without_time(tmp_path):

@@ -88,17 +88,20 @@ def test_without_a_device_for_it_the_other_kernels_measure(monkeypatch):
 
 
 def test_the_fastest_exact_shape_runs_and_the_others_are_named(monkeypatch):
-    """Shape selection, with stand-in kernels on the CPU: a shape that counts wrong or fails
-    to build is left out with a warning, and the faster of the exact ones is taken."""
+    """Shape selection, with stand-in kernels on the CPU: a shape that counts wrong, fails to
+    build or fails on the run's tile is left out with a warning, and the faster of the exact
+    ones is taken."""
     import time
 
     from locrob import pair_distances
 
-    fast, slow, wrong, broken = (linf_triton.Block(8, 8, s) for s in (1, 2, 3, 4))
+    fast, slow, wrong, broken, large = (linf_triton.Block(8, 8, s) for s in (1, 2, 3, 4, 5))
 
     def stand_in(a, b, la, lb, classes, out, diagonal, block):
         if block == broken:
             raise RuntimeError("cannot build")
+        if block == large and len(a) == 32:  # builds, and is exact on the smaller probes
+            raise MemoryError
         if block == slow:
             time.sleep(0.01)
         keep = pair_distances._distinct(la, lb, diagonal)
@@ -107,14 +110,17 @@ def test_the_fastest_exact_shape_runs_and_the_others_are_named(monkeypatch):
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # timed as on a GPU
     monkeypatch.setattr(linf_triton, "usable", lambda device: True)
-    shapes = (slow, wrong, fast, broken)
+    shapes = (slow, wrong, large, fast, broken)
     monkeypatch.setattr(linf_triton, "candidates", lambda features, device: shapes)
     monkeypatch.setattr(linf_triton, "add_tile", stand_in)
     monkeypatch.setattr(pair_distances, "_blocks", {})
     with pytest.warns(UserWarning) as caught:
         choice = triton_block(torch.device("cpu"), 32, 40)
     (message,) = (str(w.message) for w in caught)
-    assert f"{wrong} (wrong histogram), {broken} (RuntimeError)" in message
+    assert (
+        f"{wrong} (wrong histogram), {broken} (RuntimeError), {large} (MemoryError on 32 rows)"
+        in message
+    )
     assert "using the other kernels" not in message
     assert choice is not None and choice.block == fast
     assert set(choice.rates) == {str(fast), str(slow)}
