@@ -24,7 +24,7 @@ wanted=" ${*:-device separation alpha cuda-tests corruptions wrn} "
 ended=()
 
 step() {  # step NAME SECONDS COMMAND...: run it if asked for and time is left, output to the log
-    local name=$1 limit=$2 left=$((deadline - SECONDS)) start=$SECONDS code
+    local name=$1 limit=$2 left=$((deadline - SECONDS)) start=$SECONDS code late
     shift 2
     [[ $wanted == *" $name "* ]] || return 0
     if ((left < 30)); then
@@ -32,9 +32,11 @@ step() {  # step NAME SECONDS COMMAND...: run it if asked for and time is left, 
         return 0
     fi
     echo "== $name: $*" | tee -a "$out/log.txt"
-    timeout $((limit < left ? limit : left)) "$@" 2>&1 | tee -a "$out/log.txt"
+    # killed outright 10 s after the signal to stop, should a stuck device call not stop
+    timeout -k 10 $((limit < left ? limit : left)) "$@" 2>&1 | tee -a "$out/log.txt"
     code=${PIPESTATUS[0]}
-    ended+=("$name: exit $code$( ((code == 124)) && echo ' (out of time)') in $((SECONDS - start)) s")
+    late=$( ((code == 124 || code == 137)) && echo ' (out of time)')
+    ended+=("$name: exit $code$late in $((SECONDS - start)) s")
 }
 
 step device 60 python3 -c "
