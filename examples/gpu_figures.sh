@@ -13,38 +13,50 @@
 # time or is skipped for want of it does not stop the next. Everything printed goes to
 # log.txt under the folder given, each benchmark's JSON to a folder of its own there
 # (written as it measures, where the benchmark measures in parts), and a last line per step
-# says how it ended and in how many seconds.
+# says how it ended and in how many seconds. It exits with 1 when a step failed, ran out of
+# time or was skipped, and with 2, running nothing, on a step name it lacks.
 set -uo pipefail
+steps=" device separation alpha cuda-tests corruptions wrn "
 out=${1:-runs/gpu}
 shift $(($# > 0 ? 1 : 0))
+for name in "$@"; do
+    [[ $steps == *" $name "* ]] || { echo "no step '$name'; the steps:$steps" >&2; exit 2; }
+done
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 LOCROB_PROGRESS=0
 deadline=$((SECONDS + ${LOCROB_GPU_BUDGET:-570}))
-wanted=" ${*:-device separation alpha cuda-tests corruptions wrn} "
+wanted=" ${*:-$steps} "
 ended=()
+failed=0
 
 step() {  # step NAME SECONDS COMMAND...: run it if asked for and time is left, output to the log
-    local name=$1 limit=$2 left=$((deadline - SECONDS)) start=$SECONDS code late
+    local name=$1 limit=$2 left=$((deadline - SECONDS)) start=$SECONDS code seconds late
     shift 2
     [[ $wanted == *" $name "* ]] || return 0
     if ((left < 30)); then
-        ended+=("$name: skipped, ${left} s left")
+        ended+=("$name: skipped, $((left > 0 ? left : 0)) s left")
+        failed=1
         return 0
     fi
+    ((limit < left)) || limit=$left
     echo "== $name: $*" | tee -a "$out/log.txt"
     # killed outright 10 s after the signal to stop, should a stuck device call not stop
-    timeout -k 10 $((limit < left ? limit : left)) "$@" 2>&1 | tee -a "$out/log.txt"
-    code=${PIPESTATUS[0]}
-    late=$( ((code == 124 || code == 137)) && echo ' (out of time)')
-    ended+=("$name: exit $code$late in $((SECONDS - start)) s")
+    timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$out/log.txt"
+    code=${PIPESTATUS[0]} seconds=$((SECONDS - start))
+    # 124: stopped at the limit; 137: killed, at the limit or by something else (memory)
+    late=$( ((code == 124 || (code == 137 && seconds >= limit))) && echo ' (out of time)')
+    ((code == 0)) || failed=1
+    ended+=("$name: exit $code$late in $seconds s")
 }
 
 step device 60 python3 -c "
-import importlib.util, torch, triton
-needed = ('locrob', 'torchattacks', 'robustbench', 'imagecorruptions')
-missing = [m for m in needed if not importlib.util.find_spec(m)]
+from importlib.metadata import version
+from importlib.util import find_spec
+import torch
+needed = ('locrob', 'triton', 'torchattacks', 'robustbench', 'imagecorruptions')
+missing = [m for m in needed if not find_spec(m)]
 print('missing:', ', '.join(missing) or 'nothing', '| torch', torch.__version__, '| triton',
-      triton.__version__)
+      version('triton') if find_spec('triton') else '-')
 print(torch.cuda.get_device_properties(0))"
 step separation 150 python3 -m locrob bench separation --device cuda --images 50000 \
     --baseline-images 5000 --out "$out/separation"
@@ -54,12 +66,14 @@ step alpha 270 python3 -m locrob bench alpha --device cuda --model preact-resnet
     --preset paper --forward-dtype bfloat16 --compile on --clever-points 0 \
     --authors-draws 10 --out "$out/alpha"
 step cuda-tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
-# the CPU beside the GPU on 200 images of each batch: its rates per image hold at that size,
-# and all 1,000 224x224 images at all 75 settings would take minutes on the CPU
+# the CPU beside the GPU on 200 of the 224x224 images (its rate per image holds on batches
+# of that size, and all 1,000 at all 75 settings would take minutes on the CPU); the
+# imagecorruptions baseline, a CPU figure, is left to the CPU column
 step corruptions 180 python3 -m locrob bench corruptions --device cuda --images 10000 \
-    --imagenet-images 1000 --imagenet-size 224 --cpu-images 200 --reference-images 0 \
-    --out "$out/corruptions"
+    --imagenet-images 1000 --imagenet-size 224 --cpu-imagenet-images 200 \
+    --reference-images 0 --out "$out/corruptions"
 step wrn 150 python3 -m locrob bench alpha --device cuda --model wrn-28-10 --preset paper \
     --forward-dtype bfloat16 --compile on --clever-points 0 --points 10 --draws 100 \
     --radii 30 --authors-draws 10 --out "$out/wrn"
 printf '%s\n' "${ended[@]}" | tee -a "$out/log.txt"
+exit $failed  # 1 when a step failed, ran out of time or was skipped

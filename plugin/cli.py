@@ -468,6 +468,7 @@ def bench_alpha(
         clever_points,
         compile,
         authors_draws,
+        lambda line: typer.echo(line, err=True),  # as it goes: a run cut short keeps them
     )
     typer.echo(alpha_table(rows), nl=False)
     if out is not None:
@@ -516,10 +517,12 @@ def bench_corruptions(
     imagenet_size: Annotated[
         int, typer.Option(help="Their height and width (224: ImageNet-C's).")
     ] = 32,
-    cpu_images: Annotated[
+    cpu_imagenet_images: Annotated[
         int | None,
         typer.Option(
-            min=1, help="On a GPU, the CPU's rates on this many of each batch (default: all)."
+            min=1,
+            help="On a GPU, the CPU's imagenet rates on this many of those images (default: "
+            "all; the cifar batch runs whole, as a small one would sit in the CPU's caches).",
         ),
     ] = None,
 ) -> None:
@@ -535,15 +538,16 @@ def bench_corruptions(
 
     def measured(row: CorruptionBench) -> None:
         done.append(row)
-        rates = f"{row.cifar_ips:,.0f} img/s (cifar), {row.imagenet_ips:,.0f} (imagenet)"
-        typer.echo(f"{row.corruption}: {rates}", err=True)
+        if not row.error:  # a failure has said so already
+            rates = f"{row.cifar_ips:,.0f} img/s (cifar), {row.imagenet_ips:,.0f} (imagenet)"
+            typer.echo(f"{row.corruption}: {rates}", err=True)
         if out is not None:
             data = [{**asdict(r), "speedup": r.speedup} for r in done]
             write_text(out / "bench-corruptions.json", json.dumps(data, indent=2) + "\n")
 
     rows = run_bench(
         images, reference_images, device, corruption, imagenet_images, imagenet_size,
-        cpu_images=cpu_images, on_row=measured,
+        cpu_imagenet_images=cpu_imagenet_images, on_row=measured,
     )  # fmt: skip
     typer.echo(corruption_table(rows), nl=False)
 

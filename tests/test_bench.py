@@ -44,7 +44,8 @@ def test_bench_alpha_runs_each_preset_and_the_authors_loop_with_its_settings(mon
 
 
 def test_bench_alpha_times_the_authors_loop_on_the_draws_asked(locrob_cli, monkeypatch, tmp_path):
-    """--authors-draws sizes the authors' loop alone; the row and the table say so."""
+    """--authors-draws sizes the authors' loop alone; the row and the table say so, and each
+    stage's figure is on stderr as soon as it is measured."""
     seen, original = [], alpha.authors_loop
 
     def recording(model, x, radii, draws, noise="uniform", rng="numpy", seed=0):
@@ -52,7 +53,7 @@ def test_bench_alpha_times_the_authors_loop_on_the_draws_asked(locrob_cli, monke
         return original(model, x, radii, draws, noise, rng, seed)
 
     monkeypatch.setattr(alpha, "authors_loop", recording)
-    code, out, _ = locrob_cli(
+    code, out, err = locrob_cli(
         "bench", "alpha", "--model", "linear", "--preset", "paper", "--points", "4", "--draws",
         "3", "--radii", "2", "--authors-draws", "1", "--clever-points", "0", "--device", "cpu",
         "--out", str(tmp_path),
@@ -61,6 +62,10 @@ def test_bench_alpha_times_the_authors_loop_on_the_draws_asked(locrob_cli, monke
     (row,) = json.loads((tmp_path / "bench-alpha.json").read_text())
     assert (row["draws"], row["authors_draws"]) == (3, 1)
     assert "| 4 x 3 x 2 (authors' draws: 1) |" in out
+    # each stage on stderr as it ends: a run cut short keeps them
+    stages = [line.split(":")[1].split()[0] for line in err.splitlines()]
+    assert stages == ["warm-up", *["engine", "inference", "authors", "authors"] * 2]
+    assert err.startswith("linear paper: warm-up (compilation, the chunk) ")
 
 
 @pytest.mark.parametrize(
@@ -263,18 +268,21 @@ def test_bench_corruptions_times_the_imagenet_preset_at_its_size_and_tabulates_t
     assert "| all 2 | 150 | 15 | 100 % | 67 | 7 | 2.2x | - | - |" in table
 
 
-def test_bench_corruptions_times_the_cpu_on_the_share_asked_and_keeps_rows_of_a_cut_run(
+def test_bench_corruptions_times_the_cpu_on_the_images_asked_and_goes_on_past_a_failure(
     locrob_cli, monkeypatch, tmp_path
 ):
-    """On a device, the CPU's rates come from the first --cpu-images of each batch and the
-    device's from all of it; --reference-images 0 never imports imagecorruptions; each row is
-    in the JSON as soon as it is measured, so a run that fails later keeps it."""
-    seen = []
+    """On a device, the CPU's imagenet rates come from the first --cpu-imagenet-images of that
+    batch, its cifar ones and the device's from whole batches; --reference-images 0 never
+    imports imagecorruptions; a corruption that fails is a row saying why, the next ones are
+    measured, and each row is in the JSON as soon as it is measured."""
+    seen, out = [], tmp_path / "out"
 
     def rates(name, batches, device):
         seen.append((name, device.type, {k: len(v) for k, v in batches.items()}))
         if name == "fog":
-            raise LocrobError("cut short")
+            written = json.loads((out / "bench-corruptions.json").read_text())
+            assert [row["corruption"] for row in written] == ["contrast"]
+            raise LocrobError("no fog here\nsecond line")
         return {"cifar": 200.0, "imagenet": 20.0}
 
     def no_baseline():
@@ -283,24 +291,33 @@ def test_bench_corruptions_times_the_cpu_on_the_share_asked_and_keeps_rows_of_a_
     monkeypatch.setattr(corruptions, "_rates", rates)
     monkeypatch.setattr(corruptions, "_import_imagecorruptions", no_baseline)
     monkeypatch.setattr(corruptions, "resolve_device", lambda _: torch.device("meta"))
-    code, _, err = locrob_cli(
-        "bench", "corruptions", "--images", "6", "--imagenet-images", "5", "--cpu-images", "2",
-        "--reference-images", "0", "--corruption", "contrast", "--corruption", "fog",
-        "--out", str(tmp_path),
+    code, table, err = locrob_cli(
+        "bench", "corruptions", "--images", "6", "--imagenet-images", "5",
+        "--cpu-imagenet-images", "2", "--reference-images", "0", "--corruption",
+        "contrast", "--corruption", "fog", "--corruption", "snow", "--out", str(out),
     )  # fmt: skip
-    assert code != 0
+    assert code == 0
+    whole, cut = {"cifar": 6, "imagenet": 5}, {"cifar": 6, "imagenet": 2}
     assert seen == [
-        ("contrast", "meta", {"cifar": 6, "imagenet": 5}),
-        ("contrast", "cpu", {"cifar": 2, "imagenet": 2}),
-        ("fog", "meta", {"cifar": 6, "imagenet": 5}),
+        ("contrast", "meta", whole),
+        ("contrast", "cpu", cut),
+        ("fog", "meta", whole),
+        ("snow", "meta", whole),
+        ("snow", "cpu", cut),
     ]
     assert "contrast: 200 img/s (cifar), 20 (imagenet)" in err
-    (row,) = json.loads((tmp_path / "bench-corruptions.json").read_text())
-    assert row["corruption"] == "contrast" and row["cpu_cifar_ips"] == 200.0
-    assert row["reference_ips"] is None and row["speedup"] is None
-    del row["speedup"]
-    table = corruptions.corruption_table([corruptions.CorruptionBench(**row)])
-    assert "| not run | - |" in table
+    assert "fog fails (LocrobError: no fog here)" in err
+    rows = json.loads((out / "bench-corruptions.json").read_text())
+    assert [row["corruption"] for row in rows] == ["contrast", "fog", "snow"]
+    contrast, fog, _ = rows
+    assert contrast["cpu_cifar_ips"] == 200.0 and contrast["reference_ips"] is None
+    sizes = ("images", "imagenet_images", "cpu_imagenet_images", "reference_images")
+    assert [contrast[k] for k in sizes] == [6, 5, 2, 0]
+    assert fog["cifar_ips"] is None and fog["error"] == "LocrobError: no fog here"
+    assert "| cpu imagenet (img/s, 2 images) |" in table
+    assert "| fog | fails (LocrobError: no fog here) | - | - | - | - | - | - | - |" in table
+    assert "| contrast | 200 | 20 | 50 % | 200 | 20 | 1.0x | not run | - |" in table
+    assert "| the 2 measured | 200 | 20 | 100 % |" in table
 
 
 def test_bench_corruptions_runs_the_real_imagecorruptions():

@@ -217,5 +217,6 @@ def test_bench_corruptions_on_cuda_times_the_cpu_in_the_same_run(monkeypatch):
         imagenet_images=4,
         imagenet_size=224,
     )
+    assert [r.error for r in rows if r.error] == []
     assert all(r.cpu_cifar_ips > 0 and r.cpu_imagenet_ips > 0 for r in rows)
     assert "cifar: device / cpu" in corruptions.corruption_table(rows)

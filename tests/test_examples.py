@@ -147,15 +147,18 @@ def test_an_example_without_its_files_says_so_in_one_line(
     assert list(tmp_path.iterdir()) == []  # nothing created: no data/, no runs/
 
 
-def gpu_figures(tmp_path: Path, budget: int, *steps: str) -> tuple[list[list[str]], str]:
-    """Run examples/gpu_figures.sh with a stand-in ``python3`` that records its arguments:
-    (each call's arguments, the log)."""
+def gpu_figures(
+    tmp_path: Path, budget: int, *steps: str, code: int = 0, expect: int = 0
+) -> tuple[list[list[str]], str]:
+    """Run examples/gpu_figures.sh, expecting its exit status ``expect``, with a stand-in
+    ``python3`` that records its arguments and exits with ``code``: (each call's arguments,
+    the log)."""
     import os
     import subprocess
 
     stub = tmp_path / "bin" / "python3"
     stub.parent.mkdir(parents=True)
-    stub.write_text('#!/usr/bin/env bash\nprintf \'%s\\0\' "$#" "$@" >> "$CALLS"\n')
+    stub.write_text(f'#!/usr/bin/env bash\nprintf \'%s\\0\' "$#" "$@" >> "$CALLS"\nexit {code}\n')
     stub.chmod(0o755)
     calls, out = tmp_path / "calls", tmp_path / "out"
     env = os.environ | {
@@ -164,14 +167,16 @@ def gpu_figures(tmp_path: Path, budget: int, *steps: str) -> tuple[list[list[str
         "LOCROB_GPU_BUDGET": str(budget),
     }
     script = str(EXAMPLES / "gpu_figures.sh")
-    subprocess.run(["bash", script, str(out), *steps], env=env, check=True, timeout=60)
+    ran = subprocess.run(["bash", script, str(out), *steps], env=env, timeout=60)
+    assert ran.returncode == expect
     fields = calls.read_text().split("\0")[:-1] if calls.exists() else []
     recorded = []
     while fields:
         count = int(fields.pop(0))
         recorded.append(fields[:count])
         del fields[:count]
-    return recorded, (out / "log.txt").read_text()
+    log = out / "log.txt"
+    return recorded, log.read_text() if log.exists() else ""
 
 
 def test_the_gpu_figures_script_runs_its_steps_in_order_with_arguments_that_parse(tmp_path):
@@ -197,13 +202,28 @@ def test_the_gpu_figures_script_runs_its_steps_in_order_with_arguments_that_pars
     assert (EXAMPLES.parent / calls[3][-1]).exists()
     with pytest.raises(typer.BadParameter):  # the check above can fail
         bench["alpha"].make_context("alpha", ["--authors-draws", "0"])
+    folders = [call[call.index("--out") + 1] for call in calls if "--out" in call]
+    assert len(folders) == len(set(folders)) == 4  # alpha's two JSON files apart
     for step in ("device", "separation", "alpha", "cuda-tests", "corruptions", "wrn"):
         assert f"== {step}: python3" in log and f"\n{step}: exit 0 in " in log, step
 
 
-def test_the_gpu_figures_script_runs_the_steps_asked_and_skips_those_without_time(tmp_path):
+def test_the_gpu_figures_script_runs_the_steps_asked_and_says_how_each_ended(tmp_path):
+    """Steps named run alone, a name it lacks is refused, steps without time left are
+    skipped, and a step's end says when it ran out of time: a refusal exits with 2, a
+    step that did not end well with 1."""
+    import re
+
     calls, log = gpu_figures(tmp_path / "some", 600, "corruptions", "wrn")
     assert [call[3] for call in calls] == ["corruptions", "alpha"]
     assert "== separation" not in log and "\nwrn: exit 0 in " in log
-    calls, log = gpu_figures(tmp_path / "none", 20, "device", "alpha")
-    assert calls == [] and log == "device: skipped, 20 s left\nalpha: skipped, 20 s left\n"
+    calls, log = gpu_figures(tmp_path / "typo", 600, "corruption", expect=2)
+    assert calls == [] and log == ""
+    calls, log = gpu_figures(tmp_path / "none", 20, "device", "alpha", expect=1)
+    assert calls == [] and re.fullmatch(
+        r"device: skipped, \d+ s left\nalpha: skipped, \d+ s left\n", log
+    )
+    calls, log = gpu_figures(tmp_path / "late", 600, "device", code=124, expect=1)
+    assert "\ndevice: exit 124 (out of time) in " in log
+    calls, log = gpu_figures(tmp_path / "killed", 600, "device", code=137, expect=1)
+    assert "\ndevice: exit 137 in " in log  # killed long before its limit: not for time

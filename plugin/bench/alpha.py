@@ -213,10 +213,13 @@ def bench_model(
     clever_points: int = 0,
     compile: str = "auto",
     authors_draws: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> AlphaBench:
     """The figures of one architecture (random weights: speed does not depend on them); the
     authors' loop is timed on ``authors_draws`` draws per point and radius (default: the
-    preset's)."""
+    preset's). ``report`` receives a line per stage as it ends (the warm-up, each run timed)."""
+    said = report or (lambda line: None)
+    label = f"{name} {preset or 'default'}"
     torch.manual_seed(0)
     model = bench_network(name).to(dev).eval()
     settings, radii = _sized(name, dev, preset, forward_dtype, sizes, compile)
@@ -239,7 +242,9 @@ def bench_model(
     # the weights in channels-last memory once for every run (each run would otherwise
     # convert them again, at new addresses, and its CUDA graphs be captured again)
     with channels_last(model, channels_last_pays(model, dev, x)):
+        start = time.perf_counter()
         engine()  # warm-up, and the chunk the estimator picks for this model
+        said(f"{label}: warm-up (compilation, the chunk) {time.perf_counter() - start:.1f} s")
         total = n * draws * len(radii)
         size = forward_batch(n * draws, len(radii), chunks[-1])
         compiled = compiles(settings.compile, dev, total)
@@ -248,7 +253,8 @@ def bench_model(
         # recording, which the first few passes of the one shape do
         inference(WARM_UP_PASSES * size)
         runs = {"engine": engine, "inference": lambda: inference(total)}
-        rates = _interleaved(runs | {"numpy": authors("numpy"), "torch": authors("torch")}, dev)
+        runs |= {"authors numpy": authors("numpy"), "authors torch": authors("torch")}
+        rates = _interleaved(runs, dev, lambda key, rate: said(f"{label}: {key} {rate:,.0f} img/s"))
     clever = clever_seconds(model, x[:clever_points], dev) if clever_points else None
     return AlphaBench(
         name,
@@ -263,8 +269,8 @@ def bench_model(
         size,
         rates["engine"],
         rates["inference"],
-        rates["numpy"],
-        rates["torch"],
+        rates["authors numpy"],
+        rates["authors torch"],
         authors_draws,
         compiled,
         flops_per_image(model, x[:1]),
@@ -291,13 +297,19 @@ def _sized(
     return settings, settings.radii[-n_radii:] if n_radii is not None else settings.radii
 
 
-def _interleaved(runs: dict[str, Callable[[], int]], dev: torch.device) -> dict[str, float]:
+def _interleaved(
+    runs: dict[str, Callable[[], int]],
+    dev: torch.device,
+    measured: Callable[[str, float], None],
+) -> dict[str, float]:
     """Each run's units per second, the best of two, the runs interleaved so that a change in
-    the machine's load reaches them all alike."""
+    the machine's load reaches them all alike; ``measured`` receives each rate as it comes."""
     rates = dict.fromkeys(runs, 0.0)
     for _ in range(2):
         for key, run in runs.items():
-            rates[key] = max(rates[key], best_rate(run, dev, repeats=1))
+            rate = best_rate(run, dev, repeats=1)
+            measured(key, rate)
+            rates[key] = max(rates[key], rate)
     return rates
 
 
@@ -353,6 +365,7 @@ def bench_alpha(
     clever_points: int = 1,
     compile: str = "auto",
     authors_draws: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> list[AlphaBench]:
     """Measure each model under each preset (``None``: the default settings); ``sizes`` =
     (points, draws, radii) overrides the preset's counts, which a CPU scales down by default.
@@ -361,7 +374,7 @@ def bench_alpha(
     ``compile`` is the estimator's setting (``auto``, ``on``, ``off``); ``authors_draws``
     sizes the authors' loop's timed runs (default: each preset's draws). Its rate does not
     depend on them: each draw is one forward pass of the points, the same work every time
-    (beside one pass at the points per run).
+    (beside one pass at the points per run). ``report`` receives a line per stage as it ends.
     """
     dev = resolve_device(device)
     images = load_dataset("digits").train_x
@@ -376,6 +389,7 @@ def bench_alpha(
             clever_points if i == 0 else 0,
             compile,
             authors_draws,
+            report,
         )
         for name in models
         for i, preset in enumerate(presets)

@@ -2,14 +2,14 @@
 1-5 on a batch of 32x32 images (the ``cifar`` preset) and on a batch of images of the
 ``imagenet`` preset's size (32x32 by default, 224x224 as ImageNet-C's), against the
 ``imagecorruptions`` package (one image at a time, ImageNet-C's parameters) on the corruptions
-that run there; on a GPU, against the CPU in the same run (on as many of the images as asked).
+that run there; on a GPU, against the CPU in the same run.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,20 +21,29 @@ from locrob.runtime import best_rate, resolve_device
 
 @dataclass
 class CorruptionBench:
-    """One corruption's rates (corrupted images per second over severities 1-5)."""
+    """One corruption's rates (corrupted images per second over severities 1-5), and the
+    batches they were measured on."""
 
     corruption: str
-    cifar_ips: float
-    imagenet_ips: float
+    cifar_ips: float | None  # None where locrob's corruption fails (``error``)
+    imagenet_ips: float | None
     reference_ips: float | None  # imagecorruptions; None where it fails or was not run
     reference_error: str = ""
     cpu_cifar_ips: float | None = None  # the same on the CPU, when the device is not one
     cpu_imagenet_ips: float | None = None
+    error: str = ""  # why locrob's corruption failed here, if it did
+    images: int = 0  # the cifar batch
+    imagenet_images: int = 0
+    imagenet_size: int = 0
+    cpu_imagenet_images: int | None = None  # of the imagenet batch, on the CPU
+    reference_images: int = 0
 
     @property
     def speedup(self) -> float | None:
         """Our rate over imagecorruptions' at the same (ImageNet-C) parameters."""
-        return None if self.reference_ips is None else self.imagenet_ips / self.reference_ips
+        if self.reference_ips is None or self.imagenet_ips is None:
+            return None
+        return self.imagenet_ips / self.reference_ips
 
 
 def _import_imagecorruptions() -> Callable[..., np.ndarray]:
@@ -57,15 +66,16 @@ def bench_corruptions(
     names: Sequence[str] | None = None,
     imagenet_images: int | None = None,
     imagenet_size: int = 32,
-    cpu_images: int | None = None,
+    cpu_imagenet_images: int | None = None,
     on_row: Callable[[CorruptionBench], None] | None = None,
 ) -> list[CorruptionBench]:
     """Each corruption's rates: locrob on a batch of ``images`` 32x32 images (``cifar`` preset)
     and of ``imagenet_images`` (default: as many) ``imagenet_size``-pixel ones (``imagenet``
-    preset), on ``device`` and, when that is not the CPU, on the CPU too, on the first
-    ``cpu_images`` of each batch (default: all); imagecorruptions image by image on
-    ``reference_images`` of the latter (0: not run). ``on_row`` receives each row as it is
-    measured (a long run's rows are not lost to its end)."""
+    preset), on ``device`` and, when that is not the CPU, on the CPU too (there on the first
+    ``cpu_imagenet_images`` of the latter, default all); imagecorruptions image by image on
+    ``reference_images`` of the latter (0: not run). A corruption that fails is a row that
+    says why, and the others are measured; ``on_row`` receives each row as it is measured (a
+    long run's rows are not lost to its end)."""
     from locrob.corruptions import NAMES
 
     reference = _import_imagecorruptions() if reference_images > 0 else None
@@ -76,7 +86,17 @@ def bench_corruptions(
     imagenet = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
     hwc = imagenet[:reference_images].permute(0, 2, 3, 1).numpy()
     batches = {"cifar": cifar.float() / 255, "imagenet": imagenet.float() / 255}
-    cpu_batches = {preset: batch[:cpu_images] for preset, batch in batches.items()}
+    # the CPU on the whole cifar batch: a few hundred 32x32 images fit in its caches, and
+    # their rate would overstate its pace on a data set's worth
+    on_cpu = dev.type != "cpu"
+    cpu_batches = {**batches, "imagenet": batches["imagenet"][:cpu_imagenet_images]}
+    sizes = {
+        "images": images,
+        "imagenet_images": shape[0],
+        "imagenet_size": imagenet_size,
+        "cpu_imagenet_images": len(cpu_batches["imagenet"]) if on_cpu else None,
+        "reference_images": len(hwc),
+    }
     rows = []
     for name in names or NAMES:
 
@@ -89,16 +109,30 @@ def bench_corruptions(
                         reference(image, corruption_name=name, severity=severity)
             return 5 * len(hwc)
 
-        here = _rates(name, batches, dev)
-        on_cpu = _rates(name, cpu_batches, torch.device("cpu")) if dev.type != "cpu" else {}
-        cpu = {"cpu_cifar_ips": on_cpu.get("cifar"), "cpu_imagenet_ips": on_cpu.get("imagenet")}
-        baseline, error = None, ""
         try:
-            if reference is not None:
-                baseline = best_rate(theirs, torch.device("cpu"), 1)
-        except Exception as err:  # the baseline's own crashes are part of the finding
-            error = type(err).__name__
-        rows.append(CorruptionBench(name, here["cifar"], here["imagenet"], baseline, error, **cpu))
+            here = _rates(name, batches, dev)
+            cpu = _rates(name, cpu_batches, torch.device("cpu")) if on_cpu else {}
+        except Exception as err:  # one corruption's failure (a missing file, a device fault)
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            row = CorruptionBench(name, None, None, None, error=f"{type(err).__name__}: {first}")
+            warnings.warn(f"bench corruptions: {name} fails ({row.error})", stacklevel=2)
+        else:
+            baseline, error = None, ""
+            try:
+                if reference is not None:
+                    baseline = best_rate(theirs, torch.device("cpu"), 1)
+            except Exception as err:  # the baseline's own crashes are part of the finding
+                error = type(err).__name__
+            row = CorruptionBench(
+                name,
+                here["cifar"],
+                here["imagenet"],
+                baseline,
+                error,
+                cpu.get("cifar"),
+                cpu.get("imagenet"),
+            )
+        rows.append(replace(row, **sizes))
         if on_row is not None:
             on_row(rows[-1])
     return rows
@@ -123,22 +157,29 @@ def _rates(name: str, batches: dict[str, torch.Tensor], device: torch.device) ->
 
 
 def corruption_table(rows: Sequence[CorruptionBench]) -> str:
-    """A Markdown table of rates per corruption, with the overall rates and speed-up."""
+    """A Markdown table of rates per corruption, with the overall rates and speed-up (over
+    the corruptions measured: one that fails says why on its row)."""
 
     def overall(rates: Sequence[float]) -> float:  # images per second over the whole sweep
         return len(rates) / sum(1 / rate for rate in rates)
 
-    cpu = all(r.cpu_cifar_ips is not None for r in rows) and bool(rows)
-    seconds = sum(1 / r.cifar_ips for r in rows)  # one image of each, at all severities
+    measured = [r for r in rows if not r.error]
+    cpu = bool(measured) and all(r.cpu_cifar_ips is not None for r in measured)
+    seconds = sum(1 / r.cifar_ips for r in measured)  # one image of each, at all severities
     cells = [_cells(r, seconds, cpu) for r in rows]
-    cifar, imagenet = overall([r.cifar_ips for r in rows]), overall([r.imagenet_ips for r in rows])
-    total = [f"all {len(rows)}", f"{cifar:,.0f}", f"{imagenet:,.0f}", "100 %"]
-    if cpu:
-        on_cpu = overall([r.cpu_cifar_ips for r in rows])
-        total += [f"{on_cpu:,.0f}", f"{overall([r.cpu_imagenet_ips for r in rows]):,.0f}"]
-        total.append(f"{cifar / on_cpu:.1f}x")
-    cells.append([*total, "-", "-"])
-    ran = [r for r in rows if r.reference_ips]
+    if measured:
+        cifar = overall([r.cifar_ips for r in measured])
+        imagenet = overall([r.imagenet_ips for r in measured])
+        label = (
+            f"all {len(rows)}" if len(measured) == len(rows) else f"the {len(measured)} measured"
+        )
+        total = [label, f"{cifar:,.0f}", f"{imagenet:,.0f}", "100 %"]
+        if cpu:
+            on_cpu = overall([r.cpu_cifar_ips for r in measured])
+            total += [f"{on_cpu:,.0f}", f"{overall([r.cpu_imagenet_ips for r in measured]):,.0f}"]
+            total.append(f"{cifar / on_cpu:.1f}x")
+        cells.append([*total, "-", "-"])
+    ran = [r for r in measured if r.reference_ips]
     if ran:
         ours = overall([r.imagenet_ips for r in ran])
         theirs = overall([r.reference_ips for r in ran])
@@ -152,16 +193,30 @@ def corruption_table(rows: Sequence[CorruptionBench]) -> str:
         "locrob cifar (img/s)",
         "locrob imagenet (img/s)",
         "share of the cifar sweep",
-        *(["cpu cifar (img/s)", "cpu imagenet (img/s)", "cifar: device / cpu"] if cpu else []),
+        *(["cpu cifar (img/s)", _cpu_imagenet(measured), "cifar: device / cpu"] if cpu else []),
         "imagecorruptions (img/s)",
         "speed-up",
     ]
     return markdown.table(header, cells)
 
 
+def _cpu_imagenet(rows: Sequence[CorruptionBench]) -> str:
+    """The CPU's imagenet column, naming how many images it ran on where that is fewer."""
+    fewer = {
+        r.cpu_imagenet_images
+        for r in rows
+        if r.cpu_imagenet_images is not None and r.cpu_imagenet_images < r.imagenet_images
+    }
+    return (
+        f"cpu imagenet (img/s, {fewer.pop()} images)" if len(fewer) == 1 else "cpu imagenet (img/s)"
+    )
+
+
 def _cells(r: CorruptionBench, seconds: float, cpu: bool) -> list[str]:
     """One corruption's row: its rates, its share of the cifar sweep's ``seconds``, the CPU's
-    rates (``cpu``) and the baseline's."""
+    rates (``cpu``) and the baseline's; or why it fails."""
+    if r.error:
+        return [r.corruption, f"fails ({r.error})", *["-"] * (4 + 3 * cpu)]
     cells = [
         r.corruption,
         f"{r.cifar_ips:,.0f}",
