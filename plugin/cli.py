@@ -591,10 +591,10 @@ def bench_kernels(
 ) -> None:
     """The Triton kernels built for an H100/H200 (sm_90) without one: registers, spills and
     the inner loop's instructions per unit of work, from ptxas and the SASS (static)."""
+    from locrob.bench.kernels import BENCHES, kernels_table
     from locrob.bench.kernels import bench_kernels as run_bench
-    from locrob.bench.kernels import kernels_table
 
-    typer.echo(kernels_table(run_bench(kernel or ["separation", "philox"], features)), nl=False)
+    typer.echo(kernels_table(run_bench(kernel or tuple(BENCHES), features)), nl=False)
 
 
 @bench_app.command("distributed")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from locrob.errors import summary
 from locrob.runtime import quiet_cuda_probe
 
 COMPILE = ("auto", "on", "off")
@@ -90,10 +91,8 @@ class ChunkForward:
             out = self.compiled(self._laid_out(padded))
         except Exception as err:  # the compiler's failures come in many types
             self.compiled = None
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             warnings.warn(
-                f"alpha_lim: torch.compile failed ({type(err).__name__}: {first[:200]}); "
-                "the model runs uncompiled",
+                f"alpha_lim: torch.compile failed ({summary(err)}); the model runs uncompiled",
                 stacklevel=2,
             )
             return self.model(self._laid_out(x))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from locrob import markdown
-from locrob.errors import LocrobError
+from locrob.errors import LocrobError, summary
 from locrob.runtime import best_rate, resolve_device
 
 
@@ -113,8 +113,7 @@ def bench_corruptions(
             here = _rates(name, batches, dev)
             cpu = _rates(name, cpu_batches, torch.device("cpu")) if on_cpu else {}
         except Exception as err:  # one corruption's failure (a missing file, a device fault)
-            first = (str(err).strip().splitlines() or [""])[0][:200]
-            row = CorruptionBench(name, None, None, None, error=f"{type(err).__name__}: {first}")
+            row = CorruptionBench(name, None, None, None, error=summary(err), **sizes)
             warnings.warn(f"bench corruptions: {name} fails ({row.error})", stacklevel=2)
         else:
             baseline, error = None, ""
@@ -131,8 +130,9 @@ def bench_corruptions(
                 error,
                 cpu.get("cifar"),
                 cpu.get("imagenet"),
+                **sizes,
             )
-        rows.append(replace(row, **sizes))
+        rows.append(row)
         if on_row is not None:
             on_row(rows[-1])
     return rows
