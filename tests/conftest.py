@@ -8,6 +8,8 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,18 @@ def locrob_cli(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread for the block: a float sum's last bits can depend on how many
+    threads shared it, so a comparison with one-thread workers runs on one thread too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def subset(data: locrob.ImageData, n_train: int, n_test: int | None = None) -> locrob.ImageData:

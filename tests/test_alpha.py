@@ -6,7 +6,13 @@ import math
 
 import pytest
 import torch
-from conftest import NEEDS_CUDA, check_reported_perturbations, linear_model, points
+from conftest import (
+    NEEDS_CUDA,
+    check_reported_perturbations,
+    linear_model,
+    one_thread,
+    points,
+)
 from torch import nn
 
 import locrob
@@ -445,12 +451,8 @@ def test_draws_are_addressed_not_chunked_or_threaded(width):
     assert torch.allclose(whole.flatten(2).norm(dim=2), torch.ones(70, width))
     pieces = draws()
     assert torch.equal(torch.cat([pieces.get(a, b) for a, b in [(0, 5), (5, 6), (6, 70)]]), whole)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # units drawn one after another instead of in worker threads
+    with one_thread():  # units drawn one after another instead of in worker threads
         assert torch.equal(draws().get(0, 70), whole)
-    finally:
-        torch.set_num_threads(threads)
     picked = draws().at([0, 69, 33], [0, width - 1, width // 2])
     assert torch.equal(picked, whole[[0, 69, 33], [0, width - 1, width // 2]])
 
