@@ -465,10 +465,11 @@ def bench_alpha(
         presets,
         forward_dtype,
         sizes,
-        clever_points,
-        compile,
-        authors_draws,
-        lambda line: typer.echo(line, err=True),  # as it goes: a run cut short keeps them
+        clever_points=clever_points,
+        compile=compile,
+        authors_draws=authors_draws,
+        # as it goes: a run cut short keeps them
+        report=lambda line: typer.echo(line, err=True),
     )
     typer.echo(alpha_table(rows), nl=False)
     if out is not None:
@@ -546,9 +547,15 @@ def bench_corruptions(
             write_text(out / "bench-corruptions.json", json.dumps(data, indent=2) + "\n")
 
     rows = run_bench(
-        images, reference_images, device, corruption, imagenet_images, imagenet_size,
-        cpu_imagenet_images=cpu_imagenet_images, on_row=measured,
-    )  # fmt: skip
+        images,
+        reference_images,
+        device,
+        corruption,
+        imagenet_images=imagenet_images,
+        imagenet_size=imagenet_size,
+        cpu_imagenet_images=cpu_imagenet_images,
+        on_row=measured,
+    )
     typer.echo(corruption_table(rows), nl=False)
 
 

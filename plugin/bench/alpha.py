@@ -386,10 +386,10 @@ def bench_alpha(
             preset,
             forward_dtype,
             sizes,
-            clever_points if i == 0 else 0,
-            compile,
-            authors_draws,
-            report,
+            clever_points=clever_points if i == 0 else 0,
+            compile=compile,
+            authors_draws=authors_draws,
+            report=report,
         )
         for name in models
         for i, preset in enumerate(presets)
