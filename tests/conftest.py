@@ -473,7 +473,7 @@ def run_in_triton_interpreter(module: str, function: str) -> None:
     Skips where the installed Triton's interpreter cannot run on the installed NumPy."""
     triton = metadata.version("triton")
     # Triton up to 3.6 reads a scalar kernel argument in its interpreter as int() of a
-    # one-element array, which NumPy 2.4 refuses; 3.7 squeezes it first (both sources read)
+    # one-element array, which NumPy 2.4 refuses; 3.7 squeezes it first (their interpreter.py)
     if Version(triton) < Version("3.7") and Version(np.__version__) >= Version("2.4"):
         pytest.skip(f"Triton {triton}'s interpreter cannot run on NumPy {np.__version__}")
     env = {**os.environ, "TRITON_INTERPRET": "1", "LOCROB_PROGRESS": "0"}
