@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 import locrob
+from locrob import markdown
 from locrob.errors import LocrobError
 from locrob.report import SCHEMA_VERSION
 
@@ -82,6 +84,13 @@ def test_markdown_table_joins_reports_with_different_metrics():
     assert lines[0].endswith("| clean accuracy | clean extra |")
     assert lines[2].startswith("| A |") and lines[2].endswith("|  |")
     assert lines[3].endswith("| 0.5 |")
+
+
+def test_markdown_table_escapes_a_pipe_inside_a_cell():
+    text = markdown.table(["name", "why"], [["fog", "TypeError: int | None expected"]])
+    row = text.splitlines()[2]
+    assert row == "| fog | TypeError: int \\| None expected |"
+    assert len(re.split(r"(?<!\\)\|", row)) == len(re.split(r"\|", text.splitlines()[0]))
 
 
 @pytest.mark.parametrize(
