@@ -121,7 +121,7 @@ def bench_corruptions(
                 if reference is not None:
                     baseline = best_rate(theirs, torch.device("cpu"), 1)
             except Exception as err:  # the baseline's own crashes are part of the finding
-                error = summary(err, limit=80)
+                error = summary(err)
             row = CorruptionBench(
                 name,
                 here["cifar"],
