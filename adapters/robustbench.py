@@ -15,7 +15,6 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,9 +22,6 @@ from torch import nn
 from locrob.atomic import no_empty_dirs_left
 from locrob.errors import LocrobError
 from locrob.hookspecs import RegisterModelSource, hookimpl
-
-if TYPE_CHECKING:
-    pass
 
 MODEL_DIR_ENV = "LOCROB_MODEL_DIR"
 

@@ -6,8 +6,8 @@
 #
 # Run from the repository root, with locrob installed beside a CUDA build of torch and Triton
 # (offline: `pip install --no-deps --no-build-isolation -e .` where its other requirements are
-# present). The `device` step names any that are missing: torchattacks for the CUDA tests,
-# RobustBench for WideResNet-28-10, imagecorruptions for the frost photographs.
+# present). The `device` step (examples/gpu_node_check.py) imports each framework a step
+# needs and names any that does not import, with the module it lacks.
 # The steps run most telling first, within LOCROB_GPU_BUDGET seconds in all (570 by default):
 # each is bounded by its own limit and by the time left, and one that fails, runs out of
 # time or is skipped for want of it does not stop the next. Everything printed goes to
@@ -49,15 +49,7 @@ step() {  # step NAME SECONDS COMMAND...: run it if asked for and time is left, 
     ended+=("$name: exit $code$late in $seconds s")
 }
 
-step device 60 python3 -c "
-from importlib.metadata import version
-from importlib.util import find_spec
-import torch
-needed = ('locrob', 'triton', 'torchattacks', 'robustbench', 'imagecorruptions')
-missing = [m for m in needed if not find_spec(m)]
-print('missing:', ', '.join(missing) or 'nothing', '| torch', torch.__version__, '| triton',
-      version('triton') if find_spec('triton') else '-')
-print(torch.cuda.get_device_properties(0))"
+step device 60 python3 examples/gpu_node_check.py
 step separation 150 python3 -m locrob bench separation --device cuda --images 50000 \
     --baseline-images 5000 --out "$out/separation"
 # the authors' loop on 10 draws per radius: its images/s do not depend on the draws, and its

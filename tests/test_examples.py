@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -190,7 +191,9 @@ def test_the_gpu_figures_script_runs_its_steps_in_order_with_arguments_that_pars
     calls, log = gpu_figures(tmp_path, 600)
     bench = typer.main.get_command(cli.app).commands["bench"].commands
     names = [call[3] if call[:3] == ["-m", "locrob", "bench"] else call[0] for call in calls]
-    assert names == ["-c", "separation", "alpha", "-m", "corruptions", "alpha"]
+    check = "examples/gpu_node_check.py"
+    assert names == [check, "separation", "alpha", "-m", "corruptions", "alpha"]
+    assert (EXAMPLES.parent / check).exists()
     for call in calls:
         if call[:3] == ["-m", "locrob", "bench"]:
             command = bench[call[3]]
@@ -208,12 +211,51 @@ def test_the_gpu_figures_script_runs_its_steps_in_order_with_arguments_that_pars
         assert f"== {step}: python3" in log and f"\n{step}: exit 0 in " in log, step
 
 
+def node_check(*blocked: str) -> tuple[int, list[str]]:
+    """Run examples/gpu_node_check.py in a fresh interpreter where importing any of the
+    ``blocked`` modules fails, as on a node that lacks them: (exit status, lines printed)."""
+    import subprocess
+
+    hide = f"import sys; sys.modules.update(dict.fromkeys({list(blocked)!r}))"
+    run = f"{hide}; import runpy; runpy.run_path('examples/gpu_node_check.py', run_name='__main__')"
+    ran = subprocess.run(
+        [sys.executable, "-c", run],
+        cwd=EXAMPLES.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return ran.returncode, ran.stdout.splitlines()
+
+
+def test_the_node_check_imports_each_framework_and_names_what_a_requirement_lacks():
+    """A framework that is installed but misses one of its own requirements (RobustBench
+    without bs4, which gdown imports) is reported missing, naming the module; where every
+    framework imports, the check passes only with a GPU."""
+    import importlib.util
+
+    for framework in ("triton", "torchattacks", "robustbench", "imagecorruptions"):
+        if importlib.util.find_spec(framework) is None:
+            pytest.skip(f"{framework} is not installed")
+    code, lines = node_check()
+    gpu = torch.cuda.is_available()
+    assert code == (0 if gpu else 1)
+    assert gpu or lines[-1] == "cuda: no CUDA device visible"
+    assert any(re.fullmatch(r"robustbench [\d.]+: ok", line) for line in lines), lines
+    code, lines = node_check("bs4", "torchattacks")
+    assert code == 1
+    assert [line.split(":")[0] for line in lines if "missing" in line] == [
+        "torchattacks",
+        "robustbench",
+    ]
+    missing = next(line for line in lines if line.startswith("robustbench: missing"))
+    assert missing.startswith("robustbench: missing, for WideResNet-28-10") and "bs4" in missing
+
+
 def test_the_gpu_figures_script_runs_the_steps_asked_and_says_how_each_ended(tmp_path):
     """Steps named run alone, a name it lacks is refused, steps without time left are
     skipped, and a step's end says when it ran out of time: a refusal exits with 2, a
     step that did not end well with 1."""
-    import re
-
     calls, log = gpu_figures(tmp_path / "some", 600, "corruptions", "wrn")
     assert [call[3] for call in calls] == ["corruptions", "alpha"]
     assert "== separation" not in log and "\nwrn: exit 0 in " in log
