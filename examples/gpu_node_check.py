@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
@@ -23,26 +22,25 @@ import torch
 from locrob.adapters.robustbench import import_robustbench
 from locrob.errors import LocrobError
 
-# distribution -> (how it is imported, what needs it)
-NEEDED: dict[str, tuple[Callable[[], object], str]] = {
-    "triton": (lambda: importlib.import_module("triton"), "the separation and noise kernels"),
-    "torchattacks": (lambda: importlib.import_module("torchattacks"), "the CUDA tests (PGD)"),
-    "robustbench": (lambda: import_robustbench("robustbench.model_zoo"), "WideResNet-28-10"),
-    "imagecorruptions": (
-        lambda: importlib.import_module("imagecorruptions"),
-        "the frost photographs and the corruptions baseline",
-    ),
+# distribution -> (the module its step imports, what needs it)
+NEEDED = {
+    "triton": ("triton", "the separation and noise kernels"),
+    "torchattacks": ("torchattacks", "PGD in the CUDA tests"),
+    "robustbench": ("robustbench.model_zoo", "WideResNet-28-10"),
+    "imagecorruptions": ("imagecorruptions", "the frost photographs and the corruptions baseline"),
 }
 
 
 def missing_frameworks() -> list[str]:
     """Print a line per framework (its version, or why it does not import); the missing ones."""
     missing = []
-    for name, (load, purpose) in NEEDED.items():
+    for name, (module, purpose) in NEEDED.items():
+        # RobustBench through locrob's shim, as locrob imports it (autoattack aliased first)
+        load = import_robustbench if name == "robustbench" else importlib.import_module
         try:
             with warnings.catch_warnings():  # deprecations of their imports, not ours to read
                 warnings.simplefilter("ignore")
-                load()
+                load(module)
             print(f"{name} {version(name)}: ok")
         except (ImportError, LocrobError, PackageNotFoundError) as err:  # each names the module
             print(f"{name}: missing, for {purpose} ({err})")
