@@ -21,6 +21,7 @@ import torch
 
 from locrob.adapters.robustbench import import_robustbench
 from locrob.errors import LocrobError
+from locrob.report import environment
 
 # distribution -> (the module its step imports, what needs it)
 NEEDED = {
@@ -50,9 +51,11 @@ def missing_frameworks() -> list[str]:
 
 def main() -> int:
     """Check the frameworks and the GPU; 1 when anything is missing."""
-    print("torch", torch.__version__, "| Python", sys.version.split()[0])
+    cuda = torch.cuda.is_available()
+    # the versions, device and threads a report records, as the benchmarks will see them
+    print(environment(torch.device("cuda" if cuda else "cpu")))
     missing = missing_frameworks()
-    if not torch.cuda.is_available():
+    if not cuda:
         print("cuda: no CUDA device visible")
         return 1
     print(torch.cuda.get_device_properties(0))
