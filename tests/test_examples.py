@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -154,9 +157,6 @@ def gpu_figures(
     """Run examples/gpu_figures.sh, expecting its exit status ``expect``, with a stand-in
     ``python3`` that records its arguments and exits with ``code``: (each call's arguments,
     the log)."""
-    import os
-    import subprocess
-
     stub = tmp_path / "bin" / "python3"
     stub.parent.mkdir(parents=True)
     stub.write_text(f'#!/usr/bin/env bash\nprintf \'%s\\0\' "$#" "$@" >> "$CALLS"\nexit {code}\n')
@@ -214,8 +214,6 @@ def test_the_gpu_figures_script_runs_its_steps_in_order_with_arguments_that_pars
 def node_check(*blocked: str) -> tuple[int, list[str]]:
     """Run examples/gpu_node_check.py in a fresh interpreter where importing any of the
     ``blocked`` modules fails, as on a node that lacks them: (exit status, lines printed)."""
-    import subprocess
-
     hide = f"import sys; sys.modules.update(dict.fromkeys({list(blocked)!r}))"
     run = f"{hide}; import runpy; runpy.run_path('examples/gpu_node_check.py', run_name='__main__')"
     ran = subprocess.run(
@@ -232,8 +230,6 @@ def test_the_node_check_imports_each_framework_and_names_what_a_requirement_lack
     """A framework that is installed but misses one of its own requirements (RobustBench
     without bs4, which gdown imports) is reported missing, naming the module; where every
     framework imports, the check passes only with a GPU."""
-    import importlib.util
-
     for framework in ("triton", "torchattacks", "robustbench", "imagecorruptions"):
         if importlib.util.find_spec(framework) is None:
             pytest.skip(f"{framework} is not installed")
